@@ -1,0 +1,37 @@
+# `make run`: set up and start the server on the embedded registry. `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.example.yaml
+DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv run check test system-deps clean
+
+$(BIN)/internal-dns: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+venv: $(BIN)/internal-dns
+
+run: venv
+	$(BIN)/internal-dns serve -c $(CONFIG)
+
+check: venv
+	$(BIN)/internal-dns check -c $(CONFIG)
+
+# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, etcd.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: system-deps venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

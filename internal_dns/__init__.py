@@ -1,0 +1,3 @@
+"""internal-dns: the resolver of a platform's private network."""
+
+__version__ = "0.1.0"

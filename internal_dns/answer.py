@@ -1,0 +1,66 @@
+"""The authoritative answer: a pure function of (snapshot, view, zone, question).
+
+Schemes say whether a name exists and what it holds; this module applies the rules shared by
+every zone: apex SOA/NS, NXDOMAIN vs NODATA with the SOA in authority (RFC 2308), ANY (RFC 8482).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from internal_dns.records import (
+    ANY, NOERROR, NS, NXDOMAIN, SOA, Answer, Node, RecordSet, RRset, name_wire, soa_rdata,
+)
+from internal_dns.registry.model import Snapshot
+from internal_dns.schemes import SCHEMES, Scheme
+from internal_dns.views import View
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    name: str  # lower case, no trailing dot
+    labels: tuple[str, ...]
+    scheme: Scheme
+
+    @classmethod
+    def make(cls, name: str, scheme: str) -> Zone:
+        return cls(name, tuple(name.split(".")), SCHEMES[scheme])
+
+
+class Zones:
+    """The configured zones; the longest suffix of a name wins."""
+
+    def __init__(self, zones: dict[str, str]):
+        self.by_labels = {z.labels: z for z in (Zone.make(n, s) for n, s in zones.items())}
+        self._lengths = sorted({len(k) for k in self.by_labels}, reverse=True)
+
+    def match(self, labels: tuple[str, ...]) -> Zone | None:
+        n = len(labels)
+        for k in self._lengths:
+            if k <= n:
+                zone = self.by_labels.get(labels[n - k :])
+                if zone is not None:
+                    return zone
+        return None
+
+
+def answer(snapshot: Snapshot, view: View, zone: Zone, labels: tuple[str, ...], qtype: int, ttl: int) -> Answer:
+    """`labels` is the whole lower-cased query name; `zone` the zone it falls in."""
+    relative = labels[: len(labels) - len(zone.labels)]
+    node = apex(zone, snapshot.serial, ttl) if not relative else zone.scheme(snapshot, view, relative)
+    soa = RRset(len(relative), SOA, ttl, (soa_rdata(zone.name, snapshot.serial, ttl),))
+    if node is None:
+        return Answer(NXDOMAIN, authority=(soa,))
+    if qtype == ANY:
+        found = tuple(RRset(0, t, ttl, rs.rdatas, rs.rotates) for t, rs in sorted(node.records.items()) if rs.rdatas)
+    else:
+        rs = node.records.get(qtype)
+        found = (RRset(0, qtype, ttl, rs.rdatas, rs.rotates),) if rs is not None and rs.rdatas else ()
+    if not found:
+        return Answer(NOERROR, authority=(soa,))
+    return Answer(NOERROR, answer=found)
+
+
+def apex(zone: Zone, serial: int, ttl: int) -> Node:
+    # The zone names itself as its name server; clients of this server never need to follow it.
+    return Node({SOA: RecordSet((soa_rdata(zone.name, serial, ttl),)), NS: RecordSet((name_wire(zone.name),))})

@@ -1,0 +1,112 @@
+"""`internal-dns serve | check`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from internal_dns import __version__
+from internal_dns.config import Config, ConfigError, load_config
+from internal_dns.registry.files import load_snapshot
+from internal_dns.registry.model import RegistryError, Snapshot
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="internal-dns", description="DNS for a platform's private network.")
+    parser.add_argument("--version", action="version", version=f"internal-dns {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server in the foreground")
+    serve.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    check = commands.add_parser("check", help="validate the config and the registry; non-zero exit with the reasons")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return run_check(args.config)
+    return run_serve(args.config)
+
+
+def run_check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        snapshot = load_registry(config)
+    except RegistryError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    problems = cross_check(config, snapshot)
+    for line in problems:
+        print(f"config error: {line}", file=sys.stderr)
+    if problems:
+        return 1
+    counts = snapshot.counts()
+    print(
+        f"{path}: ok; registry {config.registry.path}: {counts['networks']} networks, {counts['apps']} apps, "
+        f"{counts['machines']} machines, {counts['peers']} peers, {counts['regions']} regions"
+    )
+    return 0
+
+
+def load_registry(config: Config) -> Snapshot:
+    if config.registry.backend != "files":
+        raise RegistryError([f"{config.path}: registry.backend: unknown backend {config.registry.backend!r}"])
+    return load_snapshot(config.registry.path)
+
+
+def cross_check(config: Config, snapshot: Snapshot) -> list[str]:
+    """Config entries that name what the registry does not have."""
+    problems = []
+    for i, view in enumerate(config.views):
+        if view.network not in snapshot.networks:
+            problems.append(f"{config.path}: views[{i}].network: unknown network {view.network!r}")
+    for i, listener in enumerate(config.listen):
+        if listener.network is not None and listener.network not in snapshot.networks:
+            problems.append(f"{config.path}: listen[{i}].network: unknown network {listener.network!r}")
+    for key, region in [("region", config.region)] + [(f"listen[{i}].region", li.region) for i, li in enumerate(config.listen)]:
+        if region is not None and region not in snapshot.regions:
+            problems.append(f"{config.path}: {key}: unknown region {region!r}")
+    return problems
+
+
+def run_serve(path: str) -> int:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from internal_dns.server import DnsService
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    service = DnsService(config, reactor)
+    exit_code = [0]
+
+    def start() -> None:
+        try:
+            service.startService()
+        except Exception as exc:  # a listener that cannot bind, most often
+            print(f"cannot start: {exc}", file=sys.stderr)
+            exit_code[0] = 1
+            reactor.stop()  # type: ignore[attr-defined]
+
+    def on_signal(signum: int, _: Any) -> None:
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    return exit_code[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The YAML config (SPEC §9) as frozen dataclasses; every error names the file and the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMES = ("fly", "flycast", "railway")
+BACKENDS_BUILTIN = ("files",)
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, key: str, reason: str):
+        self.path, self.key, self.reason = path, key, reason
+        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    address: str
+    port: int
+    network: str | None = None  # the view of queries no prefix or `views:` entry claims
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    backend: str = "files"
+    path: Path = Path("zones")
+    poll_interval: float = 1.0
+    options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
+
+
+@dataclass(frozen=True, slots=True)
+class ViewConfig:
+    source: IPv4Network | IPv6Network
+    network: str
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    idle_timeout: float = 10.0
+    max_connections: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    address: str = "127.0.0.1"
+    port: int = 9153
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    listen: tuple[ListenConfig, ...]
+    registry: RegistryConfig
+    zones: Mapping[str, str]
+    views: tuple[ViewConfig, ...] = ()
+    region: str | None = None
+    upstreams: tuple[str, ...] | None = None  # None: use /etc/resolv.conf
+    metrics: MetricsConfig | None = None
+    ttl: int = 5
+    edns_payload: int = 1232
+    tcp: TcpConfig = TcpConfig()
+    server_id: str = field(default_factory=socket.gethostname)
+
+
+_TOP_KEYS = {
+    "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
+    "edns_payload", "tcp", "server_id",
+}
+
+
+class _Reader:
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must be a mapping, not {type(value).__name__}")
+        return value
+
+    def integer(self, value: Any, key: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"must be an integer from {low} to {high}, not {value!r}")
+        return value
+
+    def number(self, value: Any, key: str, low: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            raise self.fail(key, f"must be a number >= {low}, not {value!r}")
+        return float(value)
+
+    def text(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def unknown(self, raw: Mapping[str, Any], allowed: set[str], key: str) -> None:
+        extra = sorted(set(raw) - allowed)
+        if extra:
+            where = f"{key}." if key else ""
+            raise self.fail(f"{where}{extra[0]}", f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot be read ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(str(p), where, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    return parse_config(raw or {}, str(p), base=p.parent)
+
+
+def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Config:
+    r = _Reader(path)
+    top = r.mapping(raw, "")
+    r.unknown(top, _TOP_KEYS, "")
+
+    listen = tuple(_listen(r, item, f"listen[{i}]") for i, item in enumerate(_list(r, top.get("listen"), "listen")))
+    if not listen:
+        raise r.fail("listen", "at least one listener is needed")
+
+    reg_raw = r.mapping(top.get("registry", {}), "registry")
+    backend = r.text(reg_raw.get("backend", "files"), "registry.backend")
+    reg_path = Path(r.text(str(reg_raw.get("path", "zones")), "registry.path"))
+    if not reg_path.is_absolute():
+        reg_path = base / reg_path  # relative to the config file, not the working directory
+    poll = r.number(reg_raw.get("poll_interval", 1.0), "registry.poll_interval", 0.05)
+    options = {k: v for k, v in reg_raw.items() if k not in ("backend", "path", "poll_interval")}
+    registry = RegistryConfig(backend, reg_path, poll, options)
+    if backend in BACKENDS_BUILTIN and options:
+        r.unknown(reg_raw, {"backend", "path", "poll_interval"}, "registry")
+
+    zones_raw = r.mapping(top.get("zones", {"internal": "fly"}), "zones")
+    zones: dict[str, str] = {}
+    for zone, scheme in zones_raw.items():
+        name = str(zone).strip(".").lower()
+        if not name or not all(0 < len(label) < 64 for label in name.split(".")):
+            raise r.fail(f"zones.{zone}", "not a valid zone name")
+        if scheme not in SCHEMES:
+            raise r.fail(f"zones.{zone}", f"unknown scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+        zones[name] = scheme
+    if not zones:
+        raise r.fail("zones", "at least one zone is needed")
+
+    views = []
+    for i, item in enumerate(_list(r, top.get("views"), "views")):
+        key = f"views[{i}]"
+        m = r.mapping(item, key)
+        r.unknown(m, {"source", "network"}, key)
+        try:
+            source = ipaddress.ip_network(r.text(m.get("source"), f"{key}.source"), strict=False)
+        except ValueError as exc:
+            raise r.fail(f"{key}.source", str(exc)) from exc
+        views.append(ViewConfig(source, r.text(m.get("network"), f"{key}.network")))
+
+    region = top.get("region")
+    if region is not None:
+        region = r.text(region, "region").lower()
+
+    upstreams = None
+    if top.get("upstreams") is not None:
+        upstreams = tuple(r.text(u, f"upstreams[{i}]") for i, u in enumerate(_list(r, top["upstreams"], "upstreams")))
+
+    metrics = None
+    if top.get("metrics") is not None:
+        m = r.mapping(top["metrics"], "metrics")
+        r.unknown(m, {"address", "port"}, "metrics")
+        metrics = MetricsConfig(
+            r.text(m.get("address", "127.0.0.1"), "metrics.address"),
+            r.integer(m.get("port", 9153), "metrics.port", 0, 65535),
+        )
+
+    tcp_raw = r.mapping(top.get("tcp", {}), "tcp")
+    r.unknown(tcp_raw, {"idle_timeout", "max_connections"}, "tcp")
+    tcp = TcpConfig(
+        r.number(tcp_raw.get("idle_timeout", 10.0), "tcp.idle_timeout", 0.1),
+        r.integer(tcp_raw.get("max_connections", 256), "tcp.max_connections", 1, 1_000_000),
+    )
+
+    kwargs: dict[str, Any] = {}
+    if "server_id" in top:
+        kwargs["server_id"] = r.text(top["server_id"], "server_id")
+    return Config(
+        path=path,
+        listen=listen,
+        registry=registry,
+        zones=zones,
+        views=tuple(views),
+        region=region,
+        upstreams=upstreams,
+        metrics=metrics,
+        ttl=r.integer(top.get("ttl", 5), "ttl", 0, 2**31 - 1),
+        edns_payload=r.integer(top.get("edns_payload", 1232), "edns_payload", 512, 65535),
+        tcp=tcp,
+        **kwargs,
+    )
+
+
+def _list(r: _Reader, value: Any, key: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise r.fail(key, f"must be a list, not {type(value).__name__}")
+    return value
+
+
+def _listen(r: _Reader, item: Any, key: str) -> ListenConfig:
+    m = r.mapping(item, key)
+    r.unknown(m, {"address", "port", "network", "region"}, key)
+    address = r.text(m.get("address"), f"{key}.address")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise r.fail(f"{key}.address", f"not an IP address: {address!r}") from exc
+    port = r.integer(m.get("port", 53), f"{key}.port", 0, 65535)
+    network = r.text(m["network"], f"{key}.network") if m.get("network") is not None else None
+    region = r.text(m["region"], f"{key}.region").lower() if m.get("region") is not None else None
+    return ListenConfig(address, port, network, region)

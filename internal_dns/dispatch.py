@@ -1,0 +1,118 @@
+"""From query bytes to reply bytes: the protocol rules of SPEC §6 and the hand-off to the schemes.
+
+No I/O here: transports call `Dispatcher.handle` with the bytes, the peer's host and the listener,
+and write back what it returns (None: stay silent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from internal_dns.answer import Zones, answer
+from internal_dns.config import Config, ListenConfig
+from internal_dns.records import (
+    ANY, AXFR, BADVERS, CH, IN, IXFR, NOERROR, NOTIMP, REFUSED, SERVFAIL, TXT, Answer, RRset, txt_rdata,
+)
+from internal_dns.registry.model import Snapshot
+from internal_dns.views import View, ViewResolver
+from internal_dns.wire import TCP_LIMIT, Malformed, Query, formerr, parse_query, render
+
+log = Logger()
+
+_CHAOS_ID_NAMES = {("id", "server"), ("hostname", "bind")}
+
+# Called for names outside every configured zone; returns the reply, or None to refuse.
+Forwarder = Callable[[Query, View, bool], bytes | None]
+
+
+class Dispatcher:
+    def __init__(self, config: Config):
+        self.config = config
+        self.zones = Zones(dict(config.zones))
+        self.resolver: ViewResolver | None = None
+        self.forwarder: Forwarder | None = None
+        self._rotation: dict[tuple[str, tuple[str, ...], int], int] = {}
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Called on the reactor thread with each new snapshot; one assignment makes it live."""
+        self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
+
+    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | None:
+        try:
+            q = parse_query(data)
+        except Malformed:
+            return formerr(data)
+        if q is None:
+            return None
+        try:
+            return self._dispatch(q, host, listener, tcp)
+        except Exception:  # a bug must cost one answer, never the server
+            log.failure("internal error answering {name}", name=q.name)
+            return self._refuse(q, SERVFAIL, tcp)
+
+    def _dispatch(self, q: Query, host: str, listener: ListenConfig, tcp: bool) -> bytes | None:
+        if q.opcode != 0:
+            return self._refuse(q, NOTIMP, tcp)
+        if q.edns is not None and q.edns.version > 0:
+            return self._refuse(q, BADVERS, tcp)
+        if q.qclass != IN:
+            return self._chaos(q, tcp) if q.qclass == CH else self._refuse(q, REFUSED, tcp)
+        if q.qtype in (AXFR, IXFR):
+            return self._refuse(q, REFUSED, tcp)
+        resolver = self.resolver
+        view = resolver.resolve(host, listener) if resolver is not None else None
+        zone = self.zones.match(q.labels)
+        if zone is None:
+            # The one hand-off to the forwarder: every name outside the configured zones.
+            if view is None or self.forwarder is None:
+                return self._refuse(q, REFUSED, tcp)
+            return self.forwarder(q, view, tcp)
+        if resolver is None:
+            return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
+        if view is None:
+            return self._refuse(q, REFUSED, tcp)
+        result = answer(resolver.snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
+        return render(
+            q,
+            result,
+            recursion_available=self.recursion_available(view),
+            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            server_payload=self.config.edns_payload,
+            rotation=self._turn(view, q, result),
+        )
+
+    def recursion_available(self, view: View | None) -> bool:
+        return view is not None and self.forwarder is not None
+
+    def _turn(self, view: View, q: Query, result: Answer) -> int:
+        """Successive answers to the same question start one address further along."""
+        if not any(rs.rotates and len(rs.rdatas) > 1 for rs in result.answer):
+            return 0
+        key = (view.network, q.labels, q.qtype)
+        turn = self._rotation.get(key, 0)
+        self._rotation[key] = turn + 1
+        return turn
+
+    def _refuse(self, q: Query, rcode: int, tcp: bool) -> bytes:
+        return render(
+            q,
+            Answer(rcode, authoritative=False),
+            recursion_available=False,
+            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            server_payload=self.config.edns_payload,
+        )
+
+    def _chaos(self, q: Query, tcp: bool) -> bytes:
+        if q.labels not in _CHAOS_ID_NAMES or q.qtype not in (TXT, ANY):
+            return self._refuse(q, REFUSED, tcp)
+        record = RRset(0, TXT, 0, (txt_rdata(self.config.server_id),), rclass=CH)
+        return render(
+            q,
+            Answer(NOERROR, answer=(record,)),
+            recursion_available=False,
+            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            server_payload=self.config.edns_payload,
+        )
+

@@ -1,0 +1,35 @@
+"""The backend interface: how a registry store hands whole snapshots to the server.
+
+A backend knows nothing about DNS. It reads its store off the reactor thread, builds a validated
+`Snapshot` with `build_snapshot`, and calls the sink on the reactor thread: `publish` with each new
+snapshot, `reject` with the `RegistryError` of one that failed validation (the server keeps the
+last good one). The server never calls a backend per query.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from internal_dns.registry.model import RegistryError, Snapshot
+
+
+class SnapshotSink(Protocol):
+    def publish(self, snapshot: Snapshot) -> None: ...
+
+    def reject(self, error: RegistryError) -> None: ...
+
+
+class Backend(Protocol):
+    def describe(self) -> str:
+        """A short human description for logs, e.g. 'files under /srv/zones'."""
+        ...
+
+    def start(self, sink: SnapshotSink) -> Deferred[None]:
+        """Begin delivering; the Deferred fires once the first load has been attempted."""
+        ...
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop watching; no publish or reject happens after the result fires."""
+        ...

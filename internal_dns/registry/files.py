@@ -1,0 +1,154 @@
+"""The `files` backend: every *.yaml file under a folder, merged, re-read when one changes.
+
+The folder is polled on a timer (an injected clock, so tests advance time instead of sleeping);
+each poll runs in a worker thread: it stats the files, and only when the set of names, sizes or
+modification times has changed does it read, parse and validate them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from internal_dns.registry.backend import SnapshotSink
+from internal_dns.registry.model import Document, RegistryError, Snapshot, build_snapshot
+
+log = Logger()
+
+Fingerprint = tuple[tuple[str, int, int, int, str], ...]
+# A file modified this recently may change again within the clock tick that stamped it; its
+# content hash joins the fingerprint so that a same-size edit in the same tick is not missed.
+_RACY_SECONDS = 2.0
+
+
+def registry_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise RegistryError([f"{root}: registry folder does not exist"])
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix in (".yaml", ".yml") and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def fingerprint(root: Path) -> Fingerprint:
+    now = time.time()
+    rows = []
+    for path in registry_files(root):
+        st = path.stat()
+        digest = ""
+        if now - st.st_mtime < _RACY_SECONDS:
+            digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        rows.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino, digest))
+    return tuple(rows)
+
+
+def load_documents(root: Path) -> list[Document]:
+    documents = []
+    problems = []
+    for path in registry_files(root):
+        try:
+            data: Any = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "document"
+            problems.append(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', None) or exc})")
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: file: cannot be read ({exc})")
+            continue
+        documents.append(Document(str(path), data))
+    if problems:
+        raise RegistryError(problems)
+    return documents
+
+
+def load_snapshot(root: Path) -> Snapshot:
+    return build_snapshot(load_documents(root))
+
+
+class FilesBackend:
+    def __init__(
+        self,
+        root: Path,
+        clock: IReactorTime,
+        poll_interval: float = 1.0,
+        defer_to_thread: Callable[..., Deferred[Any]] = threads.deferToThread,
+    ):
+        self.root = root
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._defer_to_thread = defer_to_thread
+        self._seen: Fingerprint | None = None
+        self._sink: SnapshotSink | None = None
+        self._loop: LoopingCall | None = None
+        self._running: Deferred[None] | None = None
+
+    def describe(self) -> str:
+        return f"files under {self.root}"
+
+    def start(self, sink: SnapshotSink) -> Deferred[None]:
+        self._sink = sink
+        first = self.check()
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = self.clock
+        self._loop.start(self.poll_interval, now=False)
+        return first
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._sink = None
+
+    def check(self) -> Deferred[None]:
+        """One poll: rescan in a thread, publish or reject if anything changed."""
+        if self._running is not None:  # a slow scan is still going; let it finish
+            return self._running
+        seen = self._seen
+        d = self._defer_to_thread(self._scan, seen)
+        d.addCallbacks(self._scanned, self._failed)
+        d.addBoth(self._done)
+        self._running = d
+        return d
+
+    def _scan(self, seen: Fingerprint | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
+        try:
+            fp = fingerprint(self.root)
+        except (RegistryError, OSError) as exc:
+            error = exc if isinstance(exc, RegistryError) else RegistryError([f"{self.root}: {exc}"])
+            return ((("!", 0, 0, 0, str(error)),), error)
+        if fp == seen:
+            return fp, None
+        try:
+            return fp, load_snapshot(self.root)
+        except RegistryError as exc:
+            return fp, exc
+
+    def _scanned(self, result: tuple[Fingerprint, Snapshot | RegistryError | None]) -> None:
+        fp, outcome = result
+        if fp == self._seen or self._sink is None:
+            return
+        self._seen = fp
+        if isinstance(outcome, RegistryError):
+            self._sink.reject(outcome)
+        elif outcome is not None:
+            self._sink.publish(outcome)
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("registry scan of {root} failed", failure, root=self.root)
+
+    def _done(self, _: Any) -> None:
+        self._running = None

@@ -1,0 +1,65 @@
+"""The server's side of the backend interface: the current snapshot, swapped in one assignment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from internal_dns.registry.model import RegistryError, Snapshot
+
+log = Logger()
+
+
+class SnapshotStore:
+    """Holds the snapshot every query reads; implements SnapshotSink for the backends."""
+
+    def __init__(self, clock: IReactorTime):
+        self.clock = clock
+        self.current: Snapshot | None = None
+        self.generation = 0
+        self.loaded_at: float | None = None
+        self.rejections = 0
+        self.last_error: RegistryError | None = None
+        self._waiters: list[Deferred[Snapshot | RegistryError]] = []
+        self.listeners: list[Callable[[Snapshot], None]] = []
+
+    def publish(self, snapshot: Snapshot) -> None:
+        previous = self.current.serial if self.current is not None else 0
+        # The SOA serial grows with every snapshot, and across restarts too.
+        serial = max(previous + 1, int(self.clock.seconds())) & 0xFFFFFFFF
+        self.current = snapshot.with_serial(serial)
+        self.generation += 1
+        self.loaded_at = self.clock.seconds()
+        self.last_error = None
+        counts = snapshot.counts()
+        log.info(
+            "registry snapshot {generation} loaded (serial {serial}): {networks} networks, {apps} apps, "
+            "{machines} machines, {peers} peers, {regions} regions",
+            generation=self.generation,
+            serial=serial,
+            **counts,
+        )
+        for listener in self.listeners:
+            listener(self.current)
+        self._wake(self.current)
+
+    def reject(self, error: RegistryError) -> None:
+        self.rejections += 1
+        self.last_error = error
+        keeping = "keeping the last good snapshot" if self.current is not None else "no snapshot loaded yet"
+        log.error("{error} ({keeping})", error=str(error), keeping=keeping)
+        self._wake(error)
+
+    def next_change(self) -> Deferred[Snapshot | RegistryError]:
+        """Fires with the next published snapshot or rejection (for tests and tooling)."""
+        d: Deferred[Snapshot | RegistryError] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _wake(self, outcome: Snapshot | RegistryError) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(outcome)

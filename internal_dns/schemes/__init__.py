@@ -1,0 +1,17 @@
+"""Naming schemes: pure functions of (snapshot, view, labels below the zone) → Node or None.
+
+None means the name does not exist in the view (NXDOMAIN); a Node lists the records it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from internal_dns.records import Node
+from internal_dns.registry.model import Snapshot
+from internal_dns.schemes import fly, flycast, railway
+from internal_dns.views import View
+
+Scheme = Callable[[Snapshot, View, tuple[str, ...]], Node | None]
+
+SCHEMES: dict[str, Scheme] = {"fly": fly.lookup, "flycast": flycast.lookup, "railway": railway.lookup}

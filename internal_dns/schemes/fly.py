@@ -1,0 +1,100 @@
+"""Zone `internal` (SPEC §3): the Fly.io-style private names of one organization's network."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from internal_dns.geo import nearest_machines
+from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet, aaaa, txt
+from internal_dns.registry.model import AppIndex, Machine, NetworkIndex, Snapshot
+from internal_dns.views import View
+
+_TOP = re.compile(r"^top([1-9][0-9]{0,8})$")  # no leading zero; bounded so int() stays cheap
+
+
+def _addresses(machines: Iterable[Machine]) -> Node:
+    return Node({AAAA: aaaa(m.ip6 for m in machines)})
+
+
+def _txt(value: str) -> Node:
+    return Node({TXT: txt(value)})
+
+
+def vms_txt(machines: Iterable[Machine]) -> str:
+    return ",".join(f"{m.id} {m.region}" for m in machines)
+
+
+def regions_txt(machines: Iterable[Machine]) -> str:
+    return ",".join(sorted({m.region for m in machines}))
+
+
+def instances_txt(machines: Iterable[Machine]) -> str:
+    return ";".join(f"instance={m.id},app={m.app},ip={m.ip6},region={m.region}" for m in machines)
+
+
+def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | None:
+    net = snapshot.networks[view.network]
+    last = labels[-1]
+    if last.startswith("_"):
+        return _network_wide(net, labels)
+    app = net.apps.get(last)
+    if app is None:
+        return None
+    return _app_form(snapshot, view, app, labels[:-1])
+
+
+def _network_wide(net: NetworkIndex, labels: tuple[str, ...]) -> Node | None:
+    match labels:
+        case ("_apps",):
+            return _txt(",".join(net.app_names))
+        case ("_peer",):
+            return _txt(",".join(net.peer_names))
+        case (name, "_peer"):
+            peer = net.peers.get(name)  # interactive-* peers are not in this map
+            return None if peer is None else Node({AAAA: RecordSet((peer.ip6.packed,))})
+        case ("_instances",):
+            return _txt(instances_txt(net.started))
+        case ("all", "_instances"):
+            return _txt(instances_txt(net.machines))
+    return None
+
+
+def _app_form(snapshot: Snapshot, view: View, app: AppIndex, rest: tuple[str, ...]) -> Node | None:
+    started = app.started
+    match rest:
+        case () | ("global",):
+            return _addresses(started)
+        case ("vms",):
+            return _txt(vms_txt(started))
+        case ("all", "vms"):
+            return _txt(vms_txt(app.machines))
+        case ("regions",):
+            return _txt(regions_txt(started))
+        case ("all", "regions"):
+            return _txt(regions_txt(app.machines))
+        case ("vm",) | ("process",) | ("of",) | ("nearest", "of") | ("_metadata",) | ("kv", "_metadata") | (_, "kv", "_metadata"):
+            return EMPTY_NON_TERMINAL
+        case (machine_id, "vm"):
+            machine = app.by_id.get(machine_id)
+            if machine is None:
+                return None
+            return _addresses([machine] if machine.started else [])
+        case (group, "process"):
+            return _addresses(m for m in started if m.process_group == group)
+        case (top, "nearest", "of"):
+            match = _TOP.match(top)
+            if match is None:
+                return None
+            nearest = nearest_machines(started, view.region, snapshot.regions, int(match.group(1)))
+            return Node({AAAA: RecordSet(tuple(m.ip6.packed for m in nearest))})  # ordered: no rotation
+        case (value, key, "kv", "_metadata"):
+            return _addresses(m for m in started if _has_metadata(m, key, value))
+        case (region,) if region in snapshot.regions:
+            return _addresses(m for m in started if m.region == region)
+    return None
+
+
+def _has_metadata(machine: Machine, key: str, value: str) -> bool:
+    # DNS names are case-insensitive, so metadata is matched the same way
+    return any(k.lower() == key and v.lower() == value for k, v in machine.metadata.items())

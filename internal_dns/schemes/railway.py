@@ -1,0 +1,20 @@
+"""Zone `railway.internal` (SPEC §5): `<service>` → started replicas, A and AAAA."""
+
+from __future__ import annotations
+
+from internal_dns.records import A, AAAA, Node, RecordSet, a, aaaa
+from internal_dns.registry.model import Snapshot
+from internal_dns.views import View
+
+
+def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | None:
+    if len(labels) != 1:
+        return None
+    net = snapshot.networks[view.network]
+    app = net.apps.get(labels[0])
+    if app is None:
+        return None
+    records: dict[int, RecordSet] = {AAAA: aaaa(m.ip6 for m in app.started)}
+    if not net.network.legacy:  # legacy environments are IPv6-only: A is NODATA
+        records[A] = a(m.ip4 for m in app.started if m.ip4 is not None)
+    return Node(records)
