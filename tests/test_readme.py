@@ -1,0 +1,20 @@
+"""Every `dig` example of README.md, run against a server on the embedded registry, prints what the README shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import EMBEDDED_ZONES
+from tests.readme_examples import README, examples, normalise, run
+
+
+def test_readme_has_examples() -> None:
+    assert len(examples(README.read_text())) >= 25
+
+
+def test_readme_dig_examples_match_the_server(start_server: Any) -> None:
+    server = start_server(registry=Path(EMBEDDED_ZONES))
+    for command, expected in examples(README.read_text()):
+        assert expected, f"README shows no output for: {command}"
+        assert normalise(run(command, server.port)) == normalise(expected), command
