@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import EMBEDDED_ZONES
+import yaml
+
+from tests.conftest import EMBEDDED_ZONES, ROOT
 from tests.readme_examples import README, examples, normalise, run
 
 
@@ -14,7 +16,9 @@ def test_readme_has_examples() -> None:
 
 
 def test_readme_dig_examples_match_the_server(start_server: Any) -> None:
-    server = start_server(registry=Path(EMBEDDED_ZONES))
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    settings = {k: v for k, v in example.items() if k not in ("listen", "registry")}
+    server = start_server(registry=Path(EMBEDDED_ZONES), **settings)
     for command, expected in examples(README.read_text()):
         assert expected, f"README shows no output for: {command}"
         assert normalise(run(command, server.port)) == normalise(expected), command
