@@ -26,7 +26,8 @@ from internal_dns.registry.model import Document, RegistryError, Snapshot, build
 
 log = Logger()
 
-Fingerprint = tuple[tuple[str, int, int, int, str], ...]
+Row = tuple[str, int, int, int, str]  # path, mtime_ns, size, inode, content hash while racy
+Fingerprint = tuple[Row, ...]
 # A file modified this recently may change again within the clock tick that stamped it; its
 # content hash joins the fingerprint so that a same-size edit in the same tick is not missed.
 _RACY_SECONDS = 2.0
@@ -44,16 +45,45 @@ def registry_files(root: Path) -> list[Path]:
     )
 
 
-def fingerprint(root: Path) -> Fingerprint:
+def fingerprint(root: Path, previous: Fingerprint | None = None) -> Fingerprint:
     now = time.time()
+    before = {row[0]: row for row in previous or ()}
     rows = []
     for path in registry_files(root):
-        st = path.stat()
-        digest = ""
-        if now - st.st_mtime < _RACY_SECONDS:
-            digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        rows.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino, digest))
+        try:
+            st = path.stat()
+            stat = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+            old = before.get(str(path))
+            digest = ""
+            if now - st.st_mtime < _RACY_SECONDS:
+                digest = _digest(path)
+            elif old is not None and old[:4] == stat and old[4]:
+                # Leaving the racy window: hash once more, so that an edit made after the last
+                # racy scan is still seen; an unchanged file then drops its hash (see unchanged).
+                current = _digest(path)
+                digest = "" if current == old[4] else current
+        except FileNotFoundError:  # removed between the listing and the stat: it is gone
+            continue
+        rows.append((*stat, digest))
     return tuple(rows)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
+    """Same files with the same stat data, and the same content wherever both scans hashed it.
+
+    A hash present on one side only is a file entering or leaving the racy window with the same
+    stat data; `fingerprint` has already compared its content when it left.
+    """
+    if seen is None or len(seen) != len(current):
+        return False
+    for old, new in zip(seen, current):
+        if old[:4] != new[:4] or (old[4] and new[4] and old[4] != new[4]):
+            return False
+    return True
 
 
 def load_documents(root: Path) -> list[Document]:
@@ -96,6 +126,7 @@ class FilesBackend:
         self._sink: SnapshotSink | None = None
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
+        self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
 
     def describe(self) -> str:
         return f"files under {self.root}"
@@ -116,21 +147,25 @@ class FilesBackend:
     def check(self) -> Deferred[None]:
         """One poll: rescan in a thread, publish or reject if anything changed."""
         if self._running is not None:  # a slow scan is still going; let it finish
-            return self._running
+            # A Deferred of their own: a caller's callbacks or timeout must not touch the scan's.
+            follower: Deferred[None] = Deferred()
+            self._followers.append(follower)
+            return follower
         seen = self._seen
         d = self._defer_to_thread(self._scan, seen)
+        self._running = d  # before the callbacks: a synchronous defer_to_thread has fired already
         d.addCallbacks(self._scanned, self._failed)
         d.addBoth(self._done)
-        self._running = d
         return d
 
     def _scan(self, seen: Fingerprint | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
+        """Runs in a worker thread: the reactor never waits on the disk."""
         try:
-            fp = fingerprint(self.root)
+            fp = fingerprint(self.root, seen)
         except (RegistryError, OSError) as exc:
             error = exc if isinstance(exc, RegistryError) else RegistryError([f"{self.root}: {exc}"])
             return ((("!", 0, 0, 0, str(error)),), error)
-        if fp == seen:
+        if unchanged(seen, fp):
             return fp, None
         try:
             return fp, load_snapshot(self.root)
@@ -139,9 +174,9 @@ class FilesBackend:
 
     def _scanned(self, result: tuple[Fingerprint, Snapshot | RegistryError | None]) -> None:
         fp, outcome = result
-        if fp == self._seen or self._sink is None:
+        if self._sink is None:  # stopped while the scan ran
             return
-        self._seen = fp
+        self._seen = fp  # even when unchanged: it may have dropped the hashes of settled files
         if isinstance(outcome, RegistryError):
             self._sink.reject(outcome)
         elif outcome is not None:
@@ -152,3 +187,6 @@ class FilesBackend:
 
     def _done(self, _: Any) -> None:
         self._running = None
+        followers, self._followers = self._followers, []
+        for follower in followers:
+            follower.callback(None)

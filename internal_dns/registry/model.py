@@ -163,11 +163,28 @@ class Snapshot:
 
 
 class _Problems:
+    """The faults found so far, and the names of entities they took out.
+
+    An entity that refers to a network or app already reported as invalid is left out without a
+    line of its own: "unknown app" would point away from the one fault to fix.
+    """
+
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.broken_networks: set[str] = set()
+        self.broken_apps: set[str] = set()  # lower-cased names
 
     def add(self, source: str, entity: str, reason: str) -> None:
         self.lines.append(f"{source}: {entity}: {reason}")
+
+
+class _Dependent(Exception):
+    """The entity refers to one that was already reported invalid."""
+
+
+def _name_of(raw: Mapping[str, Any]) -> str | None:
+    name = raw.get("name")
+    return name if isinstance(name, str) else None
 
 
 def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None:
@@ -179,8 +196,37 @@ def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"'{key}' must be a string, not {type(value).__name__}")
     if not isinstance(value, str):
-        raise ValueError(f"'{key}' must be a string (quote it: \"{value}\")")
+        # YAML reads 12345678901234 as a number and 0123 as octal 83: only quotes keep the text.
+        raise ValueError(f"'{key}' must be a quoted string (YAML read the number {value!r}: put it in quotes)")
     return value
+
+
+def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
+    value = _text(raw, key)
+    try:
+        return IPv6Address(value)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not an IPv6 address") from None
+
+
+def _ip4(raw: Mapping[str, Any], key: str) -> IPv4Address:
+    value = _text(raw, key)
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not an IPv4 address") from None
+
+
+def _prefix(raw: Mapping[str, Any], key: str, kind: type[IPv4Network] | type[IPv6Network]) -> Any:
+    value = _text(raw, key)
+    try:
+        prefix = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:  # host bits set, a bad length, not an address at all
+        raise ValueError(f"{key} {value!r} is not a network prefix ({exc})") from None
+    if not isinstance(prefix, kind):
+        family = "IPv6" if kind is IPv6Network else "IPv4"
+        raise ValueError(f"{key} {value!r} is not an {family} prefix")
+    return prefix
 
 
 def _describe(kind: str, raw: Any) -> str:
@@ -257,25 +303,21 @@ def _collect_region(source: str, item: Mapping[str, Any], raw: _Raw, problems: _
 def _parse_network(source: str, item: Mapping[str, Any]) -> Network:
     name = _text(item, "name")
     assert name is not None
-    prefix6 = ipaddress.ip_network(_text(item, "prefix6"), strict=True)
-    if not isinstance(prefix6, IPv6Network):
-        raise ValueError("prefix6 must be an IPv6 prefix")
-    prefix4 = None
+    prefix6: IPv6Network = _prefix(item, "prefix6", IPv6Network)
+    prefix4: IPv4Network | None = None
     if item.get("prefix4") is not None:
-        prefix4 = ipaddress.ip_network(_text(item, "prefix4"), strict=True)
-        if not isinstance(prefix4, IPv4Network):
-            raise ValueError("prefix4 must be an IPv4 prefix")
+        prefix4 = _prefix(item, "prefix4", IPv4Network)
     legacy = item.get("legacy", False)
     if not isinstance(legacy, bool):
         raise ValueError("legacy must be true or false")
     if legacy and prefix4 is not None:
         raise ValueError("a legacy network is IPv6-only: drop prefix4")
-    dns6 = IPv6Address(_text(item, "dns6")) if item.get("dns6") is not None else prefix6.network_address + 3
+    dns6 = _ip6(item, "dns6") if item.get("dns6") is not None else prefix6.network_address + 3
     if dns6 not in prefix6:
         raise ValueError(f"dns6 {dns6} is outside prefix6 {prefix6}")
     dns4 = None
     if item.get("dns4") is not None:
-        dns4 = IPv4Address(_text(item, "dns4"))
+        dns4 = _ip4(item, "dns4")
         if prefix4 is None or dns4 not in prefix4:
             raise ValueError(f"dns4 {dns4} is outside prefix4 {prefix4}")
     return Network(name, prefix6, prefix4, dns6, dns4, legacy, source)
@@ -288,9 +330,14 @@ def build_snapshot(documents: Iterable[Document]) -> Snapshot:
 
     regions: dict[str, Region] = {}
     for source, region in raw.regions:
-        if region.code in regions and regions[region.code] != region:
+        known = regions.get(region.code)
+        if known is None:
+            regions[region.code] = region
+        elif (known.latitude, known.longitude) != (region.latitude, region.longitude):
             problems.add(source, f"region {region.code}", "defined twice with different coordinates")
-        regions[region.code] = region
+        elif region.name and not known.name:
+            # An org file may repeat a region without its city (SPEC §1's example): same region.
+            regions[region.code] = region
 
     networks: dict[str, Network] = {}
     for source, item in raw.networks:
@@ -299,15 +346,18 @@ def build_snapshot(documents: Iterable[Document]) -> Snapshot:
             net = _parse_network(source, item)
         except ValueError as exc:
             problems.add(source, entity, str(exc))
+            if (name := _name_of(item)) is not None:
+                problems.broken_networks.add(name)
             continue
         if net.name in networks:
             problems.add(source, entity, f"duplicate network (first in {networks[net.name].source})")
             continue
         for other in networks.values():
-            if net.prefix6.overlaps(other.prefix6) or (
-                net.prefix4 and other.prefix4 and net.prefix4.overlaps(other.prefix4)
-            ):
-                problems.add(source, entity, f"prefix overlaps network {other.name}")
+            # Views are chosen by prefix (SPEC §2): an address in two networks has no one view.
+            if net.prefix6.overlaps(other.prefix6):
+                problems.add(source, entity, f"prefix6 {net.prefix6} overlaps network {other.name}'s prefix6 {other.prefix6}")
+            if net.prefix4 and other.prefix4 and net.prefix4.overlaps(other.prefix4):
+                problems.add(source, entity, f"prefix4 {net.prefix4} overlaps network {other.name}'s prefix4 {other.prefix4}")
         networks[net.name] = net
 
     apps = _parse_apps(raw, networks, problems)
@@ -331,20 +381,30 @@ def _parse_apps(raw: _Raw, networks: Mapping[str, Network], problems: _Problems)
             if not is_label(name):
                 raise ValueError(f"name '{name}' is not a DNS label (letters, digits, '-', at most 63)")
             if network not in networks:
+                if network in problems.broken_networks:
+                    raise _Dependent
                 raise ValueError(f"unknown network '{network}'")
             flycast: list[Flycast] = []
-            for entry in item.get("flycast") or []:
+            entries = item.get("flycast") or []
+            if not isinstance(entries, list):
+                raise ValueError("flycast must be a list of {ip, network} mappings")
+            for entry in entries:
                 if not isinstance(entry, Mapping):
                     raise ValueError(f"flycast entries must be mappings with 'ip', got {entry!r}")
-                ip = IPv6Address(_text(entry, "ip"))
+                ip = _ip6(entry, "ip")
                 fc_net = _text(entry, "network", required=False) or network
                 if fc_net not in networks:
+                    if fc_net in problems.broken_networks:
+                        raise _Dependent
                     raise ValueError(f"flycast {ip}: unknown network '{fc_net}'")
                 if ip not in networks[fc_net].prefix6:
                     raise ValueError(f"flycast {ip} is outside network {fc_net}'s prefix {networks[fc_net].prefix6}")
                 flycast.append(Flycast(ip, fc_net))
-        except ValueError as exc:
-            problems.add(source, entity, str(exc))
+        except (ValueError, _Dependent) as exc:
+            if isinstance(exc, ValueError):
+                problems.add(source, entity, str(exc))
+            if (name := _name_of(item)) is not None:
+                problems.broken_apps.add(name.lower())
             continue
         key = (network, name.lower())
         if key in apps:
@@ -376,14 +436,20 @@ def _parse_machines(
             network = _text(item, "network", required=False)
             candidates = networks_of_app.get(app_name.lower(), [])
             if network is None:
+                if not candidates and app_name.lower() in problems.broken_apps:
+                    raise _Dependent
                 if not candidates:
                     raise ValueError(f"unknown app '{app_name}'")
                 if len(candidates) > 1:
                     raise ValueError(f"app '{app_name}' exists in {', '.join(sorted(candidates))}: add 'network'")
                 network = candidates[0]
             elif network not in networks:
+                if network in problems.broken_networks:
+                    raise _Dependent
                 raise ValueError(f"unknown network '{network}'")
             elif network not in candidates:
+                if app_name.lower() in problems.broken_apps:
+                    raise _Dependent
                 raise ValueError(f"unknown app '{app_name}' in network {network}")
             region = (_text(item, "region") or "").lower()
             if region not in regions:
@@ -392,8 +458,8 @@ def _parse_machines(
             group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
             if not is_label(group):
                 raise ValueError(f"process_group '{group}' is not a DNS label")
-            ip6 = IPv6Address(_text(item, "ip6"))
-            ip4 = IPv4Address(_text(item, "ip4")) if item.get("ip4") is not None else None
+            ip6 = _ip6(item, "ip6")
+            ip4 = _ip4(item, "ip4") if item.get("ip4") is not None else None
             metadata_raw = item.get("metadata") or {}
             if not isinstance(metadata_raw, Mapping):
                 raise ValueError("metadata must be a mapping of strings")
@@ -403,6 +469,8 @@ def _parse_machines(
                 raise ValueError("dns must be true or false")
         except ValueError as exc:
             problems.add(source, entity, str(exc))
+            continue
+        except _Dependent:
             continue
         if mid in machines:
             problems.add(source, entity, f"duplicate machine id (first in {machines[mid].source})")
@@ -427,8 +495,10 @@ def _parse_peers(
             if not is_label(name):
                 raise ValueError(f"name '{name}' is not a DNS label")
             if network not in networks:
+                if network in problems.broken_networks:
+                    raise _Dependent
                 raise ValueError(f"unknown network '{network}'")
-            ip6 = IPv6Address(_text(item, "ip6"))
+            ip6 = _ip6(item, "ip6")
             region = _text(item, "region", required=False)
             if region is not None:
                 region = region.lower()
@@ -436,6 +506,8 @@ def _parse_peers(
                     raise ValueError(f"unknown region '{region}'")
         except ValueError as exc:
             problems.add(source, entity, str(exc))
+            continue
+        except _Dependent:
             continue
         key = (network, name.lower())
         if key in peers:
