@@ -86,7 +86,11 @@ def run_serve(path: str) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    service = DnsService(config, reactor)
+    try:
+        service = DnsService(config, reactor)
+    except Exception as exc:  # a third-party backend that cannot be made, most often
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     exit_code = [0]
 
     def start() -> None:

@@ -57,6 +57,27 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    enabled: bool = True
+    timeout: float = 1.5  # one upstream attempt
+    deadline: float = 4.0  # the whole question: SERVFAIL by then (glibc waits 5 s per try)
+    max_in_flight: int = 1024  # distinct upstream queries; beyond it SERVFAIL at once
+    fail_threshold: int = 3  # consecutive failures that mark an upstream down
+    probe_interval: float = 2.0  # how often a down upstream is probed
+    resolv_conf: Path = Path("/etc/resolv.conf")  # upstreams when `upstreams:` is not set
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    max_entries: int = 10000
+    max_ttl: int = 86400
+    serve_stale: bool = True  # RFC 8767, while every upstream fails
+    stale_ttl: int = 30
+    max_stale: float = 86400.0  # how long past expiry an answer may still be served stale
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     listen: tuple[ListenConfig, ...]
@@ -64,17 +85,19 @@ class Config:
     zones: Mapping[str, str]
     views: tuple[ViewConfig, ...] = ()
     region: str | None = None
-    upstreams: tuple[str, ...] | None = None  # None: use /etc/resolv.conf
+    upstreams: tuple[tuple[str, int], ...] | None = None  # (address, port); None: resolv.conf
     metrics: MetricsConfig | None = None
     ttl: int = 5
     edns_payload: int = 1232
     tcp: TcpConfig = TcpConfig()
+    forward: ForwardConfig = ForwardConfig()
+    cache: CacheConfig = CacheConfig()
     server_id: str = field(default_factory=socket.gethostname)
 
 
 _TOP_KEYS = {
     "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id",
+    "edns_payload", "tcp", "server_id", "forward", "cache",
 }
 
 
@@ -99,6 +122,11 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
             raise self.fail(key, f"must be a number >= {low}, not {value!r}")
         return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
+        return value
 
     def text(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value:
@@ -136,7 +164,10 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
 
     reg_raw = r.mapping(top.get("registry", {}), "registry")
     backend = r.text(reg_raw.get("backend", "files"), "registry.backend")
-    reg_path = Path(r.text(str(reg_raw.get("path", "zones")), "registry.path"))
+    known_backends = BACKENDS_BUILTIN + plugin_backends()
+    if backend not in known_backends:
+        raise r.fail("registry.backend", f"unknown backend {backend!r} (known: {', '.join(known_backends)})")
+    reg_path = Path(r.text(reg_raw.get("path", "zones"), "registry.path"))
     if not reg_path.is_absolute():
         reg_path = base / reg_path  # relative to the config file, not the working directory
     poll = r.number(reg_raw.get("poll_interval", 1.0), "registry.poll_interval", 0.05)
@@ -165,7 +196,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         try:
             source = ipaddress.ip_network(r.text(m.get("source"), f"{key}.source"), strict=False)
         except ValueError as exc:
-            raise r.fail(f"{key}.source", str(exc)) from exc
+            raise r.fail(f"{key}.source", f"not a CIDR prefix ({exc})") from exc
         views.append(ViewConfig(source, r.text(m.get("network"), f"{key}.network")))
 
     region = top.get("region")
@@ -174,7 +205,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
 
     upstreams = None
     if top.get("upstreams") is not None:
-        upstreams = tuple(r.text(u, f"upstreams[{i}]") for i, u in enumerate(_list(r, top["upstreams"], "upstreams")))
+        upstreams = tuple(_upstream(r, u, f"upstreams[{i}]") for i, u in enumerate(_list(r, top["upstreams"], "upstreams")))
 
     metrics = None
     if top.get("metrics") is not None:
@@ -192,6 +223,28 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         r.integer(tcp_raw.get("max_connections", 256), "tcp.max_connections", 1, 1_000_000),
     )
 
+    fw = r.mapping(top.get("forward", {}), "forward")
+    r.unknown(fw, {"enabled", "timeout", "deadline", "max_in_flight", "fail_threshold", "probe_interval", "resolv_conf"}, "forward")
+    forward = ForwardConfig(
+        r.boolean(fw.get("enabled", True), "forward.enabled"),
+        r.number(fw.get("timeout", 1.5), "forward.timeout", 0.01),
+        r.number(fw.get("deadline", 4.0), "forward.deadline", 0.01),
+        r.integer(fw.get("max_in_flight", 1024), "forward.max_in_flight", 1, 1_000_000),
+        r.integer(fw.get("fail_threshold", 3), "forward.fail_threshold", 1, 1000),
+        r.number(fw.get("probe_interval", 2.0), "forward.probe_interval", 0.01),
+        Path(r.text(str(fw.get("resolv_conf", "/etc/resolv.conf")), "forward.resolv_conf")),
+    )
+    ca = r.mapping(top.get("cache", {}), "cache")
+    r.unknown(ca, {"enabled", "max_entries", "max_ttl", "serve_stale", "stale_ttl", "max_stale"}, "cache")
+    cache = CacheConfig(
+        r.boolean(ca.get("enabled", True), "cache.enabled"),
+        r.integer(ca.get("max_entries", 10000), "cache.max_entries", 1, 100_000_000),
+        r.integer(ca.get("max_ttl", 86400), "cache.max_ttl", 1, 2**31 - 1),
+        r.boolean(ca.get("serve_stale", True), "cache.serve_stale"),
+        r.integer(ca.get("stale_ttl", 30), "cache.stale_ttl", 0, 86400),
+        r.number(ca.get("max_stale", 86400), "cache.max_stale", 0),
+    )
+
     kwargs: dict[str, Any] = {}
     if "server_id" in top:
         kwargs["server_id"] = r.text(top["server_id"], "server_id")
@@ -207,6 +260,8 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         ttl=r.integer(top.get("ttl", 5), "ttl", 0, 2**31 - 1),
         edns_payload=r.integer(top.get("edns_payload", 1232), "edns_payload", 512, 65535),
         tcp=tcp,
+        forward=forward,
+        cache=cache,
         **kwargs,
     )
 
@@ -217,6 +272,45 @@ def _list(r: _Reader, value: Any, key: str) -> list[Any]:
     if not isinstance(value, list):
         raise r.fail(key, f"must be a list, not {type(value).__name__}")
     return value
+
+
+def plugin_backends() -> tuple[str, ...]:
+    """Registry backends other packages provide (entry point group `internal_dns.backends`)."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted(ep.name for ep in entry_points(group="internal_dns.backends")))
+
+
+def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
+    """`address`, `address:port`, `[v6]:port` or a bare IPv6 address → (address, port).
+
+    The host must be an IP address: an upstream given by name would need a resolver to find it.
+    Raises ValueError with the reason.
+    """
+    text = text.strip()
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected [address]:port, not {text!r}")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        raise ValueError(f"not an IP address (host or host:port, the host an address): {text!r}") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be from 1 to 65535, not {port!r}")
+    return str(address), int(port)
+
+
+def _upstream(r: _Reader, value: Any, key: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(r.text(value, key))
+    except ValueError as exc:
+        raise r.fail(key, str(exc)) from None
 
 
 def _listen(r: _Reader, item: Any, key: str) -> ListenConfig:

@@ -13,6 +13,16 @@ from zope.interface import implementer
 class Options(usage.Options):
     optParameters = [["config", "c", "config.yaml", "config file"]]
 
+    def postOptions(self) -> None:
+        # Loaded here, not in makeService: twistd reports a UsageError as a message, while an
+        # exception from makeService would reach the operator as a traceback.
+        from internal_dns.config import ConfigError, load_config
+
+        try:
+            self.loaded = load_config(self["config"])
+        except ConfigError as exc:
+            raise usage.UsageError(f"config error: {exc}") from None
+
 
 @implementer(IServiceMaker, IPlugin)
 class InternalDnsServiceMaker:
@@ -22,11 +32,18 @@ class InternalDnsServiceMaker:
 
     def makeService(self, options: Any) -> Any:
         from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
 
-        from internal_dns.config import load_config
         from internal_dns.server import DnsService
 
-        return DnsService(load_config(options["config"]), reactor)
+        class TwistdDnsService(DnsService):
+            def startService(self) -> None:
+                try:
+                    super().startService()
+                except CannotListenError as exc:  # a port in use: a message, not a traceback
+                    raise SystemExit(f"internal-dns: cannot start: {exc}") from None
+
+        return TwistdDnsService(options.loaded, reactor)
 
 
 service_maker = InternalDnsServiceMaker()
