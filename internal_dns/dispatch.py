@@ -13,11 +13,11 @@ from twisted.logger import Logger
 from internal_dns.answer import Zones, answer
 from internal_dns.config import Config, ListenConfig
 from internal_dns.records import (
-    ANY, AXFR, BADVERS, CH, IN, IXFR, NOERROR, NOTIMP, REFUSED, SERVFAIL, TXT, Answer, RRset, txt_rdata,
+    ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, REFUSED, SERVFAIL, TXT, Answer, RRset, txt_rdata,
 )
 from internal_dns.registry.model import Snapshot
 from internal_dns.views import View, ViewResolver
-from internal_dns.wire import TCP_LIMIT, Malformed, Query, formerr, parse_query, render
+from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
 log = Logger()
 
@@ -43,7 +43,9 @@ class Dispatcher:
         try:
             q = parse_query(data)
         except Malformed:
-            return formerr(data)
+            # Only a QUERY's shape is known here; another opcode's body may rightly differ (DSO
+            # has no question, RFC 8490 §5.1), and NOTIMP is what tells that client the truth.
+            return header_reply(data, FORMERR if opcode_of(data) == 0 else NOTIMP)
         if q is None:
             return None
         try:
@@ -78,10 +80,15 @@ class Dispatcher:
             q,
             result,
             recursion_available=self.recursion_available(view),
-            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,
             rotation=self._turn(view, q, result),
         )
+
+    def _limit(self, q: Query, tcp: bool) -> int:
+        # Over UDP never more than our own advertised payload either, even to a client offering
+        # more: past ~1232 bytes replies fragment, and fragments get lost (DNS Flag Day 2020).
+        return TCP_LIMIT if tcp else min(q.udp_limit(), self.config.edns_payload)
 
     def recursion_available(self, view: View | None) -> bool:
         return view is not None and self.forwarder is not None
@@ -100,7 +107,7 @@ class Dispatcher:
             q,
             Answer(rcode, authoritative=False),
             recursion_available=False,
-            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,
         )
 
@@ -112,7 +119,7 @@ class Dispatcher:
             q,
             Answer(NOERROR, answer=(record,)),
             recursion_available=False,
-            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,
         )
 

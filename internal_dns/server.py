@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import struct
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -20,6 +23,8 @@ from internal_dns.registry.store import SnapshotStore
 log = Logger()
 
 _LENGTH = struct.Struct("!H")
+_EPHEMERAL_ATTEMPTS = 20
+_BACKLOG = 1024
 
 
 class DnsDatagramProtocol(DatagramProtocol):
@@ -46,6 +51,7 @@ class DnsStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.open += 1
+        self.factory.connections.add(self)
         if self.factory.open > self.factory.max_connections:
             log.warn("TCP connection cap {cap} reached; closing a new connection", cap=self.factory.max_connections)
             self.transport.abortConnection()
@@ -54,6 +60,7 @@ class DnsStreamProtocol(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.open -= 1
+        self.factory.connections.discard(self)
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
@@ -94,6 +101,7 @@ class DnsStreamFactory(Factory):
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
+        self.connections: set[DnsStreamProtocol] = set()
 
 
 class DnsService(service.Service):
@@ -126,17 +134,41 @@ class DnsService(service.Service):
         return self.backend.start(self.store)
 
     def _listen(self, listener: ListenConfig) -> None:
-        udp = self.reactor.listenUDP(listener.port, DnsDatagramProtocol(self.dispatcher, listener), interface=listener.address, maxPacketSize=65535)
-        port = udp.getHost().port  # a port of 0 picks one; TCP then takes the same number
-        factory = DnsStreamFactory(self.dispatcher, listener, self.clock, self.config.tcp.idle_timeout, self.config.tcp.max_connections)
-        try:
-            tcp = self.reactor.listenTCP(port, factory, interface=listener.address, backlog=1024)
-        except Exception:
-            udp.stopListening()
-            raise
+        # A port of 0 lets UDP pick one and TCP takes the same number; that number can already be
+        # in use on the TCP side (another socket's ephemeral port), so pick again a few times.
+        attempts = _EPHEMERAL_ATTEMPTS if listener.port == 0 else 1
+        for attempt in range(attempts):
+            udp = self._listen_udp(listener, listener.port)
+            port = udp.getHost().port
+            factory = DnsStreamFactory(self.dispatcher, listener, self.clock, self.config.tcp.idle_timeout, self.config.tcp.max_connections)
+            try:
+                tcp = self._listen_tcp(listener, port, factory)
+            except CannotListenError:
+                udp.stopListening()
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            except Exception:
+                udp.stopListening()
+                raise
+            break
         self.ports += [udp, tcp]
         self.tcp_factories.append(factory)
         log.info("listening on {address} port {port} (UDP and TCP)", address=listener.address, port=port)
+
+    def _listen_udp(self, listener: ListenConfig, port: int) -> Any:
+        protocol = DnsDatagramProtocol(self.dispatcher, listener)
+        if not _is_ipv6_wildcard(listener.address):
+            return self.reactor.listenUDP(port, protocol, interface=listener.address, maxPacketSize=65535)
+        with _dual_stack_socket(socket.SOCK_DGRAM, port) as sock:
+            return self.reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET6, protocol, maxPacketSize=65535)
+
+    def _listen_tcp(self, listener: ListenConfig, port: int, factory: DnsStreamFactory) -> Any:
+        if not _is_ipv6_wildcard(listener.address):
+            return self.reactor.listenTCP(port, factory, interface=listener.address, backlog=_BACKLOG)
+        with _dual_stack_socket(socket.SOCK_STREAM, port) as sock:
+            sock.listen(_BACKLOG)
+            return self.reactor.adoptStreamPort(sock.fileno(), socket.AF_INET6, factory)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         return [(p.getHost().host, p.getHost().port) for p in self.ports[::2]]
@@ -145,7 +177,35 @@ class DnsService(service.Service):
         # Listeners first, so no query arrives at a half-stopped server.
         stops = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports = []
+        # Open TCP connections would otherwise go on answering from a stopped service.
+        for factory in self.tcp_factories:
+            for protocol in list(factory.connections):
+                protocol.transport.abortConnection()
+        self.tcp_factories = []
         d = defer.gatherResults(stops, consumeErrors=True)
         d.addCallback(lambda _: self.backend.stop())
         d.addCallback(lambda _: None)
         return d
+
+
+def _is_ipv6_wildcard(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.version == 6 and ip.is_unspecified
+
+
+def _dual_stack_socket(kind: socket.SocketKind, port: int) -> socket.socket:
+    """A socket on `::` that takes IPv4 too (SPEC §6), whatever the host's bindv6only default.
+
+    The caller adopts it into the reactor (which keeps a duplicate) and closes this one.
+    """
+    sock = socket.socket(socket.AF_INET6, kind)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does for TCP
+        sock.setblocking(False)
+        sock.bind(("::", port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListenError("::", port, exc) from exc
+    return sock

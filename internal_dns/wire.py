@@ -144,10 +144,15 @@ def _check_options(data: bytes, pos: int, end: int) -> None:
         raise Malformed("EDNS option runs past the OPT record")
 
 
+def opcode_of(data: bytes) -> int:
+    """The opcode of a message at least a header long."""
+    return (data[2] >> 3) & 0xF
+
+
 def header_reply(data: bytes, rcode: int) -> bytes:
     """A bare reply (no question) to a query whose question cannot be trusted."""
     qid, flags = struct.unpack_from("!HH", data)
-    out_flags = QR | (flags & 0x7800) | (flags & RD) | (rcode & 0xF)
+    out_flags = QR | (flags & (0x7800 | RD | CD)) | (rcode & 0xF)
     return _HEADER.pack(qid, out_flags, 0, 0, 0, 0)
 
 
