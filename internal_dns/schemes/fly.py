@@ -10,7 +10,9 @@ from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet,
 from internal_dns.registry.model import AppIndex, Machine, NetworkIndex, Snapshot
 from internal_dns.views import View
 
-_TOP = re.compile(r"^top([1-9][0-9]{0,8})$")  # no leading zero; bounded so int() stays cheap
+# Any positive N without a leading zero (SPEC §3), however large: a label is at most 63 bytes,
+# so int() stays cheap, and N beyond the machine count returns them all.
+_TOP = re.compile(r"^top([1-9][0-9]*)$")
 
 
 def _addresses(machines: Iterable[Machine]) -> Node:
