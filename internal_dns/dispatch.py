@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from internal_dns.answer import Zones, answer
 from internal_dns.config import Config, ListenConfig
 from internal_dns.records import (
-    ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, REFUSED, SERVFAIL, TXT, Answer, RRset, txt_rdata,
+    ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
+    RRset, soa_rdata, txt_rdata,
 )
 from internal_dns.registry.model import Snapshot
+from internal_dns.reverse import PrivateReverse, is_reverse
 from internal_dns.views import View, ViewResolver
 from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
@@ -23,8 +26,8 @@ log = Logger()
 
 _CHAOS_ID_NAMES = {("id", "server"), ("hostname", "bind")}
 
-# Called for names outside every configured zone; returns the reply, or None to refuse.
-Forwarder = Callable[[Query, View, bool], bytes | None]
+# Called for names outside every configured zone with (query, tcp); returns the reply now or later.
+Forwarder = Callable[[Query, bool], "bytes | Deferred[bytes]"]
 
 
 class Dispatcher:
@@ -32,14 +35,20 @@ class Dispatcher:
         self.config = config
         self.zones = Zones(dict(config.zones))
         self.resolver: ViewResolver | None = None
+        self.reverse: PrivateReverse | None = None
         self.forwarder: Forwarder | None = None
         self._rotation: dict[tuple[str, tuple[str, ...], int], int] = {}
 
     def swap(self, snapshot: Snapshot) -> None:
         """Called on the reactor thread with each new snapshot; one assignment makes it live."""
+        self.reverse = PrivateReverse(
+            p for n in snapshot.networks.values() for p in (n.network.prefix6, n.network.prefix4) if p is not None
+        )
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
+        if len(self._rotation) > 65536:  # names of old snapshots linger here; start afresh
+            self._rotation.clear()
 
-    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | None:
+    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
         try:
             q = parse_query(data)
         except Malformed:
@@ -54,7 +63,7 @@ class Dispatcher:
             log.failure("internal error answering {name}", name=q.name)
             return self._refuse(q, SERVFAIL, tcp)
 
-    def _dispatch(self, q: Query, host: str, listener: ListenConfig, tcp: bool) -> bytes | None:
+    def _dispatch(self, q: Query, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
         if q.opcode != 0:
             return self._refuse(q, NOTIMP, tcp)
         if q.edns is not None and q.edns.version > 0:
@@ -70,7 +79,13 @@ class Dispatcher:
             # The one hand-off to the forwarder: every name outside the configured zones.
             if view is None or self.forwarder is None:
                 return self._refuse(q, REFUSED, tcp)
-            return self.forwarder(q, view, tcp)
+            if is_reverse(q.labels):  # a reverse name inside a network's prefix stays here
+                if resolver is None or self.reverse is None:
+                    return self._refuse(q, SERVFAIL, tcp)
+                zone_labels = self.reverse.zone_of(q.labels)
+                if zone_labels is not None:
+                    return self._private_reverse(q, view, zone_labels, resolver.snapshot.serial, tcp)
+            return self.forwarder(q, tcp)
         if resolver is None:
             return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
         if view is None:
@@ -89,6 +104,18 @@ class Dispatcher:
         # Over UDP never more than our own advertised payload either, even to a client offering
         # more: past ~1232 bytes replies fragment, and fragments get lost (DNS Flag Day 2020).
         return TCP_LIMIT if tcp else min(q.udp_limit(), self.config.edns_payload)
+
+    def _private_reverse(self, q: Query, view: View, zone_labels: int, serial: int, tcp: bool) -> bytes:
+        zone = ".".join(q.labels[-zone_labels:])
+        ttl = self.config.ttl
+        soa = RRset(len(q.labels) - zone_labels, SOA, ttl, (soa_rdata(zone, serial, ttl),))
+        return render(
+            q,
+            Answer(NXDOMAIN, authority=(soa,)),
+            recursion_available=self.recursion_available(view),
+            limit=self._limit(q, tcp),
+            server_payload=self.config.edns_payload,
+        )
 
     def recursion_available(self, view: View | None) -> bool:
         return view is not None and self.forwarder is not None

@@ -16,9 +16,11 @@ from twisted.logger import Logger
 
 from internal_dns.config import Config, ListenConfig
 from internal_dns.dispatch import Dispatcher
+from internal_dns.forward import Forwarder
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.backends import make_backend
 from internal_dns.registry.store import SnapshotStore
+from internal_dns.upstream import Upstream, resolv_conf_upstreams
 
 log = Logger()
 
@@ -36,7 +38,13 @@ class DnsDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         reply = self.dispatcher.handle(data, addr[0], self.listener, False)
-        if reply is not None:
+        if isinstance(reply, bytes):
+            self.transport.write(reply, addr)
+        elif reply is not None:  # forwarded: the reply comes later
+            reply.addCallback(self._send_later, addr)
+
+    def _send_later(self, reply: bytes, addr: Any) -> None:
+        if self.transport is not None:  # the listener may have closed meanwhile
             self.transport.write(reply, addr)
 
 
@@ -76,8 +84,15 @@ class DnsStreamProtocol(Protocol):
                 break
             message, self._buffer = self._buffer[2 : 2 + length], self._buffer[2 + length :]
             reply = dispatcher.handle(message, host, listener, True)
-            if reply is not None:
+            if isinstance(reply, bytes):
                 self.transport.write(_LENGTH.pack(len(reply)) + reply)
+            elif reply is not None:  # forwarded: answered when it comes, in any order
+                reply.addCallback(self._send_later)
+
+    def _send_later(self, reply: bytes) -> None:
+        if self.connected:
+            self.transport.write(_LENGTH.pack(len(reply)) + reply)
+            self._arm()
 
     def _arm(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -115,6 +130,8 @@ class DnsService(service.Service):
         self.dispatcher = Dispatcher(config)
         self.store.listeners.append(self.dispatcher.swap)
         self.backend = backend if backend is not None else make_backend(config.registry, reactor, self.clock)
+        self.forwarder = self._make_forwarder()
+        self.dispatcher.forwarder = self.forwarder
         self.ports: list[Any] = []
         self.tcp_factories: list[DnsStreamFactory] = []
         self.ready: defer.Deferred[None] | None = None
@@ -127,10 +144,39 @@ class DnsService(service.Service):
         super().stopService()
         return self.stop()
 
+    def _make_forwarder(self) -> Forwarder | None:
+        settings = self.config.forward
+        if not settings.enabled:
+            log.info("forwarding is off: names outside the zones are REFUSED")
+            return None
+        if self.config.upstreams is not None:
+            upstreams = [Upstream(host, port) for host, port in self.config.upstreams]
+        else:
+            own = [(listener.address, listener.port) for listener in self.config.listen]
+            upstreams = resolv_conf_upstreams(settings.resolv_conf, own)
+        if not upstreams:
+            log.warn("no upstreams configured or in {path}: names outside the zones are REFUSED", path=settings.resolv_conf)
+            return None
+        return Forwarder(
+            upstreams,
+            settings,
+            self.config.cache,
+            reactor=self.reactor,
+            clock=self.clock,
+            server_payload=self.config.edns_payload,
+        )
+
     def start(self) -> defer.Deferred[None]:
         for listener in self.config.listen:
             self._listen(listener)
         log.info("registry: {backend}", backend=self.backend.describe())
+        if self.forwarder is not None:
+            self.forwarder.start()
+            log.info(
+                "forwarding to {upstreams}; cache {cache}",
+                upstreams=", ".join(u.label for u in self.forwarder.upstreams),
+                cache=f"up to {self.config.cache.max_entries} answers" if self.config.cache.enabled else "off",
+            )
         return self.backend.start(self.store)
 
     def _listen(self, listener: ListenConfig) -> None:
@@ -182,6 +228,8 @@ class DnsService(service.Service):
             for protocol in list(factory.connections):
                 protocol.transport.abortConnection()
         self.tcp_factories = []
+        if self.forwarder is not None:
+            self.forwarder.stop()
         d = defer.gatherResults(stops, consumeErrors=True)
         d.addCallback(lambda _: self.backend.stop())
         d.addCallback(lambda _: None)

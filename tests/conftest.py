@@ -67,6 +67,9 @@ def base_config(registry: Path, **overrides: Any) -> dict[str, Any]:
         "region": "iad",
         "ttl": 5,
         "server_id": "test-server",
+        # Off unless a test turns it on with loopback upstreams: tests never reach the
+        # machine's own resolvers.
+        "forward": {"enabled": False},
     }
     raw.update(overrides)
     return raw

@@ -1,0 +1,227 @@
+"""The forwarder (SPEC §7): names outside the configured zones go to the upstream resolvers.
+
+A question is answered from the cache when it can be; otherwise identical questions in flight
+share one upstream query. Upstreams are tried in their configured order, healthy ones first, each
+for at most `timeout`, all within `deadline`; an upstream that fails `fail_threshold` times in a
+row is marked down and probed until it answers. When every upstream fails the client gets a
+stale cached answer if there is one (RFC 8767), else SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from internal_dns.cache import CacheKey, Entry, ReplyCache, cache_key
+from internal_dns.config import CacheConfig, ForwardConfig
+from internal_dns.records import NS, REFUSED, SERVFAIL, Answer
+from internal_dns.relay import UpstreamReply, fit_for_udp, for_client, upstream_query
+from internal_dns.upstream import Upstream, UpstreamError, exchange
+from internal_dns.wire import TCP_LIMIT, Query, parse_query, render
+
+log = Logger()
+
+# What a flight ends with: a reply to relay, a stale entry to serve, or nothing (SERVFAIL).
+Outcome = UpstreamReply | Entry | None
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    in_flight_rejected: int = 0
+    deduplicated: int = 0
+    servfail: int = 0
+
+
+class Forwarder:
+    def __init__(
+        self,
+        upstreams: list[Upstream],
+        config: ForwardConfig,
+        cache_config: CacheConfig,
+        *,
+        reactor: Any,
+        clock: IReactorTime,
+        server_payload: int,
+        exchange_fn: Callable[..., defer.Deferred[UpstreamReply]] = exchange,
+    ):
+        self.upstreams = upstreams
+        self.config = config
+        self.cache = (
+            ReplyCache(cache_config.max_entries, cache_config.max_ttl, cache_config.max_stale)
+            if cache_config.enabled
+            else None
+        )
+        self.serve_stale = cache_config.enabled and cache_config.serve_stale
+        self.stale_ttl = cache_config.stale_ttl
+        self.reactor = reactor
+        self.clock = clock
+        self.server_payload = server_payload
+        self._exchange = exchange_fn
+        self._flights: dict[tuple[CacheKey, bool], defer.Deferred[Outcome]] = {}
+        self._probe = LoopingCall(self._probe_down)
+        self._probe.clock = clock
+        self.stats = ForwardStats()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._probe.start(self.config.probe_interval, now=False)
+
+    def stop(self) -> None:
+        if self._probe.running:
+            self._probe.stop()
+
+    def healthy(self) -> bool:
+        return any(not u.down for u in self.upstreams)
+
+    # --- the query path -----------------------------------------------------------------------
+    def __call__(self, q: Query, tcp: bool) -> bytes | defer.Deferred[bytes]:
+        now = self.clock.seconds()
+        key = cache_key(q)
+        if self.cache is not None:
+            entry = self.cache.fresh(key, now)
+            if entry is not None:
+                return self._shape(q, tcp, entry.reply, age=entry.age(now))
+        flight_key = (key, tcp)
+        flight = self._flights.get(flight_key)
+        if flight is not None:
+            self.stats.deduplicated += 1
+        else:
+            if len(self._flights) >= self.config.max_in_flight:
+                self.stats.in_flight_rejected += 1
+                return self._servfail(q, tcp)
+            if not self.healthy() and self.serve_stale and self.cache is not None:
+                stale = self.cache.stale(key, now)
+                if stale is not None:  # every upstream is down: do not make the client wait
+                    return self._shape(q, tcp, stale.reply, stale=True)
+            flight = self._fly(q, key, tcp)
+            self._flights[flight_key] = flight
+            flight.addErrback(self._crashed, q)
+            flight.addBoth(self._landed, flight_key)
+        waiter: defer.Deferred[Outcome] = defer.Deferred()
+        flight.addBoth(_pass_to, waiter)
+        return waiter.addCallback(self._deliver, q, tcp)
+
+    def _crashed(self, failure: Any, q: Query) -> None:
+        log.failure("forwarding {name} failed", failure, name=q.name)
+        return None
+
+    def _landed(self, outcome: Outcome, flight_key: tuple[CacheKey, bool]) -> Outcome:
+        self._flights.pop(flight_key, None)
+        return outcome
+
+    def _deliver(self, outcome: Outcome, q: Query, tcp: bool) -> bytes:
+        if isinstance(outcome, UpstreamReply):
+            return self._shape(q, tcp, outcome)
+        if isinstance(outcome, Entry):
+            return self._shape(q, tcp, outcome.reply, stale=True)
+        return self._servfail(q, tcp)
+
+    def _shape(self, q: Query, tcp: bool, reply: UpstreamReply, age: int = 0, stale: bool = False) -> bytes:
+        wire = for_client(
+            reply, q, server_payload=self.server_payload, age=age, stale_ttl=self.stale_ttl if stale else None
+        )
+        return wire if tcp else fit_for_udp(wire, min(q.udp_limit(), self.server_payload))
+
+    def _servfail(self, q: Query, tcp: bool) -> bytes:
+        self.stats.servfail += 1
+        return render(
+            q,
+            Answer(SERVFAIL, authoritative=False),
+            recursion_available=True,
+            limit=TCP_LIMIT if tcp else q.udp_limit(),
+            server_payload=self.server_payload,
+        )
+
+    @defer.inlineCallbacks
+    def _fly(self, q: Query, key: CacheKey, tcp: bool) -> Any:
+        started = self.clock.seconds()
+        deadline = started + self.config.deadline
+        fallback: UpstreamReply | None = None  # a SERVFAIL or REFUSED, relayed if nothing better comes
+        for upstream in self._order():
+            remaining = deadline - self.clock.seconds()
+            if remaining <= 0:
+                break
+            try:
+                reply = yield self._ask(upstream, q, tcp, min(self.config.timeout, remaining))
+            except UpstreamError as exc:
+                self._failed(upstream, exc.result)
+                continue
+            if reply.rcode in (SERVFAIL, REFUSED):
+                # A working server with a bad answer: try the next, keep this one in reserve.
+                upstream.results["servfail" if reply.rcode == SERVFAIL else "refused"] += 1
+                if reply.rcode == REFUSED:
+                    self._failed(upstream, None)
+                fallback = fallback or reply
+                continue
+            self._succeeded(upstream)
+            if self.cache is not None:
+                self.cache.put(key, reply, self.clock.seconds())
+            return reply
+        if self.serve_stale and self.cache is not None:
+            stale = self.cache.stale(key, self.clock.seconds())
+            if stale is not None:
+                return stale
+        return fallback
+
+    @defer.inlineCallbacks
+    def _ask(self, upstream: Upstream, q: Query, tcp: bool, timeout: float) -> Any:
+        wire = upstream_query(q)
+        reply = yield self._exchange(self.reactor, self.clock, upstream, wire, tcp=tcp, timeout=timeout)
+        if reply.truncated and not tcp:  # the whole answer is to be had over TCP
+            upstream.results["truncated_retry"] += 1
+            reply = yield self._exchange(self.reactor, self.clock, upstream, upstream_query(q), tcp=True, timeout=timeout)
+        return reply
+
+    def _order(self) -> list[Upstream]:
+        healthy = [u for u in self.upstreams if not u.down]
+        return healthy or list(self.upstreams)  # all down: try them anyway, one may be back
+
+    # --- health -------------------------------------------------------------------------------
+    def _succeeded(self, upstream: Upstream) -> None:
+        upstream.results["success"] += 1
+        upstream.failures = 0
+        if upstream.down:
+            upstream.down = False
+            log.info("upstream {upstream} answers again", upstream=upstream.label)
+
+    def _failed(self, upstream: Upstream, result: str | None) -> None:
+        if result is not None:
+            upstream.results[result] += 1
+        upstream.failures += 1
+        if not upstream.down and upstream.failures >= self.config.fail_threshold:
+            upstream.down = True
+            log.warn(
+                "upstream {upstream} marked down after {n} failures; probing every {interval}s",
+                upstream=upstream.label,
+                n=upstream.failures,
+                interval=self.config.probe_interval,
+            )
+
+    def _probe_down(self) -> None:
+        for upstream in self.upstreams:
+            if upstream.down:
+                probe = upstream_query(PROBE)  # a fresh ID each time, like any query
+                d = self._exchange(self.reactor, self.clock, upstream, probe, tcp=False, timeout=self.config.timeout)
+                d.addCallbacks(lambda _, u=upstream: self._succeeded(u), lambda _: None)
+
+
+def _pass_to(outcome: Outcome, waiter: defer.Deferred[Outcome]) -> Outcome:
+    waiter.callback(outcome)
+    return outcome
+
+
+def _probe_query() -> Query:
+    # ". NS": any reply at all shows the upstream is back.
+    q = parse_query(struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0) + b"\x00" + struct.pack("!HH", NS, 1))
+    assert q is not None
+    return q
+
+
+PROBE = _probe_query()

@@ -1,0 +1,172 @@
+"""Surgery on relayed messages: the upstream's reply handed to a client byte for byte, but for
+the ID, the question's letter case, the flags that describe this hop, the OPT record and the TTLs.
+
+Working on the bytes keeps everything the client should see unchanged — DNSSEC records, EDNS
+options, the order of records — without decoding and re-encoding every answer.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+
+import dns.exception
+import dns.message
+
+from internal_dns.records import NOERROR, NXDOMAIN, OPT, SOA
+from internal_dns.wire import AA, CD, QR, RA, RD, TC, Malformed, Query, opt_wire
+
+_HEADER = struct.Struct("!HHHHHH")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    section: int  # 0 answer, 1 authority, 2 additional
+    start: int
+    end: int
+    rtype: int
+    ttl_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    wire: bytes
+    id: int
+    flags: int
+    question: bytes  # the question section as the upstream echoed it
+    records: tuple[Record, ...]
+
+    @property
+    def rcode(self) -> int:
+        return self.flags & 0xF
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & TC)
+
+    @property
+    def opt(self) -> Record | None:
+        for r in self.records:
+            if r.rtype == OPT and r.section == 2:
+                return r
+        return None
+
+    def ttl(self, record: Record) -> int:
+        return struct.unpack_from("!I", self.wire, record.ttl_offset)[0]
+
+    def cache_ttl(self) -> int | None:
+        """How long this reply may be cached (RFC 2181 §5.2, RFC 2308 §5), or None: do not cache."""
+        if self.truncated or self.rcode not in (NOERROR, NXDOMAIN):
+            return None
+        answers = [r for r in self.records if r.section == 0]
+        if answers and self.rcode == NOERROR:
+            return min(self.ttl(r) for r in self.records if r.rtype != OPT)
+        for r in self.records:
+            if r.section == 1 and r.rtype == SOA:
+                minimum = struct.unpack_from("!I", self.wire, r.end - 4)[0]
+                return min(self.ttl(r), minimum)
+        return None  # a negative answer without SOA is not cached (RFC 2308 §5)
+
+
+def parse_reply(wire: bytes) -> UpstreamReply:
+    """Index an upstream reply's records. Raises Malformed."""
+    if len(wire) < 12:
+        raise Malformed("reply shorter than a header")
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+    if not flags & QR or qdcount != 1:
+        raise Malformed("not a reply to one question")
+    pos = _skip_name(wire, 12) + 4
+    if pos > len(wire):
+        raise Malformed("question runs past the end")
+    question = wire[12:pos]
+    records = []
+    for section, count in enumerate((ancount, nscount, arcount)):
+        for _ in range(count):
+            start = pos
+            pos = _skip_name(wire, pos)
+            if pos + 10 > len(wire):
+                raise Malformed("record runs past the end")
+            rtype, _, _, rdlength = struct.unpack_from("!HHIH", wire, pos)
+            end = pos + 10 + rdlength
+            if end > len(wire):
+                raise Malformed("record data runs past the end")
+            records.append(Record(section, start, end, rtype, pos + 4))
+            pos = end
+    return UpstreamReply(wire, qid, flags, question, tuple(records))
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    while True:
+        if pos >= len(wire):
+            raise Malformed("name runs past the end")
+        length = wire[pos]
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            raise Malformed("bad label type")
+        pos += 1 + length
+        if length == 0:
+            return pos
+
+
+def same_question(a: bytes, b: bytes) -> bool:
+    """Question sections equal but for the letter case of the name."""
+    return len(a) == len(b) and a.lower() == b.lower() and a[-4:] == b[-4:]
+
+
+def upstream_query(q: Query, qid: int | None = None, payload: int = 1232) -> bytes:
+    """The query sent upstream: a fresh ID, RD, the client's CD and DO, EDNS always."""
+    qid = secrets.randbits(16) if qid is None else qid
+    flags = RD | (q.flags & CD)
+    do = q.edns is not None and q.edns.do
+    return _HEADER.pack(qid, flags, 1, 0, 0, 1) + q.data[12 : q.question_end] + opt_wire(payload, do, 0)
+
+
+def for_client(
+    reply: UpstreamReply,
+    q: Query,
+    *,
+    server_payload: int,
+    age: int = 0,
+    stale_ttl: int | None = None,
+) -> bytes:
+    """The reply as this client must get it: its ID, its question, this hop's flags and OPT, aged TTLs."""
+    wire = bytearray(reply.wire)
+    for r in reply.records:
+        if r.rtype == OPT:
+            continue
+        if stale_ttl is not None:
+            struct.pack_into("!I", wire, r.ttl_offset, stale_ttl)
+        elif age:
+            ttl = struct.unpack_from("!I", wire, r.ttl_offset)[0]
+            struct.pack_into("!I", wire, r.ttl_offset, max(0, ttl - age))
+    opt = reply.opt
+    arcount = _HEADER.unpack_from(wire)[5]
+    if opt is not None:
+        if q.edns is None:  # a client without EDNS must not get an OPT record (RFC 6891 §7)
+            del wire[opt.start : opt.end]
+            arcount -= 1
+        else:
+            struct.pack_into("!H", wire, opt.start + 3, server_payload)  # our hop's payload, not the upstream's
+    elif q.edns is not None:
+        wire += opt_wire(server_payload, q.edns.do, 0)
+        arcount += 1
+    # The upstream's rcode and flags, except those that describe this hop.
+    flags = (reply.flags & ~(AA | RD | CD)) | (q.flags & (RD | CD)) | RA
+    _HEADER.pack_into(wire, 0, q.id, flags, 1, *_HEADER.unpack_from(wire)[3:5], arcount)
+    question = q.data[12 : q.question_end]
+    wire[12 : 12 + len(question)] = question
+    return bytes(wire)
+
+
+def fit_for_udp(wire: bytes, limit: int) -> bytes:
+    """A reply over the client's UDP limit, cut at whole RRsets with TC (dnspython does the cutting)."""
+    if len(wire) <= limit:
+        return wire
+    try:
+        msg = dns.message.from_wire(wire)
+        return msg.to_wire(max_size=limit, prefer_truncation=True)
+    except (dns.exception.DNSException, ValueError):
+        flags = struct.unpack_from("!H", wire, 2)[0] | TC
+        return wire[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + wire[12 : _skip_name(wire, 12) + 4]
