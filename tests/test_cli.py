@@ -293,10 +293,11 @@ def test_twistd_plugin_answers_and_stops_on_sigterm(tmp_path: Path, registry: Pa
     assert port_is_free(port)
 
 
-def test_twistd_plugin_with_a_bad_config_is_a_usage_error(tmp_path: Path, registry: Path) -> None:
+def test_twistd_plugin_with_a_bad_config_exits_non_zero_with_the_reason(tmp_path: Path, registry: Path) -> None:
     config = write_config(tmp_path, free_port(), ttl=-5)
     result = run(TWISTD, "-n", "--pidfile=", "internal-dns", "-c", str(config))
     log = result.stdout + result.stderr
+    assert result.returncode != 0  # a supervisor must see the failure
     assert f"config error: {config}: ttl: must be an integer from 0" in log
     assert "Traceback" not in log
     assert "starting up" not in log  # never got as far as the reactor

@@ -14,14 +14,14 @@ class Options(usage.Options):
     optParameters = [["config", "c", "config.yaml", "config file"]]
 
     def postOptions(self) -> None:
-        # Loaded here, not in makeService: twistd reports a UsageError as a message, while an
-        # exception from makeService would reach the operator as a traceback.
+        # Loaded here, not in makeService, so a bad config is one line and a non-zero exit (twistd
+        # would print a UsageError with its usage text and exit 0, which a supervisor reads as fine).
         from internal_dns.config import ConfigError, load_config
 
         try:
             self.loaded = load_config(self["config"])
         except ConfigError as exc:
-            raise usage.UsageError(f"config error: {exc}") from None
+            raise SystemExit(f"config error: {exc}") from None
 
 
 @implementer(IServiceMaker, IPlugin)
