@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import EMBEDDED_ZONES, ROOT
+from tests.fake_upstream import FakeUpstream
 from tests.readme_examples import README, examples, normalise, run
 
 
@@ -18,7 +19,10 @@ def test_readme_has_examples() -> None:
 def test_readme_dig_examples_match_the_server(start_server: Any) -> None:
     example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
     settings = {k: v for k, v in example.items() if k not in ("listen", "registry")}
+    upstream = FakeUpstream()  # forwarding as in the example, but to loopback, never the machine's resolver
+    settings.update(upstreams=[upstream.address], forward={"enabled": True})
     server = start_server(registry=Path(EMBEDDED_ZONES), **settings)
     for command, expected in examples(README.read_text()):
         assert expected, f"README shows no output for: {command}"
         assert normalise(run(command, server.port)) == normalise(expected), command
+    upstream.close()
