@@ -4,7 +4,9 @@ A question is answered from the cache when it can be; otherwise identical questi
 share one upstream query. Upstreams are tried in their configured order, healthy ones first, each
 for at most `timeout`, all within `deadline`; an upstream that fails `fail_threshold` times in a
 row is marked down and probed until it answers. When every upstream fails the client gets a
-stale cached answer if there is one (RFC 8767), else SERVFAIL.
+stale cached answer if there is one (RFC 8767), else an upstream's SERVFAIL or our own: an
+upstream's REFUSED is that upstream failing (it will not serve us), never relayed, since a client
+would read it as this server refusing it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from twisted.internet import defer
@@ -64,9 +67,10 @@ class Forwarder:
         self.clock = clock
         self.server_payload = server_payload
         self._exchange = exchange_fn
-        self._flights: dict[tuple[CacheKey, bool], defer.Deferred[Outcome]] = {}
+        self.flights: dict[tuple[CacheKey, bool], defer.Deferred[Outcome]] = {}
         self._probe = LoopingCall(self._probe_down)
         self._probe.clock = clock
+        self._health_waiters: list[defer.Deferred[Upstream]] = []
         self.stats = ForwardStats()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -80,6 +84,17 @@ class Forwarder:
     def healthy(self) -> bool:
         return any(not u.down for u in self.upstreams)
 
+    def next_health_change(self) -> defer.Deferred[Upstream]:
+        """Fires with the next upstream marked down or back up (for tests and the operator's log)."""
+        d: defer.Deferred[Upstream] = defer.Deferred()
+        self._health_waiters.append(d)
+        return d
+
+    def _health_changed(self, upstream: Upstream) -> None:
+        waiters, self._health_waiters = self._health_waiters, []
+        for d in waiters:
+            d.callback(upstream)
+
     # --- the query path -----------------------------------------------------------------------
     def __call__(self, q: Query, tcp: bool) -> bytes | defer.Deferred[bytes]:
         now = self.clock.seconds()
@@ -89,19 +104,19 @@ class Forwarder:
             if entry is not None:
                 return self._shape(q, tcp, entry.reply, age=entry.age(now))
         flight_key = (key, tcp)
-        flight = self._flights.get(flight_key)
+        flight = self.flights.get(flight_key)
         if flight is not None:
             self.stats.deduplicated += 1
         else:
-            if len(self._flights) >= self.config.max_in_flight:
-                self.stats.in_flight_rejected += 1
-                return self._servfail(q, tcp)
             if not self.healthy() and self.serve_stale and self.cache is not None:
                 stale = self.cache.stale(key, now)
                 if stale is not None:  # every upstream is down: do not make the client wait
                     return self._shape(q, tcp, stale.reply, stale=True)
+            if len(self.flights) >= self.config.max_in_flight:
+                self.stats.in_flight_rejected += 1
+                return self._servfail(q, tcp)
             flight = self._fly(q, key, tcp)
-            self._flights[flight_key] = flight
+            self.flights[flight_key] = flight
             flight.addErrback(self._crashed, q)
             flight.addBoth(self._landed, flight_key)
         waiter: defer.Deferred[Outcome] = defer.Deferred()
@@ -113,7 +128,7 @@ class Forwarder:
         return None
 
     def _landed(self, outcome: Outcome, flight_key: tuple[CacheKey, bool]) -> Outcome:
-        self._flights.pop(flight_key, None)
+        self.flights.pop(flight_key, None)
         return outcome
 
     def _deliver(self, outcome: Outcome, q: Query, tcp: bool) -> bytes:
@@ -124,8 +139,11 @@ class Forwarder:
         return self._servfail(q, tcp)
 
     def _shape(self, q: Query, tcp: bool, reply: UpstreamReply, age: int = 0, stale: bool = False) -> bytes:
+        cap = reply.ttl_limit()
+        if self.cache is not None:  # no record outlives its cache entry in a downstream cache
+            cap = min(cap, self.cache.max_ttl) if cap is not None else self.cache.max_ttl
         wire = for_client(
-            reply, q, server_payload=self.server_payload, age=age, stale_ttl=self.stale_ttl if stale else None
+            reply, q, server_payload=self.server_payload, age=age, cap=cap, stale_ttl=self.stale_ttl if stale else None
         )
         return wire if tcp else fit_for_udp(wire, min(q.udp_limit(), self.server_payload))
 
@@ -143,7 +161,7 @@ class Forwarder:
     def _fly(self, q: Query, key: CacheKey, tcp: bool) -> Any:
         started = self.clock.seconds()
         deadline = started + self.config.deadline
-        fallback: UpstreamReply | None = None  # a SERVFAIL or REFUSED, relayed if nothing better comes
+        fallback: UpstreamReply | None = None  # an upstream's SERVFAIL, relayed if nothing better comes
         for upstream in self._order():
             remaining = deadline - self.clock.seconds()
             if remaining <= 0:
@@ -153,11 +171,12 @@ class Forwarder:
             except UpstreamError as exc:
                 self._failed(upstream, exc.result)
                 continue
-            if reply.rcode in (SERVFAIL, REFUSED):
-                # A working server with a bad answer: try the next, keep this one in reserve.
-                upstream.results["servfail" if reply.rcode == SERVFAIL else "refused"] += 1
-                if reply.rcode == REFUSED:
-                    self._failed(upstream, None)
+            if reply.rcode == REFUSED:  # it will not serve us: as good as down
+                self._failed(upstream, "refused")
+                continue
+            if reply.rcode == SERVFAIL:
+                # A working server that could not resolve this name: try the next, keep this in reserve.
+                upstream.results["servfail"] += 1
                 fallback = fallback or reply
                 continue
             self._succeeded(upstream)
@@ -172,11 +191,13 @@ class Forwarder:
 
     @defer.inlineCallbacks
     def _ask(self, upstream: Upstream, q: Query, tcp: bool, timeout: float) -> Any:
+        started = perf_counter()
         wire = upstream_query(q)
         reply = yield self._exchange(self.reactor, self.clock, upstream, wire, tcp=tcp, timeout=timeout)
         if reply.truncated and not tcp:  # the whole answer is to be had over TCP
             upstream.results["truncated_retry"] += 1
             reply = yield self._exchange(self.reactor, self.clock, upstream, upstream_query(q), tcp=True, timeout=timeout)
+        upstream.durations.observe(perf_counter() - started)
         return reply
 
     def _order(self) -> list[Upstream]:
@@ -190,6 +211,7 @@ class Forwarder:
         if upstream.down:
             upstream.down = False
             log.info("upstream {upstream} answers again", upstream=upstream.label)
+            self._health_changed(upstream)
 
     def _failed(self, upstream: Upstream, result: str | None) -> None:
         if result is not None:
@@ -203,13 +225,20 @@ class Forwarder:
                 n=upstream.failures,
                 interval=self.config.probe_interval,
             )
+            self._health_changed(upstream)
 
     def _probe_down(self) -> None:
         for upstream in self.upstreams:
             if upstream.down:
                 probe = upstream_query(PROBE)  # a fresh ID each time, like any query
                 d = self._exchange(self.reactor, self.clock, upstream, probe, tcp=False, timeout=self.config.timeout)
-                d.addCallbacks(lambda _, u=upstream: self._succeeded(u), lambda _: None)
+                d.addCallbacks(self._probed, lambda _: None, callbackArgs=(upstream,))
+
+    def _probed(self, reply: UpstreamReply, upstream: Upstream) -> None:
+        # Any answer shows it is back (a SERVFAIL too: it works, its own upstreams may not),
+        # but a REFUSED says it still will not serve us.
+        if reply.rcode != REFUSED:
+            self._succeeded(upstream)
 
 
 def _pass_to(outcome: Outcome, waiter: defer.Deferred[Outcome]) -> Outcome:

@@ -18,6 +18,7 @@ from internal_dns.records import NOERROR, NXDOMAIN, OPT, SOA
 from internal_dns.wire import AA, CD, QR, RA, RD, TC, Malformed, Query, opt_wire
 
 _HEADER = struct.Struct("!HHHHHH")
+_DO = 0x8000  # in the OPT record's flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +56,31 @@ class UpstreamReply:
     def ttl(self, record: Record) -> int:
         return struct.unpack_from("!I", self.wire, record.ttl_offset)[0]
 
-    def cache_ttl(self) -> int | None:
-        """How long this reply may be cached (RFC 2181 §5.2, RFC 2308 §5), or None: do not cache."""
-        if self.truncated or self.rcode not in (NOERROR, NXDOMAIN):
-            return None
-        answers = [r for r in self.records if r.section == 0]
-        if answers and self.rcode == NOERROR:
-            return min(self.ttl(r) for r in self.records if r.rtype != OPT)
+    @property
+    def negative(self) -> bool:
+        """NXDOMAIN, or NOERROR without an answer (NODATA)."""
+        return self.rcode == NXDOMAIN or (self.rcode == NOERROR and not any(r.section == 0 for r in self.records))
+
+    def negative_ttl(self) -> int | None:
+        """RFC 2308 §5: the smaller of the authority SOA's TTL and its minimum; None without an SOA."""
         for r in self.records:
             if r.section == 1 and r.rtype == SOA:
                 minimum = struct.unpack_from("!I", self.wire, r.end - 4)[0]
                 return min(self.ttl(r), minimum)
-        return None  # a negative answer without SOA is not cached (RFC 2308 §5)
+        return None
+
+    def cache_ttl(self) -> int | None:
+        """How long this reply may be cached (RFC 2181 §5.2, RFC 2308 §5), or None: do not cache."""
+        if self.truncated or self.rcode not in (NOERROR, NXDOMAIN):
+            return None
+        if self.negative:
+            return self.negative_ttl()  # a negative answer without SOA is not cached (RFC 2308 §5)
+        return min(self.ttl(r) for r in self.records if r.rtype != OPT)
+
+    def ttl_limit(self) -> int | None:
+        """The most any record of this reply may show: a negative answer's records (its SOA, NSEC,
+        RRSIGs) last only as long as the negative answer itself (RFC 2308 §3, RFC 9077)."""
+        return self.negative_ttl() if self.negative else None
 
 
 def parse_reply(wire: bytes) -> UpstreamReply:
@@ -129,17 +143,21 @@ def for_client(
     *,
     server_payload: int,
     age: int = 0,
+    cap: int | None = None,
     stale_ttl: int | None = None,
 ) -> bytes:
-    """The reply as this client must get it: its ID, its question, this hop's flags and OPT, aged TTLs."""
+    """The reply as this client must get it: its ID, its question, this hop's flags and OPT, and
+    TTLs no longer than `cap`, less `age` (or all `stale_ttl` for a stale answer, RFC 8767 §4)."""
     wire = bytearray(reply.wire)
     for r in reply.records:
         if r.rtype == OPT:
             continue
         if stale_ttl is not None:
             struct.pack_into("!I", wire, r.ttl_offset, stale_ttl)
-        elif age:
+        elif age or cap is not None:
             ttl = struct.unpack_from("!I", wire, r.ttl_offset)[0]
+            if cap is not None:
+                ttl = min(ttl, cap)
             struct.pack_into("!I", wire, r.ttl_offset, max(0, ttl - age))
     opt = reply.opt
     arcount = _HEADER.unpack_from(wire)[5]
@@ -148,7 +166,11 @@ def for_client(
             del wire[opt.start : opt.end]
             arcount -= 1
         else:
-            struct.pack_into("!H", wire, opt.start + 3, server_payload)  # our hop's payload, not the upstream's
+            # EDNS is hop by hop: our payload, not the upstream's, and the client's own DO (RFC 3225 §3).
+            struct.pack_into("!H", wire, opt.start + 3, server_payload)
+            ext_flags = struct.unpack_from("!H", wire, opt.ttl_offset + 2)[0]
+            ext_flags = ext_flags | _DO if q.edns.do else ext_flags & ~_DO
+            struct.pack_into("!H", wire, opt.ttl_offset + 2, ext_flags)
     elif q.edns is not None:
         wire += opt_wire(server_payload, q.edns.do, 0)
         arcount += 1

@@ -25,8 +25,9 @@ class PrivateReverse:
         self._v4 = [(p.prefixlen, int(p.network_address) >> (32 - p.prefixlen)) for p in prefixes if p.version == 4]
 
     def zone_of(self, labels: tuple[str, ...]) -> int | None:
-        """For a private reverse name, the label count of its reverse zone (the prefix, cut to a
-        whole nibble or octet); None for a name that is public."""
+        """For a private reverse name, the label count of its reverse zone (the prefix, rounded
+        up to a whole nibble or octet so that the zone lies inside the prefix, never above it:
+        a /12 gives `16.10.in-addr.arpa`, not all of `10.in-addr.arpa`); None for a public name."""
         if labels[-2:] == ("ip6", "arpa"):
             digits, bits, table = _digits(labels, lambda s: len(s) == 1 and s in _HEX, 16), 4, self._v6
         elif labels[-2:] == ("in-addr", "arpa"):
@@ -37,7 +38,7 @@ class PrivateReverse:
         have = count * bits
         for prefixlen, network in table:
             if prefixlen <= have and value >> (have - prefixlen) == network:
-                return prefixlen // bits + 2
+                return -(-prefixlen // bits) + 2
         return None
 
 

@@ -8,6 +8,7 @@ the exchange goes on waiting until its timeout.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
 from internal_dns.config import parse_hostport
+from internal_dns.metrics import Histogram
 from internal_dns.relay import UpstreamReply, parse_reply, same_question
 from internal_dns.wire import Malformed
 
@@ -41,6 +43,7 @@ class Upstream:
     failures: int = 0  # consecutive
     down: bool = False
     results: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    durations: Histogram = field(default_factory=Histogram)  # seconds to each reply
 
     @property
     def label(self) -> str:
@@ -67,14 +70,32 @@ def resolv_conf_upstreams(path: Path, own: list[tuple[str, int]]) -> list[Upstre
 
 
 def _is_own(upstream: Upstream, own: list[tuple[str, int]]) -> bool:
+    """Whether asking this nameserver would ask ourselves: a listener on its address and port,
+    or a wildcard listener on its port when the address is one of this machine's."""
     ip = ipaddress.ip_address(upstream.host)
     for address, port in own:
         if port != upstream.port:
             continue
         mine = ipaddress.ip_address(address)
-        if mine == ip or (mine.is_unspecified and (ip.is_loopback or ip.is_unspecified)):
+        if mine == ip:
+            return True
+        # `::` takes IPv4 too (our listeners are dual stack); `0.0.0.0` only IPv4.
+        if mine.is_unspecified and (mine.version == 6 or ip.version == 4) and _is_local(ip):
             return True
     return False
+
+
+def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address of this machine: loopback, unspecified, or one a socket can bind to."""
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True
 
 
 @implementer(IReadDescriptor)
@@ -92,9 +113,13 @@ class _DatagramExchange:
         self.question = _question(query)
         family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
         self.sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.sock.connect((upstream.host, upstream.port))  # the kernel drops datagrams from others
-        self.sock.send(query)
+        try:
+            self.sock.setblocking(False)
+            self.sock.connect((upstream.host, upstream.port))  # the kernel drops datagrams from others
+            self.sock.send(query)
+        except OSError:
+            self.sock.close()  # not yet the reactor's: nothing else would close it
+            raise
         reactor.addReader(self)
 
     def fileno(self) -> int:
@@ -114,6 +139,11 @@ class _DatagramExchange:
                 self.done.callback(reply)
 
     def connectionLost(self, reason: Any) -> None:
+        # The reactor calls this, not doRead, when the socket holds only an error (epoll reports
+        # ICMP port unreachable as EPOLLERR alone): fail now rather than wait out the timeout.
+        if self.sock is not None and not self.done.called:
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self.done.errback(UpstreamError("error", os.strerror(code) if code else "socket closed"))
         self.close()
 
     def logPrefix(self) -> str:
