@@ -7,16 +7,20 @@ and write back what it returns (None: stay silent).
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from internal_dns.answer import Zones, answer
+from internal_dns.answer import Zone, Zones, answer
 from internal_dns.config import Config, ListenConfig
 from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
 )
+from internal_dns.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
 from internal_dns.reverse import PrivateReverse, is_reverse
 from internal_dns.views import View, ViewResolver
@@ -37,6 +41,8 @@ class Dispatcher:
         self.resolver: ViewResolver | None = None
         self.reverse: PrivateReverse | None = None
         self.forwarder: Forwarder | None = None
+        self.counters = QueryCounters()
+        self.query_log: QueryLog | None = None
         self._rotation: dict[tuple[str, tuple[str, ...], int], int] = {}
 
     def swap(self, snapshot: Snapshot) -> None:
@@ -49,21 +55,47 @@ class Dispatcher:
             self._rotation.clear()
 
     def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
+        started = perf_counter()
         try:
             q = parse_query(data)
         except Malformed:
             # Only a QUERY's shape is known here; another opcode's body may rightly differ (DSO
             # has no question, RFC 8490 §5.1), and NOTIMP is what tells that client the truth.
-            return header_reply(data, FORMERR if opcode_of(data) == 0 else NOTIMP)
+            reply = header_reply(data, FORMERR if opcode_of(data) == 0 else NOTIMP)
+            self.counters.observe(INVALID, 0, "tcp" if tcp else "udp", reply[3] & 0xF, perf_counter() - started)
+            return reply
         if q is None:
+            self.counters.dropped += 1
             return None
+        resolver = self.resolver
+        view = resolver.resolve(host, listener) if resolver is not None else None
+        zone = self.zones.match(q.labels)
         try:
-            return self._dispatch(q, host, listener, tcp)
+            reply = self._dispatch(q, view, zone, tcp)
         except Exception:  # a bug must cost one answer, never the server
             log.failure("internal error answering {name}", name=q.name)
-            return self._refuse(q, SERVFAIL, tcp)
+            reply = self._refuse(q, SERVFAIL, tcp)
+        label = zone.name if zone is not None else FORWARD
+        if isinstance(reply, bytes):
+            self._observe(reply, q, label, view, host, tcp, started)
+        elif reply is not None:
+            reply.addCallback(self._observe_later, q, label, view, host, tcp, started)
+        return reply
 
-    def _dispatch(self, q: Query, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
+    def _observe(self, reply: bytes, q: Query, zone: str, view: View | None, host: str, tcp: bool, started: float) -> None:
+        seconds = perf_counter() - started
+        rcode = BADVERS if q.edns is not None and q.edns.version > 0 else reply[3] & 0xF
+        transport = "tcp" if tcp else "udp"
+        self.counters.observe(zone, q.qtype, transport, rcode, seconds)
+        if self.query_log is not None:
+            network = view.network if view is not None else None
+            self.query_log.record(host, network, q.name, type_label(q.qtype), zone, rcode_label(rcode), seconds, transport)
+
+    def _observe_later(self, reply: bytes, *context: Any) -> bytes:
+        self._observe(reply, *context)
+        return reply
+
+    def _dispatch(self, q: Query, view: View | None, zone: Zone | None, tcp: bool) -> bytes | Deferred[bytes]:
         if q.opcode != 0:
             return self._refuse(q, NOTIMP, tcp)
         if q.edns is not None and q.edns.version > 0:
@@ -73,15 +105,16 @@ class Dispatcher:
         if q.qtype in (AXFR, IXFR):
             return self._refuse(q, REFUSED, tcp)
         resolver = self.resolver
-        view = resolver.resolve(host, listener) if resolver is not None else None
-        zone = self.zones.match(q.labels)
         if zone is None:
             # The one hand-off to the forwarder: every name outside the configured zones.
-            if view is None or self.forwarder is None:
+            if self.forwarder is None:
+                return self._refuse(q, REFUSED, tcp)
+            if resolver is None or self.reverse is None:
+                # Before the first snapshot no one can tell which reverse names are private.
+                return self._refuse(q, SERVFAIL, tcp)
+            if view is None:
                 return self._refuse(q, REFUSED, tcp)
             if is_reverse(q.labels):  # a reverse name inside a network's prefix stays here
-                if resolver is None or self.reverse is None:
-                    return self._refuse(q, SERVFAIL, tcp)
                 zone_labels = self.reverse.zone_of(q.labels)
                 if zone_labels is not None:
                     return self._private_reverse(q, view, zone_labels, resolver.snapshot.serial, tcp)
@@ -109,9 +142,15 @@ class Dispatcher:
         zone = ".".join(q.labels[-zone_labels:])
         ttl = self.config.ttl
         soa = RRset(len(q.labels) - zone_labels, SOA, ttl, (soa_rdata(zone, serial, ttl),))
+        if len(q.labels) > zone_labels:
+            result = Answer(NXDOMAIN, authority=(soa,))
+        elif q.qtype in (SOA, ANY):  # the reverse zone's apex holds its SOA
+            result = Answer(NOERROR, answer=(soa,))
+        else:
+            result = Answer(NOERROR, authority=(soa,))
         return render(
             q,
-            Answer(NXDOMAIN, authority=(soa,)),
+            result,
             recursion_available=self.recursion_available(view),
             limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,

@@ -1,0 +1,178 @@
+"""Prometheus metrics (SPEC §8), counted cheaply: plain integers on the query path, turned into
+metric families only when Prometheus scrapes (a custom collector).
+
+Labels stay bounded: a configured zone or `forward` (or `invalid` for what does not parse), a
+fixed list of types plus `other`, rcode names, upstream addresses from the config.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from internal_dns import __version__
+
+if TYPE_CHECKING:
+    from internal_dns.server import DnsService
+
+TYPE_NAMES = {
+    1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+    43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY", 257: "CAA",
+}
+RCODE_NAMES = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS",
+}
+# Seconds: from a cached answer (tens of microseconds) to an upstream at its deadline.
+DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FORWARD = "forward"
+INVALID = "invalid"
+
+
+def type_label(qtype: int) -> str:
+    return TYPE_NAMES.get(qtype, "other")
+
+
+def rcode_label(rcode: int) -> str:
+    return RCODE_NAMES.get(rcode, "other")
+
+
+class Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip(DURATION_BUCKETS, self.counts):
+            running += count
+            out.append((repr(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class QueryCounters:
+    """Everything the query path counts: dict updates of ints, nothing more."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.responses: dict[tuple[str, str], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.dropped = 0
+
+    def observe(self, zone: str, qtype: int, transport: str, rcode: int, seconds: float) -> None:
+        key = (zone, TYPE_NAMES.get(qtype, "other"), transport)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        rkey = (zone, RCODE_NAMES.get(rcode, "other"))
+        self.responses[rkey] = self.responses.get(rkey, 0) + 1
+        hkey = (zone, transport)
+        histogram = self.durations.get(hkey)
+        if histogram is None:
+            histogram = self.durations[hkey] = Histogram()
+        histogram.observe(seconds)
+
+
+class ServiceCollector(Collector):
+    """Reads the service's counters at scrape time."""
+
+    def __init__(self, service: DnsService):
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.service
+        counters = s.dispatcher.counters
+        yield _gauge("internal_dns_build_info", "Version of the running server.", [(("version",), (__version__,), 1)])
+
+        requests = CounterMetricFamily("internal_dns_requests", "DNS requests received.", labels=["zone", "type", "transport"])
+        for (zone, qtype, transport), n in sorted(counters.requests.items()):
+            requests.add_metric([zone, qtype, transport], n)
+        yield requests
+        responses = CounterMetricFamily("internal_dns_responses", "DNS responses sent, by rcode.", labels=["zone", "rcode"])
+        for (zone, rcode), n in sorted(counters.responses.items()):
+            responses.add_metric([zone, rcode], n)
+        yield responses
+        durations = HistogramMetricFamily("internal_dns_request_duration_seconds", "Time from a query's arrival to its reply.", labels=["zone", "transport"])
+        for (zone, transport), h in sorted(counters.durations.items()):
+            durations.add_metric([zone, transport], h.buckets(), h.total)
+        yield durations
+        yield CounterMetricFamily("internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped)
+
+        yield from self._tcp()
+        yield from self._registry()
+        yield from self._forwarder()
+
+    def _tcp(self) -> Iterator[Metric]:
+        s = self.service
+        yield GaugeMetricFamily("internal_dns_tcp_connections", "TCP connections open.", value=sum(f.open for f in s.tcp_factories))
+        yield CounterMetricFamily("internal_dns_tcp_rejected", "TCP connections closed at once for the connection cap.", value=sum(f.rejected for f in s.tcp_factories))
+
+    def _registry(self) -> Iterator[Metric]:
+        store = self.service.store
+        snapshot = store.current
+        entities = GaugeMetricFamily("internal_dns_registry_entities", "Entities in the served snapshot.", labels=["kind"])
+        if snapshot is not None:
+            for kind, n in snapshot.counts().items():
+                entities.add_metric([kind], n)
+        yield entities
+        yield GaugeMetricFamily("internal_dns_registry_generation", "Snapshots loaded since start.", value=store.generation)
+        yield GaugeMetricFamily("internal_dns_registry_serial", "SOA serial of the served snapshot.", value=snapshot.serial if snapshot else 0)
+        age = store.age()
+        yield GaugeMetricFamily(
+            "internal_dns_registry_snapshot_age_seconds",
+            "Seconds since the registry was last known to match the served snapshot (NaN before the first).",
+            value=age if age is not None else float("nan"),
+        )
+        yield CounterMetricFamily("internal_dns_registry_rejected", "Snapshots rejected by validation.", value=store.rejections)
+
+    def _forwarder(self) -> Iterator[Metric]:
+        fwd = self.service.forwarder
+        if fwd is None:
+            return
+        results = CounterMetricFamily("internal_dns_forward_requests", "Queries sent upstream, by upstream and result.", labels=["upstream", "result"])
+        healthy = GaugeMetricFamily("internal_dns_upstream_healthy", "1 while an upstream is up, 0 while marked down.", labels=["upstream"])
+        durations = HistogramMetricFamily("internal_dns_forward_request_duration_seconds", "Time an upstream took to answer.", labels=["upstream"])
+        for u in fwd.upstreams:
+            for result, n in sorted(u.results.items()):
+                results.add_metric([u.label, result], n)
+            healthy.add_metric([u.label], 0 if u.down else 1)
+            durations.add_metric([u.label], u.durations.buckets(), u.durations.total)
+        yield results
+        yield durations
+        yield healthy
+        yield CounterMetricFamily("internal_dns_forward_shared", "Queries that joined an identical one in flight.", value=fwd.stats.deduplicated)
+        yield CounterMetricFamily("internal_dns_forward_over_capacity", "Queries answered SERVFAIL at once: too many in flight.", value=fwd.stats.in_flight_rejected)
+        yield GaugeMetricFamily("internal_dns_forward_in_flight", "Distinct questions waiting on an upstream.", value=len(fwd.flights))
+        cache = fwd.cache
+        if cache is None:
+            return
+        st = cache.stats
+        yield CounterMetricFamily("internal_dns_cache_hits", "Forwarded questions answered from the cache.", value=st.hits)
+        yield CounterMetricFamily("internal_dns_cache_misses", "Forwarded questions not in the cache.", value=st.misses)
+        yield CounterMetricFamily("internal_dns_cache_evictions", "Cache entries dropped for the size cap.", value=st.evictions)
+        yield CounterMetricFamily("internal_dns_cache_stale", "Stale answers served while upstreams failed (RFC 8767).", value=st.stale)
+        yield GaugeMetricFamily("internal_dns_cache_entries", "Answers in the cache.", value=len(cache))
+
+
+def _gauge(name: str, doc: str, rows: Iterable[tuple[tuple[str, ...], tuple[str, ...], float]]) -> Metric:
+    family: Any = None
+    for labels, values, value in rows:
+        if family is None:
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+        family.add_metric(list(values), value)
+    return family
+
+
+def registry_for(service: DnsService) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(service))
+    return registry
