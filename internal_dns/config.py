@@ -35,6 +35,7 @@ class RegistryConfig:
     backend: str = "files"
     path: Path = Path("zones")
     poll_interval: float = 1.0
+    max_age: float = 120.0  # /readyz fails when the registry has not been confirmed for this long
     options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
 
 
@@ -92,12 +93,13 @@ class Config:
     tcp: TcpConfig = TcpConfig()
     forward: ForwardConfig = ForwardConfig()
     cache: CacheConfig = CacheConfig()
+    query_log: str | None = None  # a path, or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
 
 
 _TOP_KEYS = {
     "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id", "forward", "cache",
+    "edns_payload", "tcp", "server_id", "forward", "cache", "query_log",
 }
 
 
@@ -171,10 +173,12 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     if not reg_path.is_absolute():
         reg_path = base / reg_path  # relative to the config file, not the working directory
     poll = r.number(reg_raw.get("poll_interval", 1.0), "registry.poll_interval", 0.05)
-    options = {k: v for k, v in reg_raw.items() if k not in ("backend", "path", "poll_interval")}
-    registry = RegistryConfig(backend, reg_path, poll, options)
+    max_age = r.number(reg_raw.get("max_age", 120.0), "registry.max_age", 1.0)
+    common = ("backend", "path", "poll_interval", "max_age")
+    options = {k: v for k, v in reg_raw.items() if k not in common}
+    registry = RegistryConfig(backend, reg_path, poll, max_age, options)
     if backend in BACKENDS_BUILTIN and options:
-        r.unknown(reg_raw, {"backend", "path", "poll_interval"}, "registry")
+        r.unknown(reg_raw, set(common), "registry")
 
     zones_raw = r.mapping(top.get("zones", {"internal": "fly"}), "zones")
     zones: dict[str, str] = {}
@@ -245,6 +249,10 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         r.number(ca.get("max_stale", 86400), "cache.max_stale", 0),
     )
 
+    query_log = None
+    if top.get("query_log") is not None:
+        query_log = r.text(top["query_log"], "query_log")  # a file path, or "-" for standard output
+
     kwargs: dict[str, Any] = {}
     if "server_id" in top:
         kwargs["server_id"] = r.text(top["server_id"], "server_id")
@@ -262,6 +270,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         tcp=tcp,
         forward=forward,
         cache=cache,
+        query_log=query_log,
         **kwargs,
     )
 

@@ -15,7 +15,10 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
 from internal_dns.config import Config, ListenConfig
+from internal_dns import __version__
 from internal_dns.dispatch import Dispatcher
+from internal_dns.http import operator_site
+from internal_dns.querylog import QueryLog
 from internal_dns.forward import Forwarder
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.backends import make_backend
@@ -61,7 +64,13 @@ class DnsStreamProtocol(Protocol):
         self.factory.open += 1
         self.factory.connections.add(self)
         if self.factory.open > self.factory.max_connections:
-            log.warn("TCP connection cap {cap} reached; closing a new connection", cap=self.factory.max_connections)
+            self.factory.rejected += 1
+            if self.factory.rejected % 1000 == 1:  # a flood must not flood the log too
+                log.warn(
+                    "TCP connection cap {cap} reached: new connections are closed ({n} so far)",
+                    cap=self.factory.max_connections,
+                    n=self.factory.rejected,
+                )
             self.transport.abortConnection()
             return
         self._arm()
@@ -116,6 +125,7 @@ class DnsStreamFactory(Factory):
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
+        self.rejected = 0
         self.connections: set[DnsStreamProtocol] = set()
 
 
@@ -133,6 +143,7 @@ class DnsService(service.Service):
         self.forwarder = self._make_forwarder()
         self.dispatcher.forwarder = self.forwarder
         self.ports: list[Any] = []
+        self.http_port: Any = None
         self.tcp_factories: list[DnsStreamFactory] = []
         self.ready: defer.Deferred[None] | None = None
 
@@ -167,8 +178,22 @@ class DnsService(service.Service):
         )
 
     def start(self) -> defer.Deferred[None]:
+        log.info(
+            "internal-dns {version} starting: zones {zones}",
+            version=__version__,
+            zones=", ".join(f"{z} ({scheme})" for z, scheme in self.config.zones.items()),
+        )
         for listener in self.config.listen:
             self._listen(listener)
+        if self.config.metrics is not None:
+            m = self.config.metrics
+            self.http_port = self.reactor.listenTCP(m.port, operator_site(self), interface=m.address)
+            host = self.http_port.getHost()
+            log.info("metrics on http://{address}:{port}/metrics (and /healthz, /readyz)", address=host.host, port=host.port)
+        if self.config.query_log is not None:
+            self.dispatcher.query_log = QueryLog(self.config.query_log, self.clock)
+            self.dispatcher.query_log.start()
+            log.info("query log: {target}", target="standard output" if self.config.query_log == "-" else self.config.query_log)
         log.info("registry: {backend}", backend=self.backend.describe())
         if self.forwarder is not None:
             self.forwarder.start()
@@ -220,9 +245,13 @@ class DnsService(service.Service):
         return [(p.getHost().host, p.getHost().port) for p in self.ports[::2]]
 
     def stop(self) -> defer.Deferred[None]:
+        log.info("stopping: closing listeners")
         # Listeners first, so no query arrives at a half-stopped server.
         stops = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports = []
+        if self.http_port is not None:
+            stops.append(defer.maybeDeferred(self.http_port.stopListening))
+            self.http_port = None
         # Open TCP connections would otherwise go on answering from a stopped service.
         for factory in self.tcp_factories:
             for protocol in list(factory.connections):
@@ -232,7 +261,10 @@ class DnsService(service.Service):
             self.forwarder.stop()
         d = defer.gatherResults(stops, consumeErrors=True)
         d.addCallback(lambda _: self.backend.stop())
-        d.addCallback(lambda _: None)
+        query_log, self.dispatcher.query_log = self.dispatcher.query_log, None
+        if query_log is not None:
+            d.addCallback(lambda _: query_log.stop())
+        d.addCallback(lambda _: log.info("stopped"))
         return d
 
 

@@ -3,7 +3,10 @@
 A backend knows nothing about DNS. It reads its store off the reactor thread, builds a validated
 `Snapshot` with `build_snapshot`, and calls the sink on the reactor thread: `publish` with each new
 snapshot, `reject` with the `RegistryError` of one that failed validation (the server keeps the
-last good one). The server never calls a backend per query.
+last good one), and `confirm` whenever it has checked that its store still matches the snapshot it
+last published (a poll that found nothing new, a live watch). The time since the last publish or
+confirm is the snapshot's age, which /readyz compares with `registry.max_age`. The server never
+calls a backend per query.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ class SnapshotSink(Protocol):
     def publish(self, snapshot: Snapshot) -> None: ...
 
     def reject(self, error: RegistryError) -> None: ...
+
+    def confirm(self) -> None: ...
 
 
 class Backend(Protocol):

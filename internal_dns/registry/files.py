@@ -124,6 +124,7 @@ class FilesBackend:
         self._defer_to_thread = defer_to_thread
         self._seen: Fingerprint | None = None
         self._sink: SnapshotSink | None = None
+        self._rejected = False  # the folder holds a registry that failed validation
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
@@ -178,9 +179,13 @@ class FilesBackend:
             return
         self._seen = fp  # even when unchanged: it may have dropped the hashes of settled files
         if isinstance(outcome, RegistryError):
+            self._rejected = True
             self._sink.reject(outcome)
         elif outcome is not None:
+            self._rejected = False
             self._sink.publish(outcome)
+        elif not self._rejected:
+            self._sink.confirm()  # the folder still holds what is being served
 
     def _failed(self, failure: Any) -> None:
         log.failure("registry scan of {root} failed", failure, root=self.root)

@@ -21,6 +21,7 @@ class SnapshotStore:
         self.current: Snapshot | None = None
         self.generation = 0
         self.loaded_at: float | None = None
+        self.confirmed_at: float | None = None
         self.rejections = 0
         self.last_error: RegistryError | None = None
         self._waiters: list[Deferred[Snapshot | RegistryError]] = []
@@ -32,7 +33,7 @@ class SnapshotStore:
         serial = max(previous + 1, int(self.clock.seconds())) & 0xFFFFFFFF
         self.current = snapshot.with_serial(serial)
         self.generation += 1
-        self.loaded_at = self.clock.seconds()
+        self.loaded_at = self.confirmed_at = self.clock.seconds()
         self.last_error = None
         counts = snapshot.counts()
         log.info(
@@ -52,6 +53,15 @@ class SnapshotStore:
         keeping = "keeping the last good snapshot" if self.current is not None else "no snapshot loaded yet"
         log.error("{error} ({keeping})", error=str(error), keeping=keeping)
         self._wake(error)
+
+    def confirm(self) -> None:
+        self.confirmed_at = self.clock.seconds()
+
+    def age(self) -> float | None:
+        """Seconds since the backend last showed the served snapshot to be current."""
+        if self.current is None or self.confirmed_at is None:
+            return None
+        return self.clock.seconds() - self.confirmed_at
 
     def next_change(self) -> Deferred[Snapshot | RegistryError]:
         """Fires with the next published snapshot or rejection (for tests and tooling)."""
