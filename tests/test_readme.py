@@ -18,7 +18,7 @@ def test_readme_has_examples() -> None:
 
 def test_readme_dig_examples_match_the_server(start_server: Any) -> None:
     example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    settings = {k: v for k, v in example.items() if k not in ("listen", "registry")}
+    settings = {k: v for k, v in example.items() if k not in ("listen", "registry", "metrics")}
     upstream = FakeUpstream()  # forwarding as in the example, but to loopback, never the machine's resolver
     settings.update(upstreams=[upstream.address], forward={"enabled": True})
     server = start_server(registry=Path(EMBEDDED_ZONES), **settings)
