@@ -1,0 +1,339 @@
+"""SPEC §2: "A view never sees another network's data: a name of another network must be
+indistinguishable from a name that does not exist (NXDOMAIN, same SOA, same timing class)."
+
+Hypothesis builds registries of 2–4 networks (app names shared across networks, Flycast addresses
+allocated across networks, peers, machines in every state) and maps network i to the loopback
+source 127.0.1.(i+1). For a name that exists only in network B, asked from network A, the reply must
+be byte for byte the reply to an invented name of the same shape (the B-specific labels replaced
+by fresh ones of the same length), apart from the ID and the question; and A's lists must name
+nothing of B.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.flags
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import task
+
+from internal_dns.config import parse_config
+from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, write_yaml
+from tests.dnsclient import Reply, make_query
+
+REGIONS = ["iad", "sjc", "ams", "syd", "gru"]
+STATES = ["started", "started", "stopped", "suspended", "created", "destroyed"]
+GROUPS = ["app", "worker"]
+STRUCTURAL = {
+    "global", "vms", "all", "regions", "vm", "process", "nearest", "of", "kv", "_metadata", "_peer", "_apps",
+    "_instances", "internal", "flycast", "railway",
+}
+ZONES = {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}
+
+label = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+hex_id = st.from_regex(r"[0-9a-f]{1,14}", fullmatch=True)
+
+
+# --- the generated registry, and what each network may see ---------------------------------
+
+
+@dataclass
+class Machine:
+    id: str
+    app: str
+    region: str
+    state: str
+    group: str
+    ip6: str
+    dns: bool
+    role: str
+
+
+@dataclass
+class Net:
+    index: int
+    name: str
+    apps: list[str]
+    machines: list[Machine] = field(default_factory=list)
+    peers: list[tuple[str, str | None]] = field(default_factory=list)  # (name, region)
+    flycast: dict[str, list[str]] = field(default_factory=dict)  # app name -> addresses on this network
+
+    @property
+    def source(self) -> str:
+        return f"127.0.1.{self.index + 1}"
+
+    @property
+    def visible_peers(self) -> list[str]:
+        return sorted(p for p, _ in self.peers if not p.startswith("interactive-"))
+
+    def dns_machines(self, app: str | None = None) -> list[Machine]:
+        return sorted((m for m in self.machines if m.dns and (app is None or m.app == app)), key=lambda m: m.id)
+
+
+@dataclass
+class World:
+    nets: list[Net]
+    documents: dict[str, Any]
+
+    def universe(self) -> set[str]:
+        names = set(STRUCTURAL) | set(REGIONS) | set(GROUPS) | {"role", "primary", "replica"}
+        for net in self.nets:
+            names |= set(net.apps) | {p for p, _ in net.peers} | {m.id for m in net.machines} | set(net.flycast)
+        return names
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    count = draw(st.integers(2, 4))
+    pool = draw(st.lists(label, min_size=2, max_size=7, unique=True))
+    peer_pool = draw(st.lists(label, min_size=1, max_size=4, unique=True))
+    peer_pool += [f"interactive-{p}" for p in peer_pool[:1]]
+    ids = iter(draw(st.lists(hex_id, min_size=40, max_size=40, unique=True)))
+    nets = [Net(i, f"net{i}", sorted(draw(st.lists(st.sampled_from(pool), max_size=4, unique=True)))) for i in range(count)]
+    if not any(net.apps for net in nets):
+        nets[-1].apps.append(pool[0])
+    docs: dict[str, Any] = {"networks": [], "apps": [], "machines": [], "peers": []}
+    for net in nets:
+        docs["networks"].append({"name": net.name, "prefix6": f"fdaa:0:{0x100 + net.index:x}::/48"})
+    host = 0
+    flycast_seq = 0
+    for net in nets:
+        for app in net.apps:
+            flycast = []
+            for target in draw(st.lists(st.sampled_from(nets), max_size=2)):  # often another network
+                flycast_seq += 1
+                ip = f"fdaa:0:{0x100 + target.index:x}:f::{flycast_seq:x}"
+                flycast.append({"ip": ip, "network": target.name})
+                target.flycast.setdefault(app, []).append(ip)
+            net.flycast.setdefault(app, [])  # an app of the network exists under .flycast
+            docs["apps"].append({"name": app, "network": net.name, "flycast": flycast})
+            for _ in range(draw(st.integers(0, 3))):
+                host += 1
+                m = Machine(
+                    id=next(ids), app=app, region=draw(st.sampled_from(REGIONS)), state=draw(st.sampled_from(STATES)),
+                    group=draw(st.sampled_from(GROUPS)), ip6=f"fdaa:0:{0x100 + net.index:x}:a7b::{host:x}",
+                    dns=draw(st.booleans() | st.just(True)), role=draw(st.sampled_from(["primary", "replica"])),
+                )
+                net.machines.append(m)
+                docs["machines"].append({
+                    "id": m.id, "app": app, "network": net.name, "region": m.region, "state": m.state,
+                    "process_group": m.group, "ip6": m.ip6, "dns": m.dns, "metadata": {"role": m.role},
+                })
+        for peer in draw(st.lists(st.sampled_from(peer_pool), max_size=3, unique=True)):
+            host += 1
+            region = draw(st.sampled_from([None, *REGIONS]))
+            net.peers.append((peer, region))
+            entry = {"name": peer, "network": net.name, "ip6": f"fdaa:0:{0x100 + net.index:x}:d6b::{host:x}"}
+            if region is not None:
+                entry["region"] = region
+            docs["peers"].append(entry)
+    for net in nets:  # Flycast names of a network: its own apps and apps with an address on it
+        net.flycast = {k: sorted(v) for k, v in net.flycast.items()}
+    return World(nets, docs)
+
+
+# --- probes: names of B that must not exist for A ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    labels: tuple[str, ...]
+    secret: frozenset[int]  # positions of the labels that are B's, to be replaced when inventing
+    rdtype: str
+
+
+APP_FORMS: list[tuple[str, ...]] = [
+    ("{app}", "internal"), ("global", "{app}", "internal"), ("vms", "{app}", "internal"),
+    ("all", "vms", "{app}", "internal"), ("regions", "{app}", "internal"), ("all", "regions", "{app}", "internal"),
+    ("iad", "{app}", "internal"), ("vm", "{app}", "internal"), ("process", "{app}", "internal"),
+    ("worker", "process", "{app}", "internal"), ("top1", "nearest", "of", "{app}", "internal"),
+    ("nearest", "of", "{app}", "internal"), ("of", "{app}", "internal"), ("_metadata", "{app}", "internal"),
+    ("kv", "_metadata", "{app}", "internal"), ("role", "kv", "_metadata", "{app}", "internal"),
+    ("primary", "role", "kv", "_metadata", "{app}", "internal"), ("{app}", "railway", "internal"),
+]
+TYPES = ["AAAA", "TXT", "A", "ANY"]
+
+
+def probes_between(a: Net, b: Net) -> list[Probe]:
+    found: list[Probe] = []
+    k = 0
+
+    def add(labels: tuple[str, ...], secret: set[int]) -> None:
+        nonlocal k
+        found.append(Probe(labels, frozenset(secret), TYPES[k % len(TYPES)]))
+        k += 1
+
+    for app in b.apps:
+        if app not in a.apps:
+            for form in APP_FORMS:
+                labels = tuple(app if part == "{app}" else part for part in form)
+                add(labels, {labels.index(app)})
+        if app not in a.flycast:
+            add((app, "flycast"), {0})
+        for m in b.machines:
+            if m.app == app:
+                add((m.id, "vm", app, "internal"), {0} if app in a.apps else {0, 2})
+    for peer, _ in b.peers:
+        if peer not in a.visible_peers:
+            add((peer, "_peer", "internal"), {0})
+    return found
+
+
+def fresh_label(like: str, taken: set[str], rng: random.Random) -> str:
+    hexish = all(c in "0123456789abcdef" for c in like)
+    alphabet = "0123456789abcdef" if hexish else "abcdefghijklmnopqrstuvwxyz"
+    while True:
+        candidate = "".join(rng.choice(alphabet) for _ in like)
+        if candidate not in taken and (hexish or candidate[0].isalpha()):
+            taken.add(candidate)
+            return candidate
+
+
+def invent(probe: Probe, taken: set[str], rng: random.Random) -> tuple[str, ...]:
+    return tuple(fresh_label(lbl, taken, rng) if i in probe.secret else lbl for i, lbl in enumerate(probe.labels))
+
+
+# --- asking ---------------------------------------------------------------------------------
+
+
+def ask(server: RunningServer, labels: tuple[str, ...], rdtype: str, source: str, tcp: bool, qid: int) -> tuple[Reply, int]:
+    query = make_query(".".join(labels) + ".", rdtype)
+    query.id = qid
+    wire = query.to_wire()
+    reply = Reply.decode(server.raw(wire, source=source, tcp=tcp))
+    question_end = wire.index(b"\x00", 12) + 5
+    return reply, question_end
+
+
+def assert_indistinguishable(server: RunningServer, probe: Probe, invented: tuple[str, ...], a: Net, tcp: bool, serial: int) -> None:
+    real, q_end = ask(server, probe.labels, probe.rdtype, a.source, tcp, 0x1234)
+    fake, q_end_fake = ask(server, invented, probe.rdtype, a.source, tcp, 0x4321)
+    where = f"{'.'.join(probe.labels)} {probe.rdtype} from {a.name}"
+    assert real.rcode_text == "NXDOMAIN", where
+    assert real.msg.id == 0x1234 and fake.msg.id == 0x4321
+    assert q_end == q_end_fake
+    # identical but for the ID and the question name: same flags, counts, records, OPT
+    assert real.wire[2:12] == fake.wire[2:12], where
+    assert real.wire[q_end - 4 :] == fake.wire[q_end - 4 :], where
+    assert real.msg.flags == fake.msg.flags and real.msg.flags & dns.flags.AA, where
+    (soa_rrset,) = real.msg.authority
+    assert soa_rrset.name.to_text() == ("flycast." if probe.labels[-1] == "flycast" else ".".join(probe.labels[-2:]) + "." if probe.labels[-2:] == ("railway", "internal") else "internal."), where
+    assert real.soa() == fake.soa() and real.soa().serial == serial, where
+    assert real.msg.answer == fake.msg.answer == [], where
+
+
+def assert_same_structure_as(server: RunningServer, probe: Probe, a: Net, tcp: bool) -> None:
+    """Against a name of another shape and length: equal once the question's length is taken out."""
+    zone = probe.labels[-2:] if probe.labels[-2:] == ("railway", "internal") else probe.labels[-1:]
+    other = ("zz-no-such-name-anywhere-at-all", *zone)
+    real, q_end = ask(server, probe.labels, probe.rdtype, a.source, tcp, 7)
+    fake, q_end_fake = ask(server, other, probe.rdtype, a.source, tcp, 7)
+    assert len(real.wire) - q_end == len(fake.wire) - q_end_fake
+    assert real.wire[:12] == fake.wire[:12]
+    assert real.msg.flags == fake.msg.flags and real.rcode == fake.rcode
+    assert real.soa() == fake.soa()
+    assert struct.unpack("!4H", real.wire[4:12]) == struct.unpack("!4H", fake.wire[4:12])
+
+
+def txt_value(server: RunningServer, name: str, source: str) -> str:
+    reply = server.ask(name, "TXT", source=source, tcp=True)
+    assert reply.rcode_text == "NOERROR" and reply.flag("AA"), name
+    (value,) = reply.txt()
+    return value
+
+
+def instances(machines: list[Machine]) -> str:
+    return ";".join(f"instance={m.id},app={m.app},ip={m.ip6},region={m.region}" for m in machines)
+
+
+def check_lists(server: RunningServer, a: Net, others: list[Net]) -> None:
+    apps = txt_value(server, "_apps.internal", a.source)
+    peers = txt_value(server, "_peer.internal", a.source)
+    started = txt_value(server, "_instances.internal", a.source)
+    every = txt_value(server, "all._instances.internal", a.source)
+    assert apps == ",".join(sorted(a.apps))
+    assert peers == ",".join(a.visible_peers)
+    assert started == instances([m for m in a.dns_machines() if m.state == "started"])
+    assert every == instances(a.dns_machines())
+    # and explicitly, field by field: nothing names what only another network has
+    listed_apps = set(apps.split(",")) - {""}
+    listed_peers = set(peers.split(",")) - {""}
+    fields: dict[str, set[str]] = {"instance": set(), "app": set(), "ip": set(), "region": set()}
+    for entry in filter(None, (started + ";" + every).split(";")):
+        for key, _, value in (kv.partition("=") for kv in entry.split(",")):
+            fields[key].add(value)
+    for b in others:
+        b_only_apps = set(b.apps) - set(a.apps)
+        assert not (listed_apps | fields["app"]) & b_only_apps, (a.name, b.name)
+        assert not listed_peers & (set(b.visible_peers) - set(a.visible_peers)), (a.name, b.name)
+        assert not fields["instance"] & {m.id for m in b.machines}, (a.name, b.name)
+        assert not fields["ip"] & {m.ip6 for m in b.machines}, (a.name, b.name)
+
+
+def check_positive_answers(server: RunningServer, a: Net) -> None:
+    """Names A shares with B answer with A's data only."""
+    for app in a.apps:
+        reply = server.ask(f"{app}.internal", "AAAA", source=a.source)
+        assert reply.rcode_text == "NOERROR"
+        assert sorted(reply.addresses()) == sorted(m.ip6 for m in a.dns_machines(app) if m.state == "started")
+    for app, addresses in a.flycast.items():
+        reply = server.ask(f"{app}.flycast", "AAAA", source=a.source)
+        assert reply.rcode_text == "NOERROR"
+        assert sorted(reply.addresses()) == addresses
+
+
+# --- the property -----------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=worlds(), tcp=st.booleans(), rng=st.randoms(use_true_random=False))
+def test_another_networks_names_are_indistinguishable_from_nonexistent_ones(reactor: Any, world: World, tcp: bool, rng: random.Random) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shutil.copy(EMBEDDED_ZONES / "regions.yaml", folder / "regions.yaml")
+        write_yaml(folder / "registry.yaml", world.documents)
+        views = [{"source": f"{net.source}/32", "network": net.name} for net in world.nets]
+        config = parse_config(base_config(folder, views=views, zones=ZONES), "isolation.yaml")
+        server = RunningServer(reactor, config, task.Clock())
+        try:
+            run_checks(server, world, tcp, rng)
+        finally:
+            server.stop()
+
+
+def run_checks(server: RunningServer, world: World, tcp: bool, rng: random.Random) -> None:
+    assert server.snapshot is not None, "the generated registry was rejected"
+    serial = server.ask("internal", "SOA", source=world.nets[0].source).msg.answer[0][0].serial
+    taken = world.universe()
+    pairs = [(a, b) for a in world.nets for b in world.nets if a is not b]
+    probes = [(a, p) for a, b in pairs for p in probes_between(a, b)]
+    for a, probe in rng.sample(probes, min(len(probes), 40)):
+        assert_indistinguishable(server, probe, invent(probe, taken, rng), a, tcp, serial)
+    for a, probe in rng.sample(probes, min(len(probes), 8)):
+        assert_same_structure_as(server, probe, a, tcp)
+    for a in world.nets:
+        check_lists(server, a, [b for b in world.nets if b is not a])
+        check_positive_answers(server, a)
+
+
+def test_the_probes_cover_every_kind_of_name() -> None:
+    """The generator and the probe list are not vacuous: a fixed world yields every kind of probe."""
+    a = Net(0, "net0", ["shared"], peers=[("both", None)], flycast={"shared": []})
+    b = Net(1, "net1", ["shared", "secret"], peers=[("both", None), ("hidden", "iad"), ("interactive-x", None)])
+    b.machines = [Machine("abc123", "shared", "iad", "started", "app", "fdaa::1", True, "primary"),
+                  Machine("def456", "secret", "iad", "stopped", "app", "fdaa::2", True, "primary")]
+    b.flycast = {"shared": [], "secret": []}
+    labels = {p.labels for p in probes_between(a, b)}
+    assert ("secret", "internal") in labels and ("secret", "flycast") in labels
+    assert ("secret", "railway", "internal") in labels
+    assert ("abc123", "vm", "shared", "internal") in labels and ("def456", "vm", "secret", "internal") in labels
+    assert ("hidden", "_peer", "internal") in labels and ("interactive-x", "_peer", "internal") in labels
+    assert ("both", "_peer", "internal") not in labels and ("shared", "internal") not in labels
+    assert ("shared", "flycast") not in labels
