@@ -49,7 +49,7 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.counts[0 if seconds <= 0.0001 else bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.total += seconds
 
     def buckets(self) -> list[tuple[str, float]]:
@@ -62,24 +62,43 @@ class Histogram:
 
 
 class QueryCounters:
-    """Everything the query path counts: dict updates of ints, nothing more."""
+    """Everything the query path counts: one list cell per (zone, type, transport, rcode), which
+    the packet cache's entries hold on to and bump directly; requests and responses are sums of
+    the cells, made at scrape time."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.responses: dict[tuple[str, str], int] = {}
+        self.cells: dict[tuple[str, str, str, str], list[int]] = {}
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.dropped = 0
 
+    def cell(self, zone: str, qtype: int, transport: str, rcode: int) -> list[int]:
+        key = (zone, TYPE_NAMES.get(qtype, "other"), transport, RCODE_NAMES.get(rcode, "other"))
+        found = self.cells.get(key)
+        if found is None:
+            found = self.cells[key] = [0]
+        return found
+
+    def histogram(self, zone: str, transport: str) -> Histogram:
+        found = self.durations.get((zone, transport))
+        if found is None:
+            found = self.durations[(zone, transport)] = Histogram()
+        return found
+
     def observe(self, zone: str, qtype: int, transport: str, rcode: int, seconds: float) -> None:
-        key = (zone, TYPE_NAMES.get(qtype, "other"), transport)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        rkey = (zone, RCODE_NAMES.get(rcode, "other"))
-        self.responses[rkey] = self.responses.get(rkey, 0) + 1
-        hkey = (zone, transport)
-        histogram = self.durations.get(hkey)
-        if histogram is None:
-            histogram = self.durations[hkey] = Histogram()
-        histogram.observe(seconds)
+        self.cell(zone, qtype, transport, rcode)[0] += 1
+        self.histogram(zone, transport).observe(seconds)
+
+    def requests(self) -> dict[tuple[str, str, str], int]:
+        out: dict[tuple[str, str, str], int] = {}
+        for (zone, qtype, transport, _), (n,) in self.cells.items():
+            out[(zone, qtype, transport)] = out.get((zone, qtype, transport), 0) + n
+        return out
+
+    def responses(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for (zone, _, _, rcode), (n,) in self.cells.items():
+            out[(zone, rcode)] = out.get((zone, rcode), 0) + n
+        return out
 
 
 class ServiceCollector(Collector):
@@ -94,11 +113,11 @@ class ServiceCollector(Collector):
         yield _gauge("internal_dns_build_info", "Version of the running server.", [(("version",), (__version__,), 1)])
 
         requests = CounterMetricFamily("internal_dns_requests", "DNS requests received.", labels=["zone", "type", "transport"])
-        for (zone, qtype, transport), n in sorted(counters.requests.items()):
+        for (zone, qtype, transport), n in sorted(counters.requests().items()):
             requests.add_metric([zone, qtype, transport], n)
         yield requests
         responses = CounterMetricFamily("internal_dns_responses", "DNS responses sent, by rcode.", labels=["zone", "rcode"])
-        for (zone, rcode), n in sorted(counters.responses.items()):
+        for (zone, rcode), n in sorted(counters.responses().items()):
             responses.add_metric([zone, rcode], n)
         yield responses
         durations = HistogramMetricFamily("internal_dns_request_duration_seconds", "Time from a query's arrival to its reply.", labels=["zone", "transport"])
@@ -106,6 +125,11 @@ class ServiceCollector(Collector):
             durations.add_metric([zone, transport], h.buckets(), h.total)
         yield durations
         yield CounterMetricFamily("internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped)
+        query_log = s.dispatcher.query_log
+        if query_log is not None:  # lines the log drops rather than grow memory must not go unseen
+            yield CounterMetricFamily(
+                "internal_dns_query_log_dropped", "Query log lines dropped: the writer fell too far behind.", value=query_log.dropped
+            )
 
         yield from self._tcp()
         yield from self._registry()

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -70,16 +70,30 @@ class QueryLog:
             )
         )
 
-    def flush(self) -> Deferred[Any]:
-        """Hand the queued lines to the writer thread (one batch at a time)."""
-        if self._writing is not None or not self._queue or self._stream is None:
-            return self._writing or succeed(None)
-        batch, self._queue = self._queue, []
-        d = self._defer_to_thread(self._write, self._stream, batch)
-        d.addErrback(lambda f: log.failure("query log {target}: write failed", f, target=self.target))
-        d.addBoth(self._written)
-        self._writing = d
-        return d
+    def flush(self) -> Deferred[None]:
+        """Write every line queued so far; fires once they are written.
+
+        One batch is in the writer thread at a time: lines queued meanwhile go in the next batch,
+        after it. Each caller (the timer, `stop`, a test) gets a Deferred of its own, so that its
+        callbacks or timeout never touch the write itself.
+        """
+        done: Deferred[None] = Deferred()
+        if self._writing is not None:
+            self._writing.addBoth(self._flush_after, done)
+        elif not self._queue or self._stream is None:
+            done.callback(None)
+        else:
+            batch, self._queue = self._queue, []
+            d = self._defer_to_thread(self._write, self._stream, batch)
+            self._writing = d  # before the callbacks: a synchronous defer_to_thread has fired already
+            d.addErrback(lambda f: log.failure("query log {target}: write failed", f, target=self.target))
+            d.addBoth(self._written)
+            d.addBoth(lambda _: done.callback(None))
+        return done
+
+    def _flush_after(self, result: Any, done: Deferred[None]) -> Any:
+        self.flush().chainDeferred(done)  # the batch before has gone: write what came since
+        return result
 
     def _written(self, _: Any) -> None:
         self._writing = None
@@ -89,11 +103,10 @@ class QueryLog:
         stream.write("\n".join(batch) + "\n")
         stream.flush()
 
-    def stop(self) -> Deferred[Any]:
+    def stop(self) -> Deferred[None]:
         if self._loop.running:
             self._loop.stop()
-        d = self._writing or succeed(None)
-        d.addCallback(lambda _: self.flush())
+        d = self.flush()
         d.addCallback(lambda _: self._close())
         return d
 
