@@ -47,8 +47,9 @@ class Zones:
 def answer(snapshot: Snapshot, view: View, zone: Zone, labels: tuple[str, ...], qtype: int, ttl: int) -> Answer:
     """`labels` is the whole lower-cased query name; `zone` the zone it falls in."""
     relative = labels[: len(labels) - len(zone.labels)]
-    node = apex(zone, snapshot.serial, ttl) if not relative else zone.scheme(snapshot, view, relative)
-    soa = RRset(len(relative), SOA, ttl, (soa_rdata(zone.name, snapshot.serial, ttl),))
+    serial = snapshot.serial
+    node = apex(zone, serial, ttl) if not relative else zone.scheme(snapshot, view, relative)
+    soa = RRset(len(relative), SOA, ttl, (soa_rdata(zone.name, serial, ttl),))
     if node is None:
         return Answer(NXDOMAIN, authority=(soa,))
     if qtype == ANY:

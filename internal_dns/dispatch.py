@@ -19,7 +19,8 @@ from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
 )
-from internal_dns.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.metrics import FORWARD, INVALID, Histogram, QueryCounters, rcode_label, type_label
+from internal_dns.packetcache import PacketCache
 from internal_dns.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
 from internal_dns.reverse import PrivateReverse, is_reverse
@@ -42,17 +43,28 @@ class Dispatcher:
         self.reverse: PrivateReverse | None = None
         self.forwarder: Forwarder | None = None
         self.counters = QueryCounters()
+        self.packets = PacketCache()
         self.query_log: QueryLog | None = None
-        self._rotation: dict[tuple[str, tuple[str, ...], int], int] = {}
+        # The turn of each rotating address set, one cell per (network, name, type): shared by
+        # the full path and every packet-cache entry of that question.
+        self._rotation: dict[tuple[str, tuple[str, ...], int], list[int]] = {}
 
     def swap(self, snapshot: Snapshot) -> None:
         """Called on the reactor thread with each new snapshot; one assignment makes it live."""
         self.reverse = PrivateReverse(
             p for n in snapshot.networks.values() for p in (n.network.prefix6, n.network.prefix4) if p is not None
         )
+        before = self.resolver.snapshot if self.resolver is not None else None
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
         if len(self._rotation) > 65536:  # names of old snapshots linger here; start afresh
             self._rotation.clear()
+
+        def unchanged(view: object) -> bool:
+            # The builder kept the very same index object for a network whose data is equal.
+            network = view.network  # type: ignore[attr-defined]
+            return before is not None and network in snapshot.networks and before.networks.get(network) is snapshot.networks[network]
+
+        self.packets.swap(snapshot.serial, unchanged)
 
     def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
         started = perf_counter()
@@ -71,7 +83,7 @@ class Dispatcher:
         view = resolver.resolve(host, listener) if resolver is not None else None
         zone = self.zones.match(q.labels)
         try:
-            reply = self._dispatch(q, view, zone, tcp)
+            reply = self._dispatch(q, view, zone, tcp, host, listener)
         except Exception:  # a bug must cost one answer, never the server
             log.failure("internal error answering {name}", name=q.name)
             reply = self._refuse(q, SERVFAIL, tcp)
@@ -95,7 +107,9 @@ class Dispatcher:
         self._observe(reply, *context)
         return reply
 
-    def _dispatch(self, q: Query, view: View | None, zone: Zone | None, tcp: bool) -> bytes | Deferred[bytes]:
+    def _dispatch(
+        self, q: Query, view: View | None, zone: Zone | None, tcp: bool, host: str, listener: ListenConfig
+    ) -> bytes | Deferred[bytes]:
         if q.opcode != 0:
             return self._refuse(q, NOTIMP, tcp)
         if q.edns is not None and q.edns.version > 0:
@@ -123,15 +137,33 @@ class Dispatcher:
             return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
         if view is None:
             return self._refuse(q, REFUSED, tcp)
-        result = answer(resolver.snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
-        return render(
-            q,
-            result,
-            recursion_available=self.recursion_available(view),
-            limit=self._limit(q, tcp),
-            server_payload=self.config.edns_payload,
-            rotation=self._turn(view, q, result),
-        )
+        snapshot = resolver.snapshot
+        settings = {
+            "recursion_available": self.recursion_available(view),
+            "limit": self._limit(q, tcp),
+            "server_payload": self.config.edns_payload,
+        }
+        computed: list[Answer] = []
+
+        def make() -> tuple[Answer, Callable[[int], bytes], list[int], list[int], Histogram]:
+            result = answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
+            computed.append(result)
+            transport = "tcp" if tcp else "udp"
+            return (
+                result,
+                lambda turn: render(q, result, rotation=turn, **settings),
+                self._turns(view, q) if _rotates(result) else [0],
+                self.counters.cell(zone.name, q.qtype, transport, result.rcode),
+                self.counters.histogram(zone.name, transport),
+            )
+
+        cached = self.packets.answer(view, q.data, tcp, make)
+        if cached is not None:  # and the next such question is served by the protocol itself
+            if self.query_log is None:  # with a query log every query takes this path, to be logged
+                self.packets.bind(host, listener, view, tcp)
+            return cached[0]
+        result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
+        return render(q, result, rotation=self._turn(view, q, result), **settings)
 
     def _limit(self, q: Query, tcp: bool) -> int:
         # Over UDP never more than our own advertised payload either, even to a client offering
@@ -159,14 +191,20 @@ class Dispatcher:
     def recursion_available(self, view: View | None) -> bool:
         return view is not None and self.forwarder is not None
 
+    def _turns(self, view: View, q: Query) -> list[int]:
+        key = (view.network, q.labels, q.qtype)
+        cell = self._rotation.get(key)
+        if cell is None:
+            cell = self._rotation[key] = [0]
+        return cell
+
     def _turn(self, view: View, q: Query, result: Answer) -> int:
         """Successive answers to the same question start one address further along."""
-        if not any(rs.rotates and len(rs.rdatas) > 1 for rs in result.answer):
+        if not _rotates(result):
             return 0
-        key = (view.network, q.labels, q.qtype)
-        turn = self._rotation.get(key, 0)
-        self._rotation[key] = turn + 1
-        return turn
+        cell = self._turns(view, q)
+        cell[0] += 1
+        return cell[0] - 1
 
     def _refuse(self, q: Query, rcode: int, tcp: bool) -> bytes:
         return render(
@@ -189,3 +227,6 @@ class Dispatcher:
             server_payload=self.config.edns_payload,
         )
 
+
+def _rotates(result: Answer) -> bool:
+    return any(rs.rotates and len(rs.rdatas) > 1 for rs in result.answer)

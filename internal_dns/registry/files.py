@@ -106,8 +106,8 @@ def load_documents(root: Path) -> list[Document]:
     return documents
 
 
-def load_snapshot(root: Path) -> Snapshot:
-    return build_snapshot(load_documents(root))
+def load_snapshot(root: Path, previous: Snapshot | None = None) -> Snapshot:
+    return build_snapshot(load_documents(root), previous)
 
 
 class FilesBackend:
@@ -125,6 +125,7 @@ class FilesBackend:
         self._seen: Fingerprint | None = None
         self._sink: SnapshotSink | None = None
         self._rejected = False  # the folder holds a registry that failed validation
+        self._published: Snapshot | None = None  # to share its unchanged parts with the next
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
@@ -153,13 +154,13 @@ class FilesBackend:
             self._followers.append(follower)
             return follower
         seen = self._seen
-        d = self._defer_to_thread(self._scan, seen)
+        d = self._defer_to_thread(self._scan, seen, self._published)
         self._running = d  # before the callbacks: a synchronous defer_to_thread has fired already
         d.addCallbacks(self._scanned, self._failed)
         d.addBoth(self._done)
         return d
 
-    def _scan(self, seen: Fingerprint | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
+    def _scan(self, seen: Fingerprint | None, previous: Snapshot | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
         """Runs in a worker thread: the reactor never waits on the disk."""
         try:
             fp = fingerprint(self.root, seen)
@@ -169,7 +170,7 @@ class FilesBackend:
         if unchanged(seen, fp):
             return fp, None
         try:
-            return fp, load_snapshot(self.root)
+            return fp, load_snapshot(self.root, previous)
         except RegistryError as exc:
             return fp, exc
 
@@ -183,6 +184,7 @@ class FilesBackend:
             self._sink.reject(outcome)
         elif outcome is not None:
             self._rejected = False
+            self._published = outcome
             self._sink.publish(outcome)
         elif not self._rejected:
             self._sink.confirm()  # the folder still holds what is being served

@@ -144,7 +144,7 @@ class Snapshot:
     app_count: int
     # address -> (network, region) of the machine or peer that owns it
     owners: Mapping[IPv4Address | IPv6Address, tuple[str, str | None]]
-    serial: int = 0
+    serial: int = 0  # the SOA serial: grows with every snapshot
 
     def with_serial(self, serial: int) -> Snapshot:
         return replace(self, serial=serial)
@@ -323,8 +323,13 @@ def _parse_network(source: str, item: Mapping[str, Any]) -> Network:
     return Network(name, prefix6, prefix4, dns6, dns4, legacy, source)
 
 
-def build_snapshot(documents: Iterable[Document]) -> Snapshot:
-    """Validate and index a whole registry. Raises RegistryError naming every fault."""
+def build_snapshot(documents: Iterable[Document], previous: Snapshot | None = None) -> Snapshot:
+    """Validate and index a whole registry. Raises RegistryError naming every fault.
+
+    With the previously served snapshot given, every network whose index came out equal keeps
+    the previous index object, so that the server can tell what changed by identity, cheaply,
+    on its reactor thread (the comparison itself happens here, off it).
+    """
     problems = _Problems()
     raw = _collect(documents, problems)
 
@@ -367,7 +372,18 @@ def build_snapshot(documents: Iterable[Document]) -> Snapshot:
 
     if problems.lines:
         raise RegistryError(problems.lines)
-    return _index(networks, apps, machines, peers, regions)
+    return share_unchanged(_index(networks, apps, machines, peers, regions), previous)
+
+
+def share_unchanged(snapshot: Snapshot, previous: Snapshot | None) -> Snapshot:
+    """The snapshot, with each network index equal to the previous one replaced by that one."""
+    if previous is None or previous.regions != snapshot.regions:  # nearest reads every region
+        return snapshot
+    networks = {}
+    for name, index in snapshot.networks.items():
+        before = previous.networks.get(name)
+        networks[name] = before if before is not None and before == index else index
+    return replace(snapshot, networks=networks)
 
 
 def _parse_apps(raw: _Raw, networks: Mapping[str, Network], problems: _Problems) -> dict[tuple[str, str], App]:
