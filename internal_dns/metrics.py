@@ -131,6 +131,12 @@ class ServiceCollector(Collector):
                 "internal_dns_query_log_dropped", "Query log lines dropped: the writer fell too far behind.", value=query_log.dropped
             )
 
+        packets = s.dispatcher.packets
+        yield GaugeMetricFamily("internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=packets.entries())
+        yield CounterMetricFamily(
+            "internal_dns_packet_cache_invalidated", "Rendered replies dropped because a reload changed their network.", value=packets.invalidated
+        )
+
         yield from self._tcp()
         yield from self._registry()
         yield from self._forwarder()

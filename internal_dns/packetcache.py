@@ -138,6 +138,10 @@ class PacketCache:
         self.exact: dict[tuple[object, bool], ExactTable] = {}  # (view, tcp) → message[2:] → alias
         self.sources: dict[tuple[object, bool], dict[str, ExactTable]] = {}  # (listener, tcp) → host → table
         self.serial = 0
+        self.invalidated = 0  # entries dropped because a reload changed their view's network
+
+    def entries(self) -> int:
+        return sum(len(table) for table in self.tables.values())
 
     def for_listener(self, listener: object, tcp: bool) -> dict[str, ExactTable]:
         """The source → exact table map a transport's protocol looks in first."""
@@ -202,7 +206,9 @@ class PacketCache:
     def swap(self, serial: int, unchanged: Callable[[object], bool]) -> None:
         """A new snapshot: keep what was rendered for views whose network did not change."""
         self.serial = serial
-        self.tables = {view: t for view, t in self.tables.items() if unchanged(view)}
+        kept = {view: t for view, t in self.tables.items() if unchanged(view)}
+        self.invalidated += sum(len(t) for view, t in self.tables.items() if view not in kept)
+        self.tables = kept
         self.exact = {key: t for key, t in self.exact.items() if unchanged(key[0])}
         for hosts in self.sources.values():
             hosts.clear()  # sources may now belong elsewhere; they find their table again

@@ -41,6 +41,8 @@ FAMILIES = {
     "internal_dns_responses": "counter",
     "internal_dns_request_duration_seconds": "histogram",
     "internal_dns_dropped": "counter",
+    "internal_dns_packet_cache_entries": "gauge",
+    "internal_dns_packet_cache_invalidated": "counter",
     "internal_dns_tcp_connections": "gauge",
     "internal_dns_tcp_rejected": "counter",
     "internal_dns_registry_entities": "gauge",
@@ -436,6 +438,24 @@ def test_cache_stale_answers(start_server: StartServer, fake: FakeUpstream) -> N
     s = scrape(server)
     assert s.value("internal_dns_cache_stale_total") == 1
     assert s.value("internal_dns_responses_total", zone="forward", rcode="NOERROR") == 2
+
+
+def test_packet_cache_entries_and_invalidations(start_server: StartServer, registry_dir: Path) -> None:
+    server = with_metrics(start_server)
+    assert scrape(server).value("internal_dns_packet_cache_entries") == 0
+    server.ask("my-app.internal", "AAAA")
+    server.ask("my-app.internal", "AAAA")  # the same entry
+    server.ask("cron.internal", "AAAA")
+    server.ask("billing.internal", "AAAA", source="127.0.0.2")  # other-org's view
+    s = scrape(server)
+    assert s.value("internal_dns_packet_cache_entries") == 3
+    assert s.value("internal_dns_packet_cache_invalidated_total") == 0
+    path = registry_dir / "other-org.yaml"
+    path.write_text(path.read_text().replace("state: started", "state: stopped", 1))
+    server.poll()
+    s = scrape(server)  # other-org's one reply is dropped; personal's two stay
+    assert s.value("internal_dns_packet_cache_entries") == 2
+    assert s.value("internal_dns_packet_cache_invalidated_total") == 1
 
 
 # --- the registry ---------------------------------------------------------------------------------
