@@ -1,0 +1,167 @@
+"""The servers under test, each started as a process of its own: internal-dns, the plain Twisted
+Names baseline, and dnsmasq (answering from a hosts file, or forwarding with its cache)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import dns.exception
+import dns.message
+import dns.query
+import yaml
+
+from bench.dnsperf import taskset
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = "1"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on loopback."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    metrics_port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current, peak) resident set size in MiB."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+        return fields["VmRSS"], fields["VmHWM"]
+
+    def metrics(self) -> str:
+        assert self.metrics_port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    def ready(self) -> bool:
+        if self.metrics_port is not None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        try:
+            dns.query.udp(dns.message.make_query("ready.check.", "A"), "127.0.0.1", port=self.port, timeout=0.5)
+            return True
+        except (OSError, dns.exception.Timeout):
+            return False
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from now until the server answers (or its /readyz says ready)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
+            if self.ready():
+                return time.perf_counter() - started
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _spawn(command: list[str], log: Path, cpus: str | None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([*taskset(cpus), *command], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def internal_dns(out: Path, registry: Path, *, upstream: int | None = None, workers: int = 1, cpus: str | None = SERVER_CPU) -> Server:
+    port, metrics = free_port(), free_port()
+    config: dict[str, object] = {
+        "listen": [{"address": "127.0.0.1", "port": port}],
+        "registry": {"backend": "files", "path": str(registry)},
+        "zones": {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"},
+        "views": [{"source": "127.0.0.0/8", "network": "net0000"}],
+        "region": "iad",
+        "ttl": 5,
+        "metrics": {"address": "127.0.0.1", "port": metrics},
+        "server_id": "bench",
+    }
+    if upstream is not None:
+        config["upstreams"] = [f"127.0.0.1:{upstream}"]
+    else:
+        config["forward"] = {"enabled": False}
+    if workers > 1:
+        config["workers"] = workers
+    path = out / f"internal-dns-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = _spawn([str(VENV_BIN / "internal-dns"), "serve", "-c", str(path)], out / f"internal-dns-{port}.log", cpus)
+    return Server("internal-dns", port, process, metrics)
+
+
+def twisted_names(out: Path, data: Path, *, upstream: int | None = None) -> Server:
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "twisted_names_server.py"), "--port", str(port), "--data", str(data)]
+    if upstream is not None:
+        command += ["--upstream", f"127.0.0.1:{upstream}"]
+    return Server("twisted-names", port, _spawn(command, out / f"twisted-{port}.log", SERVER_CPU))
+
+
+def dnsmasq(out: Path, lines: list[str], name: str = "dnsmasq", cpus: str | None = SERVER_CPU) -> Server:
+    port = free_port()
+    conf = out / f"{name}-{port}.conf"
+    common = [f"port={port}", "listen-address=127.0.0.1", "bind-interfaces", "no-resolv", "no-hosts", "pid-file=", "user=root", "group=root"]
+    conf.write_text("\n".join(common + lines) + "\n")
+    return Server(name, port, _spawn(["dnsmasq", "-k", f"--conf-file={conf}"], out / f"{name}-{port}.log", cpus))
+
+
+def dnsmasq_authoritative(out: Path, hosts: Path, records: Path) -> Server:
+    return dnsmasq(out, [f"addn-hosts={hosts}", f"conf-file={records}", "local=/internal/", "local=/flycast/", "local-ttl=5"])
+
+
+def dnsmasq_upstream(out: Path, hosts: Path, domain: str) -> Server:
+    """The upstream of workload (c); it shares the servers' core only while caches are cold."""
+    return dnsmasq(out, [f"addn-hosts={hosts}", f"local=/{domain}/", "local-ttl=3600"], name="upstream", cpus=None)
+
+
+def dnsmasq_forwarding(out: Path, upstream: int) -> Server:
+    return dnsmasq(out, [f"server=127.0.0.1#{upstream}", "cache-size=10000"], name="dnsmasq-forward")
