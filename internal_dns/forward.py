@@ -2,7 +2,7 @@
 
 A question is answered from the cache when it can be; otherwise identical questions in flight
 share one upstream query. Upstreams are tried in their configured order, healthy ones first, each
-for at most `timeout`, all within `deadline`; an upstream that fails `fail_threshold` times in a
+exchange (a retry over TCP too) for at most `timeout` and never past `deadline`; an upstream that fails `fail_threshold` times in a
 row is marked down and probed until it answers. When every upstream fails the client gets a
 stale cached answer if there is one (RFC 8767), else an upstream's SERVFAIL or our own: an
 upstream's REFUSED is that upstream failing (it will not serve us), never relayed, since a client
@@ -163,11 +163,10 @@ class Forwarder:
         deadline = started + self.config.deadline
         fallback: UpstreamReply | None = None  # an upstream's SERVFAIL, relayed if nothing better comes
         for upstream in self._order():
-            remaining = deadline - self.clock.seconds()
-            if remaining <= 0:
+            if deadline - self.clock.seconds() <= 0:
                 break
             try:
-                reply = yield self._ask(upstream, q, tcp, min(self.config.timeout, remaining))
+                reply = yield self._ask(upstream, q, tcp, deadline)
             except UpstreamError as exc:
                 self._failed(upstream, exc.result)
                 continue
@@ -190,15 +189,22 @@ class Forwarder:
         return fallback
 
     @defer.inlineCallbacks
-    def _ask(self, upstream: Upstream, q: Query, tcp: bool, timeout: float) -> Any:
+    def _ask(self, upstream: Upstream, q: Query, tcp: bool, deadline: float) -> Any:
+        """One upstream's reply, every exchange with it (a retry too) ending by `deadline`."""
         started = perf_counter()
-        wire = upstream_query(q)
-        reply = yield self._exchange(self.reactor, self.clock, upstream, wire, tcp=tcp, timeout=timeout)
+        reply = yield self._within(upstream, upstream_query(q), tcp, deadline)
         if reply.truncated and not tcp:  # the whole answer is to be had over TCP
             upstream.results["truncated_retry"] += 1
-            reply = yield self._exchange(self.reactor, self.clock, upstream, upstream_query(q), tcp=True, timeout=timeout)
+            reply = yield self._within(upstream, upstream_query(q), True, deadline)
         upstream.durations.observe(perf_counter() - started)
         return reply
+
+    def _within(self, upstream: Upstream, wire: bytes, tcp: bool, deadline: float) -> defer.Deferred[UpstreamReply]:
+        """One exchange, for at most `timeout` and never past `deadline`."""
+        timeout = min(self.config.timeout, deadline - self.clock.seconds())
+        if timeout <= 0:
+            return defer.fail(UpstreamError("timeout", "no time left before the deadline"))
+        return self._exchange(self.reactor, self.clock, upstream, wire, tcp=tcp, timeout=timeout)
 
     def _order(self) -> list[Upstream]:
         healthy = [u for u in self.upstreams if not u.down]

@@ -6,7 +6,8 @@ SOA, `. NS` as a resolver would) in a thread of its own, records every query it 
 (transport, ID, source port, question as sent, flags, EDNS), and can be told to misbehave:
 `silent`, `slow` (hold replies until `release()`), `wrong_id` and `wrong_question` (a spoofed
 answer; with `then_answer`, the right reply after it), `truncate` (TC over UDP, whole over TCP),
-`servfail`, `refused`. Like a real server it cuts UDP replies at the query's payload (512 without
+`servfail`, `refused`. `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
+the replies of any mode until `release()`, as `slow` does. Like a real server it cuts UDP replies at the query's payload (512 without
 EDNS) with TC, and an EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
 
 `Pending` sends a query now and reads its reply later, for tests that move the server's clock in
@@ -72,6 +73,8 @@ class FakeUpstream:
         self.mode = "answer"
         self.then_answer = False  # wrong_id / wrong_question: send the right reply after the wrong one
         self.echo_do = True
+        self.tcp_mode: str | None = None  # the mode over TCP, when it differs from `mode`
+        self.hold = False  # hold replies until release(), whatever the mode
         self.received: list[Received] = []
         self.errors: list[BaseException] = []  # the fake's own failures, raised by close()
         self._held: list[tuple[socket.socket | None, bytes, object]] = []
@@ -179,7 +182,7 @@ class FakeUpstream:
                          query.flags, query.edns, query.ednsflags & dns.flags.DO != 0, query.payload)
             )
             self._arrived.notify_all()
-        mode = self.mode
+        mode = self.tcp_mode if conn is not None and self.tcp_mode is not None else self.mode
         reply = self._reply(query, tcp=conn is not None, mode=mode)
         if reply is None:
             return
@@ -187,7 +190,7 @@ class FakeUpstream:
         if mode in ("wrong_id", "wrong_question") and self.then_answer:
             replies.append(self._reply(query, tcp=conn is not None, mode="answer") or b"")
         for wire in replies:
-            if mode == "slow":
+            if mode == "slow" or self.hold:
                 with self._lock:
                     self._held.append((conn, wire, addr))
             else:

@@ -201,6 +201,28 @@ def test_deadline_cuts_the_attempts_short(start_server: StartServer, fakes: list
     assert fakes[2].received == []  # no time left for the third
 
 
+def test_tcp_retry_of_a_truncated_reply_ends_at_the_deadline(start_server: StartServer, fakes: list[FakeUpstream]) -> None:
+    first, second, third = fakes
+    first.mode = second.mode = "silent"
+    third.mode, third.hold, third.tcp_mode = "truncate", True, "silent"  # TC late over UDP, then nothing over TCP
+    server = forwarding(start_server, fakes)  # the defaults: timeout 1.5, deadline 4
+    pending = Pending.ask(server, "www.example.test", "A")
+    first.wait_for(1)
+    server.advance(1.5)
+    second.wait_for(1)
+    server.advance(1.5)
+    third.wait_for(1)  # t = 3: a second left
+    server.advance(0.9)
+    third.release()  # TC at t = 3.9: the TCP retry gets the 0.1 s left, not a fresh timeout
+    assert [r.transport for r in third.wait_for(2)] == ["udp", "tcp"]
+    assert pending.nothing_yet()
+    server.advance(0.1)  # t = 4: the deadline
+    reply = pending.reply()
+    assert reply.rcode_text == "SERVFAIL" and reply.flag("RA")
+    results = on_reactor(server.reactor, lambda: dict(server.service.forwarder.upstreams[2].results))
+    assert results["truncated_retry"] == 1 and results["timeout"] == 1
+
+
 def test_all_failing_over_tcp(start_server: StartServer, fakes: list[FakeUpstream]) -> None:
     first = fakes[0]
     first.mode = "silent"
