@@ -1,4 +1,8 @@
-"""The forwarder's cache: upstream replies kept as bytes, keyed by (name, type, class, DO, CD).
+"""The forwarder's cache: upstream replies kept as bytes, keyed by (name, type, class, DO, CD, AD).
+
+AD is in the key because it is sent upstream and changes the reply: a validating resolver sets AD
+in its answer only for a query with AD or DO (RFC 6840 §5.7, §5.8), so an answer fetched for a
+query with AD must not be served to one without, nor the other way round.
 
 Entries age on the injected clock; an expired entry stays, for serving stale (RFC 8767) while no
 upstream answers, until `max_stale` seconds past its expiry. Least recently used entries go first
@@ -11,13 +15,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from internal_dns.relay import UpstreamReply
-from internal_dns.wire import CD, Query
+from internal_dns.wire import AD, CD, Query
 
-CacheKey = tuple[tuple[str, ...], int, int, bool, bool]
+CacheKey = tuple[tuple[str, ...], int, int, bool, bool, bool]
 
 
 def cache_key(q: Query) -> CacheKey:
-    return (q.labels, q.qtype, q.qclass, q.edns is not None and q.edns.do, bool(q.flags & CD))
+    """Also the key of a question in flight: what makes two queries' upstream queries differ."""
+    return (q.labels, q.qtype, q.qclass, q.edns is not None and q.edns.do, bool(q.flags & CD), bool(q.flags & AD))
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import dns.exception
 import dns.message
 
 from internal_dns.records import NOERROR, NXDOMAIN, OPT, SOA
-from internal_dns.wire import AA, CD, QR, RA, RD, TC, Malformed, Query, opt_wire
+from internal_dns.wire import AA, AD, CD, QR, RA, RD, TC, Malformed, Query, opt_wire
 
 _HEADER = struct.Struct("!HHHHHH")
 _DO = 0x8000  # in the OPT record's flags
@@ -130,9 +130,13 @@ def same_question(a: bytes, b: bytes) -> bool:
 
 
 def upstream_query(q: Query, qid: int | None = None, payload: int = 1232) -> bytes:
-    """The query sent upstream: a fresh ID, RD, the client's CD and DO, EDNS always."""
+    """The query sent upstream: a fresh ID, RD, the client's AD, CD and DO, EDNS always.
+
+    AD in a query asks for AD in the reply (RFC 6840 §5.7): a validating upstream sets it only
+    then (or for DO), so the client's AD goes up as it came, and is part of the cache key.
+    """
     qid = secrets.randbits(16) if qid is None else qid
-    flags = RD | (q.flags & CD)
+    flags = RD | (q.flags & (AD | CD))
     do = q.edns is not None and q.edns.do
     return _HEADER.pack(qid, flags, 1, 0, 0, 1) + q.data[12 : q.question_end] + opt_wire(payload, do, 0)
 

@@ -15,7 +15,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
 _TYPE_CLASS = struct.Struct("!HH")
 
-QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
+QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 UDP_DEFAULT_LIMIT = 512
 TCP_LIMIT = 65535
 

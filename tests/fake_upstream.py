@@ -6,7 +6,8 @@ SOA, `. NS` as a resolver would) in a thread of its own, records every query it 
 (transport, ID, source port, question as sent, flags, EDNS), and can be told to misbehave:
 `silent`, `slow` (hold replies until `release()`), `wrong_id` and `wrong_question` (a spoofed
 answer; with `then_answer`, the right reply after it), `truncate` (TC over UDP, whole over TCP),
-`servfail`, `refused`. `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
+`servfail`, `refused`. With `validating` on it sets AD on answers from `example.test.` to
+queries with AD or DO, as a validating resolver does (RFC 6840 §5.8). `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
 the replies of any mode until `release()`, as `slow` does. Like a real server it cuts UDP replies at the query's payload (512 without
 EDNS) with TC, and an EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
 
@@ -73,6 +74,7 @@ class FakeUpstream:
         self.mode = "answer"
         self.then_answer = False  # wrong_id / wrong_question: send the right reply after the wrong one
         self.echo_do = True
+        self.validating = False  # AD on example.test. answers to queries with AD or DO
         self.tcp_mode: str | None = None  # the mode over TCP, when it differs from `mode`
         self.hold = False  # hold replies until release(), whatever the mode
         self.received: list[Received] = []
@@ -226,6 +228,8 @@ class FakeUpstream:
             return response.to_wire(max_size=limit)
         if name.endswith(ZONE) or name == ZONE:
             response.flags |= dns.flags.AA  # it serves example.test. itself
+            if self.validating and (query.flags & dns.flags.AD or do):
+                response.flags |= dns.flags.AD
         found = [(rt, v) for (n, rt), v in RECORDS.items() if n == name]
         wanted = [(rt, v) for rt, v in found if dns.rdatatype.from_text(rt) == q.rdtype]
         if wanted:

@@ -179,6 +179,35 @@ def test_rd_and_cd_come_from_the_client(fwd: RunningServer, fake: FakeUpstream) 
     assert not fake.queries("www.example.test.")[-1].flags & dns.flags.CD
 
 
+def test_ad_goes_upstream_and_comes_back(fwd: RunningServer, fake: FakeUpstream) -> None:
+    fake.validating = True  # like a validating resolver: AD in the reply only when the query asks
+    plain = fwd.ask("www.example.test", "A")
+    assert not plain.flag("AD")
+    query = make_query("www.example.test", "AAAA")
+    query.flags |= dns.flags.AD  # RFC 6840 §5.7: "tell me whether it validated"
+    reply = fwd.send(query)
+    assert reply.flag("AD") and flags_of(reply) == {"QR", "RD", "RA", "AD"}
+    assert reply.addresses("AAAA") == ["2001:db8::10"]
+    sent = fake.queries("www.example.test.")
+    assert [bool(r.flags & dns.flags.AD) for r in sent] == [False, True]
+    assert all(r.flags & dns.flags.RD and not r.flags & dns.flags.CD for r in sent)
+
+
+def test_questions_differing_in_ad_are_not_shared_in_flight(fwd: RunningServer, fake: FakeUpstream) -> None:
+    fake.validating, fake.mode = True, "slow"
+    plain = Pending.ask(fwd, "www.example.test", "A")
+    fake.wait_for(1)
+    query = make_query("www.example.test", "A")
+    query.flags |= dns.flags.AD
+    authentic = Pending(fwd.host, fwd.port, query)
+    sent = fake.wait_for(2)  # its own upstream query: the first one's reply would lack AD
+    assert [bool(r.flags & dns.flags.AD) for r in sent] == [False, True]
+    fake.release()
+    assert not plain.reply().flag("AD")
+    assert authentic.reply().flag("AD")
+    assert on_reactor(fwd.reactor, lambda: fwd.service.forwarder.stats.deduplicated) == 0
+
+
 def test_upstreams_servfail_relayed(start_server: StartServer, fake: FakeUpstream) -> None:
     other = FakeUpstream()
     try:

@@ -138,6 +138,18 @@ def test_keyed_by_do_and_cd(fwd: RunningServer, fake: FakeUpstream) -> None:
     assert asked(fake, "www.example.test.") == 3
 
 
+def test_keyed_by_ad(fwd: RunningServer, fake: FakeUpstream) -> None:
+    fake.validating = True  # AD in a reply depends on AD in the query (RFC 6840 §5.7)
+    assert not fwd.ask("www.example.test", "A").flag("AD")
+    authentic = make_query("www.example.test", "A")
+    authentic.flags |= dns.flags.AD
+    assert fwd.send(authentic).flag("AD")  # not the entry fetched without AD
+    assert fwd.send(authentic).flag("AD")  # its own entry
+    assert not fwd.ask("www.example.test", "A").flag("AD")
+    sent = fake.queries("www.example.test.")
+    assert [bool(r.flags & dns.flags.AD) for r in sent] == [False, True]
+
+
 def test_keyed_by_type_and_class(fwd: RunningServer, fake: FakeUpstream) -> None:
     fwd.ask("www.example.test", "A")
     assert fwd.ask("www.example.test", "AAAA").addresses("AAAA") == ["2001:db8::10"]
