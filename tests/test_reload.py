@@ -329,3 +329,37 @@ def test_the_scan_runs_off_the_reactor_thread(
     for seen in threads.values():
         assert all(t is not reactor_thread for t in seen), (reactor_thread, threads)
         assert all(t is not threading.main_thread() for t in seen)
+
+
+def test_a_reload_parses_only_the_files_that_changed(
+    server: RunningServer, registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real_load = files.yaml.load
+
+    def recording_load(text: str, Loader: Any) -> Any:
+        data = real_load(text, Loader=Loader)
+        parsed.append(next(iter(n["name"] for n in (data or {}).get("networks", [])), "other"))
+        return data
+
+    edit_machine(registry_dir, "148e21dad76789", state="stopped")
+    monkeypatch.setattr(files.yaml, "load", recording_load)
+    assert isinstance(server.poll(), Snapshot)
+    assert parsed == ["personal"]  # other-org, railway and regions were taken from the last parse
+    assert sorted(server.ask("my-app.internal").addresses()) == sorted(set(MY_APP.values()) - {MY_APP["148e21dad76789"]})
+    assert server.ask("billing.internal", source="127.0.0.2").rcode_text == "NOERROR"
+    (registry_dir / "railway.yaml").unlink()
+    assert isinstance(server.poll(), Snapshot)
+    assert parsed == ["personal"]  # a removed file is dropped, nothing parsed again
+    assert server.ask("web.railway.internal", source="127.0.0.3").rcode_text == "REFUSED"  # its networks are gone
+    assert server.ask("billing.internal", source="127.0.0.2").rcode_text == "NOERROR"
+
+
+def test_snapshots_are_built_with_the_collector_paused_and_then_frozen(server: RunningServer, registry_dir: Path) -> None:
+    import gc
+
+    frozen = gc.get_freeze_count()
+    edit_machine(registry_dir, "148e21dad76789", state="stopped")
+    snapshot = server.poll()
+    assert isinstance(snapshot, Snapshot)
+    assert gc.get_freeze_count() > frozen and gc.isenabled()

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from internal_dns.registry.backend import SnapshotSink
+from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import Document, RegistryError, Snapshot, build_snapshot
 
 log = Logger()
@@ -86,12 +87,29 @@ def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
     return True
 
 
-def load_documents(root: Path) -> list[Document]:
+# Parsed files by path, with the digest of the content they were parsed from: a reload parses
+# only the files whose content changed (parsing is most of the cost of a big registry; reading and
+# hashing is a small part of it). Only the scan thread uses it.
+ParsedFiles = dict[str, tuple[bytes, Document]]
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_documents(root: Path, parsed: ParsedFiles | None = None) -> list[Document]:
     documents = []
     problems = []
-    for path in registry_files(root):
+    paths = registry_files(root)
+    if parsed is not None:
+        for gone in parsed.keys() - {str(p) for p in paths}:
+            del parsed[gone]
+    for path in paths:
         try:
-            data: Any = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
+            content = path.read_bytes()
+            digest = hashlib.sha1(content).digest()
+            known = parsed.get(str(path)) if parsed is not None else None
+            if known is not None and known[0] == digest:
+                documents.append(known[1])
+                continue
+            data: Any = yaml.load(content.decode("utf-8"), Loader=_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark is not None else "document"
@@ -100,14 +118,17 @@ def load_documents(root: Path) -> list[Document]:
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: file: cannot be read ({exc})")
             continue
-        documents.append(Document(str(path), data))
+        document = Document(str(path), data)
+        if parsed is not None:
+            parsed[str(path)] = (digest, document)
+        documents.append(document)
     if problems:
         raise RegistryError(problems)
     return documents
 
 
-def load_snapshot(root: Path, previous: Snapshot | None = None) -> Snapshot:
-    return build_snapshot(load_documents(root), previous)
+def load_snapshot(root: Path, previous: Snapshot | None = None, parsed: ParsedFiles | None = None) -> Snapshot:
+    return build_frozen(lambda: build_snapshot(load_documents(root, parsed), previous))
 
 
 class FilesBackend:
@@ -126,6 +147,7 @@ class FilesBackend:
         self._sink: SnapshotSink | None = None
         self._rejected = False  # the folder holds a registry that failed validation
         self._published: Snapshot | None = None  # to share its unchanged parts with the next
+        self._parsed: ParsedFiles = {}
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
@@ -170,7 +192,7 @@ class FilesBackend:
         if unchanged(seen, fp):
             return fp, None
         try:
-            return fp, load_snapshot(self.root, previous)
+            return fp, load_snapshot(self.root, previous, self._parsed)
         except RegistryError as exc:
             return fp, exc
 
