@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from internal_dns.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.config import CacheConfig, ForwardConfig
-from internal_dns.records import NS, REFUSED, SERVFAIL, Answer
+from internal_dns.records import FORMERR, NOTIMP, NS, REFUSED, SERVFAIL, Answer
 from internal_dns.relay import UpstreamReply, fit_for_udp, for_client, upstream_query
 from internal_dns.upstream import Upstream, UpstreamError, exchange
 from internal_dns.wire import TCP_LIMIT, Query, parse_query, render
@@ -190,12 +190,21 @@ class Forwarder:
 
     @defer.inlineCallbacks
     def _ask(self, upstream: Upstream, q: Query, tcp: bool, deadline: float) -> Any:
-        """One upstream's reply, every exchange with it (a retry too) ending by `deadline`."""
+        """One upstream's reply, every exchange with it (a retry too) ending by `deadline`.
+
+        A FORMERR or NOTIMP without an OPT record is how a server that does not know EDNS answers
+        a query with one: it is asked once more without EDNS (RFC 6891 §7). With an OPT record the
+        server knows EDNS, and its answer stands.
+        """
         started = perf_counter()
-        reply = yield self._within(upstream, upstream_query(q), tcp, deadline)
-        if reply.truncated and not tcp:  # the whole answer is to be had over TCP
-            upstream.results["truncated_retry"] += 1
-            reply = yield self._within(upstream, upstream_query(q), True, deadline)
+        for edns in (True, False):
+            reply = yield self._within(upstream, upstream_query(q, edns=edns), tcp, deadline)
+            if reply.truncated and not tcp:  # the whole answer is to be had over TCP
+                upstream.results["truncated_retry"] += 1
+                reply = yield self._within(upstream, upstream_query(q, edns=edns), True, deadline)
+            if not edns or reply.rcode not in (FORMERR, NOTIMP) or reply.opt is not None:
+                break
+            upstream.results["noedns_retry"] += 1
         upstream.durations.observe(perf_counter() - started)
         return reply
 

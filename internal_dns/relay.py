@@ -129,16 +129,20 @@ def same_question(a: bytes, b: bytes) -> bool:
     return len(a) == len(b) and a.lower() == b.lower() and a[-4:] == b[-4:]
 
 
-def upstream_query(q: Query, qid: int | None = None, payload: int = 1232) -> bytes:
-    """The query sent upstream: a fresh ID, RD, the client's AD, CD and DO, EDNS always.
+def upstream_query(q: Query, qid: int | None = None, payload: int = 1232, edns: bool = True) -> bytes:
+    """The query sent upstream: a fresh ID, RD, the client's AD, CD and DO, and EDNS unless
+    `edns` is off (the retry to an upstream that does not know EDNS, RFC 6891 §7).
 
     AD in a query asks for AD in the reply (RFC 6840 §5.7): a validating upstream sets it only
     then (or for DO), so the client's AD goes up as it came, and is part of the cache key.
     """
     qid = secrets.randbits(16) if qid is None else qid
     flags = RD | (q.flags & (AD | CD))
+    question = q.data[12 : q.question_end]
+    if not edns:
+        return _HEADER.pack(qid, flags, 1, 0, 0, 0) + question
     do = q.edns is not None and q.edns.do
-    return _HEADER.pack(qid, flags, 1, 0, 0, 1) + q.data[12 : q.question_end] + opt_wire(payload, do, 0)
+    return _HEADER.pack(qid, flags, 1, 0, 0, 1) + question + opt_wire(payload, do, 0)
 
 
 def for_client(

@@ -25,7 +25,7 @@ from internal_dns.metrics import Histogram
 from internal_dns.relay import UpstreamReply, parse_reply, same_question
 from internal_dns.wire import Malformed
 
-RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry")
+RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry", "noedns_retry")
 
 
 class UpstreamError(Exception):

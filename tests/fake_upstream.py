@@ -6,7 +6,9 @@ SOA, `. NS` as a resolver would) in a thread of its own, records every query it 
 (transport, ID, source port, question as sent, flags, EDNS), and can be told to misbehave:
 `silent`, `slow` (hold replies until `release()`), `wrong_id` and `wrong_question` (a spoofed
 answer; with `then_answer`, the right reply after it), `truncate` (TC over UDP, whole over TCP),
-`servfail`, `refused`. With `validating` on it sets AD on answers from `example.test.` to
+`servfail`, `refused`, `formerr` (with its OPT: it knows EDNS), `noedns` (a server from before
+EDNS: `noedns_rcode`, FORMERR by default, without OPT to a query with EDNS; answers to one
+without). With `validating` on it sets AD on answers from `example.test.` to
 queries with AD or DO, as a validating resolver does (RFC 6840 §5.8). `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
 the replies of any mode until `release()`, as `slow` does. Like a real server it cuts UDP replies at the query's payload (512 without
 EDNS) with TC, and an EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
@@ -75,6 +77,7 @@ class FakeUpstream:
         self.then_answer = False  # wrong_id / wrong_question: send the right reply after the wrong one
         self.echo_do = True
         self.validating = False  # AD on example.test. answers to queries with AD or DO
+        self.noedns_rcode = dns.rcode.FORMERR  # what `noedns` answers a query with EDNS
         self.tcp_mode: str | None = None  # the mode over TCP, when it differs from `mode`
         self.hold = False  # hold replies until release(), whatever the mode
         self.received: list[Received] = []
@@ -214,12 +217,16 @@ class FakeUpstream:
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
         do = query.ednsflags & dns.flags.DO != 0
+        if mode == "noedns" and query.edns >= 0:  # an OPT record it cannot parse
+            response.use_edns(False)
+            response.set_rcode(self.noedns_rcode)
+            return response.to_wire()
         if query.edns >= 0:
             response.use_edns(0, dns.flags.DO if do and self.echo_do else 0, 1232, query.payload, options=[dns.edns.NSIDOption(NSID)])
         # Like a real server: a UDP reply stops at the asker's payload (512 without EDNS), with TC.
         limit = 65535 if tcp else max(512, query.payload if query.edns >= 0 else 512)
-        if mode in ("servfail", "refused"):
-            response.set_rcode(dns.rcode.SERVFAIL if mode == "servfail" else dns.rcode.REFUSED)
+        if mode in ("servfail", "refused", "formerr"):
+            response.set_rcode({"servfail": dns.rcode.SERVFAIL, "refused": dns.rcode.REFUSED, "formerr": dns.rcode.FORMERR}[mode])
             return response.to_wire(max_size=limit)
         q = query.question[0]
         name = q.name.to_text().lower()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dns.edns
 import dns.flags
+import dns.rcode
 import dns.rdatatype
 import dns.reversename
 import pytest
@@ -233,6 +234,47 @@ def test_upstream_refusing_us_is_a_failure_not_relayed(start_server: StartServer
         assert flags_of(reply) == {"QR", "RD", "RA"}
     finally:
         other.close()
+
+
+# --- upstreams that do not know EDNS (RFC 6891 §7) -------------------------------------------------
+
+
+@pytest.mark.parametrize("rcode", ["FORMERR", "NOTIMP"])
+def test_upstream_without_edns_asked_again_without_it(start_server: StartServer, fake: FakeUpstream, rcode: str) -> None:
+    fake.mode, fake.noedns_rcode = "noedns", dns.rcode.from_text(rcode)
+    server = start_server(upstreams=[fake.address], forward={"enabled": True})
+    reply = server.ask("www.example.test", "A", payload=4096)
+    assert reply.rcode_text == "NOERROR" and reply.addresses("A") == ["192.0.2.10"]
+    assert reply.msg.edns == 0 and reply.msg.payload == 1232  # the client's EDNS, answered as ever
+    assert not reply.msg.options  # the upstream's reply had no OPT to take options from
+    assert [(r.transport, r.edns) for r in fake.queries("www.example.test.")] == [("udp", 0), ("udp", -1)]
+    plain = server.ask("mail.example.test", "MX", edns=False)
+    assert plain.rcode_text == "NOERROR" and plain.msg.edns == -1 and struct.unpack_from("!H", plain.wire, 10)[0] == 1
+    signed = server.ask("www.example.test", "AAAA", want_dnssec=True, tcp=True)
+    assert signed.addresses("AAAA") == ["2001:db8::10"] and signed.msg.ednsflags & dns.flags.DO
+    assert [(r.transport, r.edns) for r in fake.queries("www.example.test.")][2:] == [("tcp", 0), ("tcp", -1)]
+    results = on_reactor(server.reactor, lambda: dict(server.service.forwarder.upstreams[0].results))
+    assert results["noedns_retry"] == 3 and results["success"] == 3
+
+
+def test_upstream_without_edns_truncated_then_asked_over_tcp(fwd: RunningServer, fake: FakeUpstream) -> None:
+    fake.mode = "noedns"
+    whole = fwd.ask("big.example.test", "TXT", tcp=True)
+    assert len(whole.txt()) == 30
+    cut = fwd.ask("big.example.test", "TXT", payload=4096)  # from the cache, cut at our 1232 bytes
+    assert cut.flag("TC")
+    other = fwd.ask("big.example.test", "TXT", want_dnssec=True)  # another key: asked again
+    assert other.flag("TC")
+    sent = [(r.transport, r.edns) for r in fake.queries("big.example.test.")]
+    # Without EDNS the UDP reply stops at 512 bytes: fetched whole over TCP, still without EDNS.
+    assert sent == [("tcp", 0), ("tcp", -1), ("udp", 0), ("udp", -1), ("tcp", -1)]
+
+
+def test_formerr_with_an_opt_record_is_relayed_not_retried(fwd: RunningServer, fake: FakeUpstream) -> None:
+    fake.mode = "formerr"  # it knows EDNS: the error is about the query itself
+    reply = fwd.ask("www.example.test", "A")
+    assert reply.rcode_text == "FORMERR" and reply.flag("RA")
+    assert [(r.transport, r.edns) for r in fake.queries("www.example.test.")] == [("udp", 0)]
 
 
 # --- replies that are not the upstream's answer are discarded -----------------------------------

@@ -312,12 +312,16 @@ def test_forward_requests_by_upstream_and_result(start_server: StartServer, fake
     # Cut by the upstream over UDP, fetched whole over TCP, then cut again at our 1232 bytes.
     assert server.ask("big.example.test", "TXT").flag("TC")
     assert [r.transport for r in fake.queries("big.example.test.")] == ["udp", "tcp"]
+    fake.mode = "noedns"  # FORMERR to EDNS: asked again without it
+    assert server.ask("old.example.test", "A").rcode_text == "NXDOMAIN"
     fake.mode = "silent"
     pending = Pending.ask(server, "silent.example.test", "A")
-    fake.wait_for(6)
+    fake.wait_for(8)
     server.advance(1.0)
     assert pending.reply().rcode_text == "SERVFAIL"
-    assert results() == {"success": 2, "timeout": 1, "error": 0, "servfail": 1, "refused": 1, "truncated_retry": 1}
+    assert results() == {
+        "success": 3, "timeout": 1, "error": 0, "servfail": 1, "refused": 1, "truncated_retry": 1, "noedns_retry": 1,
+    }
 
 
 def test_forward_error_result_for_a_refused_port(start_server: StartServer, fake: FakeUpstream) -> None:
