@@ -95,8 +95,7 @@ class ViewResolver:
         network = self._networks.lookup(ip) or self._configured.lookup(ip) or self.listener_network(listener)
         if network is None or network not in self.snapshot.networks:
             return None
-        owner = self.snapshot.owners.get(ip)
-        region = owner[1] if owner is not None and owner[0] == network else None
+        region = self.snapshot.networks[network].owners.get(ip)  # the querier's own, if it is one of the network's
         return View(network, region or listener.region or self.server_region)
 
     def listener_network(self, listener: ListenConfig) -> str | None:

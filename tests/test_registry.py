@@ -111,8 +111,9 @@ def test_valid_registry_builds_an_indexed_snapshot() -> None:
     # Flycast addresses are listed on the network they were allocated on
     assert snap.networks["other-org"].flycast["my-app"] == (IPv6Address("fdaa:0:22:0:1::7"),)
     assert personal.flycast["my-app"] == (IPv6Address("fdaa:0:18:0:1::3"),)
-    assert snap.owners[IPv4Address("10.18.0.2")] == ("personal", "sea")
-    assert snap.owners[IPv6Address("fdaa:0:18:a7b:d6b:0:a:2")] == ("personal", "iad")
+    assert snap.networks["personal"].owners[IPv4Address("10.18.0.2")] == "sea"
+    assert snap.networks["personal"].owners[IPv6Address("fdaa:0:18:a7b:d6b:0:a:2")] == "iad"
+    assert IPv4Address("10.18.0.2") not in snap.networks["other-org"].owners
 
 
 def test_embedded_example_registry_is_valid() -> None:

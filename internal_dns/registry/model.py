@@ -134,6 +134,9 @@ class NetworkIndex:
     machines: tuple[Machine, ...]  # every dns:true machine of the network, by id
     started: tuple[Machine, ...]
     flycast: Mapping[str, tuple[IPv6Address, ...]]  # app name -> addresses on this network
+    # address -> region of the machine (any state, dns or not) or peer that owns it: the region
+    # of a querier, for `nearest`. Kept per network so that an unchanged network shares it too.
+    owners: Mapping[IPv4Address | IPv6Address, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +146,6 @@ class Snapshot:
     machine_count: int
     peer_count: int
     app_count: int
-    # address -> (network, region) of the machine or peer that owns it
-    owners: Mapping[IPv4Address | IPv6Address, tuple[str, str | None]]
     serial: int = 0  # the SOA serial: grows with every snapshot
 
     def with_serial(self, serial: int) -> Snapshot:
@@ -375,7 +376,25 @@ def build_snapshot(documents: Iterable[Document], previous: Snapshot | None = No
 
     if problems.lines:
         raise RegistryError(problems.lines)
-    return share_unchanged(_index(networks, apps, machines, peers, regions), previous)
+    built = _index(networks, apps, machines, peers, regions)
+    snapshot = share_unchanged(built, previous)
+    if snapshot is not built:
+        release_gradually(built.networks)  # the indexes superseded by equal previous ones
+    release_gradually(machines, apps, raw.machines, raw.apps)
+    return snapshot
+
+
+def release_gradually(*containers: dict[Any, Any] | list[Any]) -> None:
+    """Empty big containers one item at a time.
+
+    Freeing a container of a hundred thousand objects at once is one C-level cascade that holds
+    the interpreter lock throughout (tens of milliseconds); freed item by item, between bytecodes,
+    the lock can pass to the reactor thread as usual.
+    """
+    for container in containers:
+        pop = container.popitem if isinstance(container, dict) else container.pop
+        while container:
+            pop()
 
 
 def _overlapping(networks: list[Network]) -> list[tuple[Network, Network, str]]:
@@ -628,6 +647,14 @@ def _index(
         if not p.interactive:
             per_network_peers[p.network][p.name.lower()] = p
 
+    owners: dict[str, dict[IPv4Address | IPv6Address, str | None]] = {name: {} for name in networks}
+    for m in machines.values():
+        owners[m.network][m.ip6] = m.region
+        if m.ip4 is not None:
+            owners[m.network][m.ip4] = m.region
+    for p in peers:
+        owners[p.network][p.ip6] = p.region
+
     index: dict[str, NetworkIndex] = {}
     for name, net in networks.items():
         app_map = per_network_apps[name]
@@ -642,20 +669,12 @@ def _index(
             machines=all_ms,
             started=tuple(m for m in all_ms if m.started),
             flycast={k: tuple(v) for k, v in flycast[name].items()},
+            owners=owners[name],
         )
-
-    owners: dict[IPv4Address | IPv6Address, tuple[str, str | None]] = {}
-    for m in machines.values():
-        owners[m.ip6] = (m.network, m.region)
-        if m.ip4 is not None:
-            owners[m.ip4] = (m.network, m.region)
-    for p in peers:
-        owners[p.ip6] = (p.network, p.region)
     return Snapshot(
         networks=index,
         regions=dict(regions),
         machine_count=len(machines),
         peer_count=len(peers),
         app_count=len(apps),
-        owners=owners,
     )
