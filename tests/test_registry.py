@@ -339,8 +339,10 @@ def test_overlapping_network_prefixes(network: dict[str, Any], fragment: str) ->
          "address 10.18.0.2 is already used by machine 148e21dad76789"),
         ({"machines": set_field(0, "ip6", "fdaa:0:18:0:1::3")}, "machine 148e21dad76789",
          "address fdaa:0:18:0:1::3 is already used by app my-app (flycast)"),
+        ({"machines": set_field(0, "ip6", "fdaa:0:18::3")}, "machine 148e21dad76789",
+         "address fdaa:0:18::3 is already used by network personal (dns6)"),
     ],
-    ids=["peer-and-machine", "two-machines-ip6", "two-machines-ip4", "machine-and-flycast"],
+    ids=["peer-and-machine", "two-machines-ip6", "two-machines-ip4", "machine-and-flycast", "machine-and-resolver"],
 )
 def test_an_address_used_twice(changes: dict[str, Any], entity: str, fragment: str) -> None:
     assert one_problem(docs(org_with(**changes))) == f"org.yaml: {entity}: {fragment}"

@@ -596,6 +596,10 @@ def _check_addresses(
         else:
             owner[ip] = who
 
+    for net in networks.values():  # a network's resolver address belongs to no machine
+        for key in ("dns6", "dns4"):
+            if (ip := getattr(net, key)) is not None:
+                claim(ip, f"network {net.name} ({key})", net.source)
     for app in apps.values():
         for fc in app.flycast:
             claim(fc.ip, f"app {app.name} (flycast)", app.source)
