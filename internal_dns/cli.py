@@ -9,6 +9,7 @@ from typing import Any
 
 from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
+from internal_dns.crosscheck import cross_check
 from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.model import RegistryError, Snapshot
 
@@ -57,21 +58,6 @@ def load_registry(config: Config) -> Snapshot:
     if config.registry.backend != "files":
         raise RegistryError([f"{config.path}: registry.backend: unknown backend {config.registry.backend!r}"])
     return load_snapshot(config.registry.path)
-
-
-def cross_check(config: Config, snapshot: Snapshot) -> list[str]:
-    """Config entries that name what the registry does not have."""
-    problems = []
-    for i, view in enumerate(config.views):
-        if view.network not in snapshot.networks:
-            problems.append(f"{config.path}: views[{i}].network: unknown network {view.network!r}")
-    for i, listener in enumerate(config.listen):
-        if listener.network is not None and listener.network not in snapshot.networks:
-            problems.append(f"{config.path}: listen[{i}].network: unknown network {listener.network!r}")
-    for key, region in [("region", config.region)] + [(f"listen[{i}].region", li.region) for i, li in enumerate(config.listen)]:
-        if region is not None and region not in snapshot.regions:
-            problems.append(f"{config.path}: {key}: unknown region {region!r}")
-    return problems
 
 
 def run_serve(path: str) -> int:

@@ -16,6 +16,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
 from internal_dns.config import Config, ListenConfig
+from internal_dns.crosscheck import cross_check
 from internal_dns import __version__
 from internal_dns.dispatch import Dispatcher
 from internal_dns.http import operator_site
@@ -23,6 +24,7 @@ from internal_dns.querylog import QueryLog
 from internal_dns.forward import Forwarder
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.backends import make_backend
+from internal_dns.registry.model import Snapshot
 from internal_dns.registry.store import SnapshotStore
 from internal_dns.upstream import Upstream, resolv_conf_upstreams
 
@@ -168,6 +170,8 @@ class DnsService(service.Service):
         self.store = SnapshotStore(self.clock)
         self.dispatcher = Dispatcher(config)
         self.store.listeners.append(self.dispatcher.swap)
+        self.store.listeners.append(self._cross_check)
+        self._config_problems: list[str] = []
         self.backend = backend if backend is not None else make_backend(config.registry, reactor, self.clock)
         self.forwarder = self._make_forwarder()
         self.dispatcher.forwarder = self.forwarder
@@ -183,6 +187,16 @@ class DnsService(service.Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return self.stop()
+
+    def _cross_check(self, snapshot: Snapshot) -> None:
+        """Say when the registry stops (or starts) having what the config names."""
+        problems = cross_check(self.config, snapshot)
+        if problems != self._config_problems:
+            for line in problems:
+                log.warn("{problem}: sources it covers get no view", problem=line)
+            if not problems:
+                log.info("the registry has every network and region the config names")
+        self._config_problems = problems
 
     def _make_forwarder(self) -> Forwarder | None:
         settings = self.config.forward

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.conftest import EMBEDDED_ZONES, RunningServer, write_yaml
 
@@ -235,14 +236,22 @@ def test_a_view_naming_an_unknown_network_is_no_view(start_server: Any) -> None:
 
 
 def test_a_view_becomes_valid_when_its_network_appears(start_server: Any, registry_dir: Path) -> None:
-    server = start_server(views=[{"source": "127.0.0.0/8", "network": "edge"}])
-    assert_refused(server, source="127.0.0.1")
-    write_yaml(registry_dir / "edge.yaml", {
-        "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
-        "apps": [{"name": "gateway", "network": "edge"}],
-    })
-    server.poll()
-    assert apps_seen(server, source="127.0.0.1") == "gateway"
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event) or "")  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        server = start_server(views=[{"source": "127.0.0.0/8", "network": "edge"}])
+        assert_refused(server, source="127.0.0.1")
+        assert any("views[0].network: unknown network 'edge'" in line and "no view" in line for line in lines), lines
+        write_yaml(registry_dir / "edge.yaml", {
+            "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
+            "apps": [{"name": "gateway", "network": "edge"}],
+        })
+        server.poll()
+        assert apps_seen(server, source="127.0.0.1") == "gateway"
+        assert "the registry has every network and region the config names" in lines
+    finally:
+        globalLogPublisher.removeObserver(observer)
 
 
 # --- the querier's region -----------------------------------------------------------------
