@@ -23,7 +23,7 @@ from internal_dns.metrics import FORWARD, INVALID, Histogram, QueryCounters, rco
 from internal_dns.packetcache import PacketCache
 from internal_dns.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
-from internal_dns.reverse import PrivateReverse, is_reverse
+from internal_dns.reverse import PrivateReverse, is_reverse, served_prefix
 from internal_dns.views import View, ViewResolver
 from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
@@ -52,7 +52,7 @@ class Dispatcher:
     def swap(self, snapshot: Snapshot) -> None:
         """Called on the reactor thread with each new snapshot; one assignment makes it live."""
         self.reverse = PrivateReverse(
-            p for n in snapshot.networks.values() for p in (n.network.prefix6, n.network.prefix4) if p is not None
+            served_prefix(p) for n in snapshot.networks.values() for p in (n.network.prefix6, n.network.prefix4) if p is not None
         )
         before = self.resolver.snapshot if self.resolver is not None else None
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)

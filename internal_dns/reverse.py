@@ -1,17 +1,42 @@
-"""Reverse names inside a network's prefix: private, so answered here and never sent upstream.
+"""Reverse names of private address space: answered here and never sent upstream.
 
 `ip6.arpa` names hold nibbles and `in-addr.arpa` names octets, least significant first. A name is
-private when the address bits it spells cover some network's whole prefix and fall inside it;
-names above a prefix (fewer bits) belong to the public tree and are forwarded.
+private when the address bits it spells cover a served prefix and fall inside it; names above it
+(fewer bits) belong to the public tree and are forwarded.
+
+The served prefixes are the networks' prefixes, each widened to the locally served block that
+holds it (RFC 6303: `10.in-addr.arpa`, `d.f.ip6.arpa`, ...). Were only the prefixes themselves
+served, a view could map every other network by asking reverse names and watching which ones
+answer here and which get forwarded (SPEC §2: another network's data must be indistinguishable
+from nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 _HEX = set("0123456789abcdef")
 REVERSE_SUFFIXES = (("ip6", "arpa"), ("in-addr", "arpa"))
+
+# Private and special-use blocks whose reverse zones a resolver serves itself (RFC 6303 §4, with
+# RFC 7793's shared address space); a block off an octet or nibble boundary widens its zones to
+# the next boundary below it, as the RFC's own zone lists do (16.172 ... 31.172.in-addr.arpa).
+LOCALLY_SERVED = tuple(
+    ip_network(block)
+    for block in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8",
+        "fd00::/8", "fe80::/10", "2001:db8::/32",
+    )
+)
+
+
+def served_prefix(prefix: IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
+    """The locally served block holding a network's prefix, or the prefix itself."""
+    for block in LOCALLY_SERVED:
+        if block.version == prefix.version and prefix.subnet_of(block):  # type: ignore[arg-type]
+            return block
+    return prefix
 
 
 def is_reverse(labels: tuple[str, ...]) -> bool:
@@ -20,7 +45,7 @@ def is_reverse(labels: tuple[str, ...]) -> bool:
 
 class PrivateReverse:
     def __init__(self, prefixes: Iterable[IPv4Network | IPv6Network]):
-        prefixes = list(prefixes)
+        prefixes = set(prefixes)  # many networks share one locally served block
         self._v6 = [(p.prefixlen, int(p.network_address) >> (128 - p.prefixlen)) for p in prefixes if p.version == 6]
         self._v4 = [(p.prefixlen, int(p.network_address) >> (32 - p.prefixlen)) for p in prefixes if p.version == 4]
 

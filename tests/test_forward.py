@@ -20,7 +20,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from internal_dns.reverse import PrivateReverse
+from internal_dns.reverse import PrivateReverse, served_prefix
 from internal_dns.upstream import Upstream, resolv_conf_upstreams
 from tests.conftest import RunningServer, on_reactor
 from tests.dnsclient import Reply, exchange, make_query
@@ -421,16 +421,18 @@ PRIVATE = [
     ("MY-APP.Internal", "TXT", "NOERROR"),
 ]
 PRIVATE_REVERSE = [
-    # (address, the reverse zone of its network's prefix)
-    ("fdaa:0:18::1", "8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa."),
-    ("fdaa:0:18:a7b:7d:f066:b83b:2", "8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa."),  # a machine's own address
-    ("10.18.0.2", "18.10.in-addr.arpa."),
-    ("fd12:3456:7800::9", "0.0.8.7.6.5.4.3.2.1.d.f.ip6.arpa."),  # another network's: private all the same
-    ("10.250.1.1", "250.10.in-addr.arpa."),
+    # (address, the locally served zone (RFC 6303) that holds its network's prefix)
+    ("fdaa:0:18::1", "d.f.ip6.arpa."),
+    ("fdaa:0:18:a7b:7d:f066:b83b:2", "d.f.ip6.arpa."),  # a machine's own address
+    ("10.18.0.2", "10.in-addr.arpa."),
+    ("fd12:3456:7800::9", "d.f.ip6.arpa."),  # another network's: private all the same
+    ("10.250.1.1", "10.in-addr.arpa."),
+    ("fdaa:0:99::1", "d.f.ip6.arpa."),  # in no network: indistinguishable from another's
+    ("10.99.0.1", "10.in-addr.arpa."),
 ]
 PUBLIC = [
     ("1.0.0.127.in-addr.arpa.", "PTR"),  # loopback is inside no network's prefix
-    ("a.a.d.f.ip6.arpa.", "NS"),  # above the /48: the public tree
+    ("f.ip6.arpa.", "NS"),  # above fd00::/8: the public tree
     ("18.10.in-addr.arpa.x.", "A"),  # only looks reverse
     ("www.example.test.", "A"),
 ]
@@ -456,10 +458,10 @@ def test_private_names_never_sent_upstream(fwd: RunningServer, fake: FakeUpstrea
 def test_private_reverse_names_with_dig(fwd: RunningServer, fake: FakeUpstream) -> None:
     v6 = dig(fwd, "-x", "fdaa:0:18::1")
     assert v6.status == "NXDOMAIN" and v6.flags == {"qr", "aa", "rd", "ra"}
-    assert [(r.name, r.rdtype) for r in v6.section("AUTHORITY")] == [("8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", "SOA")]
+    assert [(r.name, r.rdtype) for r in v6.section("AUTHORITY")] == [("d.f.ip6.arpa.", "SOA")]
     v4 = dig(fwd, "-x", "10.18.0.2")
     assert v4.status == "NXDOMAIN" and "aa" in v4.flags
-    assert [(r.name, r.rdtype) for r in v4.section("AUTHORITY")] == [("18.10.in-addr.arpa.", "SOA")]
+    assert [(r.name, r.rdtype) for r in v4.section("AUTHORITY")] == [("10.in-addr.arpa.", "SOA")]
     public = dig(fwd, "www.example.test", "A")
     assert public.status == "NOERROR" and public.flags == {"qr", "rd", "ra"}
     assert [(r.name, r.ttl, r.rdtype, r.data) for r in public.answer] == [("www.example.test.", 300, "A", "192.0.2.10")]
@@ -467,7 +469,7 @@ def test_private_reverse_names_with_dig(fwd: RunningServer, fake: FakeUpstream) 
 
 
 def test_private_reverse_zone_apex_holds_its_soa(fwd: RunningServer, fake: FakeUpstream) -> None:
-    apex = "8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa."
+    apex = "d.f.ip6.arpa."
     soa = fwd.ask(apex, "SOA")
     assert soa.rcode_text == "NOERROR" and soa.flag("AA")
     assert [(owner.lower(), rdtype) for owner, _, rdtype, _ in rrsets(soa, "answer")] == [(apex, "SOA")]
@@ -604,3 +606,16 @@ def test_reverse_zone_of_prefixes_off_the_nibble_or_octet() -> None:
     assert private.zone_of(reverse_labels(outside)) is None
     assert private.zone_of(reverse_labels("8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa")) == 14
     assert private.zone_of(reverse_labels("1.0.0.0.0.0.0.a.a.d.f.ip6.arpa")) is None  # 44 bits: above
+
+
+def test_network_prefixes_widen_to_their_locally_served_blocks() -> None:
+    assert served_prefix(IPv6Network("fdaa:0:18::/48")) == IPv6Network("fd00::/8")
+    assert served_prefix(IPv4Network("10.18.0.0/16")) == IPv4Network("10.0.0.0/8")
+    assert served_prefix(IPv4Network("100.64.3.0/24")) == IPv4Network("100.64.0.0/10")
+    assert served_prefix(IPv6Network("2001:db8:5::/48")) == IPv6Network("2001:db8::/32")
+    assert served_prefix(IPv6Network("2a09:8280:1::/48")) == IPv6Network("2a09:8280:1::/48")  # public space: itself
+    private = PrivateReverse([served_prefix(IPv4Network("172.20.0.0/16")), served_prefix(IPv4Network("172.21.0.0/16"))])
+    # 172.16.0.0/12 is sixteen zones, 16.172 to 31.172.in-addr.arpa, all served here
+    assert private.zone_of(reverse_labels("9.0.30.172.in-addr.arpa")) == 4
+    assert private.zone_of(reverse_labels("16.172.in-addr.arpa")) == 4
+    assert private.zone_of(reverse_labels("32.172.in-addr.arpa")) is None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.flags
+import dns.reversename
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
@@ -27,6 +28,7 @@ from twisted.internet import task
 from internal_dns.config import parse_config
 from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, write_yaml
 from tests.dnsclient import Reply, make_query
+from tests.fake_upstream import FakeUpstream
 
 REGIONS = ["iad", "sjc", "ams", "syd", "gru"]
 STATES = ["started", "started", "stopped", "suspended", "created", "destroyed"]
@@ -337,3 +339,31 @@ def test_the_probes_cover_every_kind_of_name() -> None:
     assert ("hidden", "_peer", "internal") in labels and ("interactive-x", "_peer", "internal") in labels
     assert ("both", "_peer", "internal") not in labels and ("shared", "internal") not in labels
     assert ("shared", "flycast") not in labels
+
+
+# --- reverse names ------------------------------------------------------------------------------
+
+
+def test_reverse_names_do_not_tell_another_networks_prefix(start_server: Any) -> None:
+    """Reverse names of another network's addresses get exactly what unused private space gets:
+    the same locally served zone's NXDOMAIN (RFC 6303), and never the upstream."""
+    upstream = FakeUpstream()
+    try:
+        server = start_server(upstreams=[upstream.address], forward={"enabled": True})
+        pairs = [
+            ("fdaa:0:22:a7b:10:4c1d:2e3f:2", "fdaa:0:77:a7b:10:4c1d:2e3f:2"),  # other-org's machine / no network's
+            ("fd12:3456:7900:1::a", "fd12:3456:7a00:1::a"),  # a Railway environment's replica
+            ("10.250.1.10", "10.251.1.10"),  # shop-production's prefix4 / unused 10.x
+        ]
+        for theirs, nobodys in pairs:
+            real_wire = make_query(dns.reversename.from_address(theirs).to_text(), "PTR").to_wire()
+            fake_wire = make_query(dns.reversename.from_address(nobodys).to_text(), "PTR").to_wire()
+            assert len(real_wire) == len(fake_wire)
+            q_end = len(real_wire) - 11 - 4  # the question ends with type and class, then the OPT
+            real = Reply.decode(server.raw(real_wire))
+            fake = Reply.decode(server.raw(fake_wire))
+            assert real.rcode_text == "NXDOMAIN" and real.flag("AA"), theirs
+            assert real.wire[2:12] == fake.wire[2:12] and real.wire[q_end:] == fake.wire[q_end:], theirs
+        assert upstream.received == []
+    finally:
+        upstream.close()
