@@ -1,4 +1,5 @@
 # `make run`: set up and start the server on the embedded registry. `make test`: set up and run the tests.
+# `make bench`: the benchmark against the peers (bench/run.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check test system-deps clean
+.PHONY: venv run check test bench system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ system-deps:
 
 test: system-deps venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# internal-dns against plain Twisted Names and dnsmasq under dnsperf; BENCH_ARGS="--help" for the flags.
+bench: system-deps venv
+	$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

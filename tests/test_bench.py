@@ -1,0 +1,87 @@
+"""The benchmark's own machinery (bench/), on a small registry: the peers hold the same records as
+internal-dns, and dnsperf runs and is read. The figures themselves are `make bench`'s business:
+no test here times anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from bench import dnsperf, peers, workloads
+from bench.generate import Size
+from bench.run import Files, prepare
+
+SMALL = Size(apps=40, machines_per_app=3, networks=4)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    return prepare(tmp_path_factory.mktemp("bench"), SMALL)
+
+
+@pytest.fixture(scope="module")
+def servers(files: Files) -> Iterator[dict[str, peers.Server]]:
+    out = files.registry.parent
+    started = {
+        "internal-dns": peers.internal_dns(out, files.registry, cpus=None),
+        "twisted-names": peers.twisted_names(out, files.baseline_data),
+        "dnsmasq": peers.dnsmasq_authoritative(out, files.dnsmasq_hosts, files.dnsmasq_records),
+    }
+    try:
+        for server in started.values():
+            server.wait_ready(30)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def ask(server: peers.Server, line: str) -> tuple[str, list[str]]:
+    name, rdtype = line.split()
+    reply = dns.query.udp(dns.message.make_query(name, rdtype, use_edns=0, payload=1232), "127.0.0.1", port=server.port, timeout=3)
+    if reply.flags & dns.flags.TC:
+        reply = dns.query.tcp(dns.message.make_query(name, rdtype), "127.0.0.1", port=server.port, timeout=3)
+    return dns.rcode.to_text(reply.rcode()), sorted(rd.to_text() for rrset in reply.answer for rd in rrset)
+
+
+def questions(files: Files) -> list[str]:
+    return sorted(set(files.queries["b"].read_text().splitlines()) | set(files.queries["a"].read_text().splitlines()))
+
+
+def test_the_workloads_cover_every_form_and_the_negative_shares(files: Files) -> None:
+    lines = files.queries["b"].read_text().splitlines()
+    assert len(lines) == workloads.QUERY_LINES
+    names = {line.split()[0] for line in lines}
+    for form in ("vms.", "all.vms.", "regions.", "all.regions.", ".vm.", ".process.", "top2.nearest.of.", "._metadata.",
+                 ".flycast", ".railway.internal", "_apps.internal", "_peer.internal", "._peer.internal", "_instances.internal"):
+        assert any(form in name for name in names), form
+    assert len(files.queries["a"].read_text().splitlines()) == SMALL.apps // SMALL.networks
+
+
+def test_the_peers_answer_with_the_same_records(files: Files, servers: dict[str, peers.Server]) -> None:
+    compared = 0
+    for line in questions(files):
+        ours = ask(servers["internal-dns"], line)
+        assert ask(servers["twisted-names"], line) == ours, line
+        if ours[0] == "NOERROR" and ours[1]:  # dnsmasq answers NXDOMAIN where the name has no records
+            theirs = ask(servers["dnsmasq"], line)
+            too_long = any(len(rd) > workloads.DNSMASQ_LINE for rd in ours[1])
+            assert theirs == ours or too_long, line
+            compared += 1
+    assert compared > 50
+
+
+def test_dnsperf_runs_and_is_read(files: Files, servers: dict[str, peers.Server]) -> None:
+    result = dnsperf.run(servers["internal-dns"].port, files.queries["b"], seconds=1, clients=2, outstanding=20, cpus=None)
+    assert result.completed > 0 and result.qps > 0
+    assert {"NOERROR", "NXDOMAIN"} <= set(result.rcodes)
+    assert result.rcodes["NXDOMAIN"] > 0.05 * result.completed  # the 10% share, give or take
+    paced = dnsperf.run(servers["internal-dns"].port, files.queries["a"], seconds=1, max_qps=500, verbose=True, cpus=None)
+    assert set(paced.percentiles_ms) == {"p50", "p99", "p99.9"}
+    assert 0 < paced.percentiles_ms["p50"] <= paced.percentiles_ms["p99"] <= paced.percentiles_ms["p99.9"]
