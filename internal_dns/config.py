@@ -63,8 +63,8 @@ class ForwardConfig:
     timeout: float = 1.5  # one upstream attempt
     deadline: float = 4.0  # the whole question: SERVFAIL by then (glibc waits 5 s per try)
     max_in_flight: int = 1024  # distinct upstream queries; beyond it SERVFAIL at once
-    fail_threshold: int = 3  # consecutive failures that mark an upstream down
-    probe_interval: float = 2.0  # how often a down upstream is probed
+    fail_threshold: int = 3  # failed health checks in a row that mark an upstream down
+    probe_interval: float = 2.0  # how often an upstream whose health check failed is probed again
     resolv_conf: Path = Path("/etc/resolv.conf")  # upstreams when `upstreams:` is not set
 
 

@@ -1,12 +1,13 @@
 """The forwarder (SPEC §7): names outside the configured zones go to the upstream resolvers.
 
 A question is answered from the cache when it can be; otherwise identical questions in flight
-share one upstream query. Upstreams are tried in their configured order, healthy ones first, each
-exchange (a retry over TCP too) for at most `timeout` and never past `deadline`; an upstream that fails `fail_threshold` times in a
-row is marked down and probed until it answers. When every upstream fails the client gets a
-stale cached answer if there is one (RFC 8767), else an upstream's SERVFAIL or our own: an
-upstream's REFUSED is that upstream failing (it will not serve us), never relayed, since a client
-would read it as this server refusing it.
+share one upstream query (per transport: a TCP client's reply may be bigger). Upstreams are tried
+in their configured order, healthy ones first, each exchange (a retry over TCP too) for at most
+`timeout` and never past `deadline`. A failed query sets off a health check of its upstream;
+`fail_threshold` failed checks in a row mark it down, and it is probed every `probe_interval`
+until it answers. When every upstream fails the client gets a stale cached answer if there is one
+(RFC 8767), else an upstream's SERVFAIL or our own: an upstream's REFUSED is that upstream failing
+(it will not serve us), never relayed, since a client would read it as this server refusing it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from time import perf_counter
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from internal_dns.cache import CacheKey, Entry, ReplyCache, cache_key
@@ -68,18 +68,25 @@ class Forwarder:
         self.server_payload = server_payload
         self._exchange = exchange_fn
         self.flights: dict[tuple[CacheKey, bool], defer.Deferred[Outcome]] = {}
-        self._probe = LoopingCall(self._probe_down)
-        self._probe.clock = clock
+        # Upstreams under a health check: the probe in flight, or the call that sends the next.
+        self._checks: dict[Upstream, defer.Deferred[UpstreamReply] | IDelayedCall] = {}
+        self._stopped = False
         self._health_waiters: list[defer.Deferred[Upstream]] = []
+        self._probe_waiters: list[defer.Deferred[Upstream]] = []
         self.stats = ForwardStats()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._probe.start(self.config.probe_interval, now=False)
+        self._stopped = False
 
     def stop(self) -> None:
-        if self._probe.running:
-            self._probe.stop()
+        self._stopped = True
+        checks, self._checks = self._checks, {}
+        for check in checks.values():
+            if isinstance(check, defer.Deferred):
+                check.cancel()  # the probe's socket is closed; its outcome is dropped
+            elif check.active():
+                check.cancel()
 
     def healthy(self) -> bool:
         return any(not u.down for u in self.upstreams)
@@ -220,40 +227,79 @@ class Forwarder:
         return healthy or list(self.upstreams)  # all down: try them anyway, one may be back
 
     # --- health -------------------------------------------------------------------------------
+    # After CoreDNS's forward plugin: a failed query is no verdict on an upstream (one broken
+    # domain times out anywhere), it only sets off a health check of it, a `. NS` probe. Failed
+    # probes in a row are what mark it down (`fail_threshold`), and an upstream whose probe failed
+    # is probed every `probe_interval` until one is answered.
+
     def _succeeded(self, upstream: Upstream) -> None:
         upstream.results["success"] += 1
+        if upstream.down:  # tried because every upstream was down, and it answered: it is back
+            check = self._checks.get(upstream)
+            if check is not None and not isinstance(check, defer.Deferred):  # no more probes
+                check.cancel()
+                del self._checks[upstream]
+            self._up(upstream)
+
+    def _failed(self, upstream: Upstream, result: str) -> None:
+        upstream.results[result] += 1
+        if upstream not in self._checks and not self._stopped:  # one health check at a time
+            self._probe(upstream)
+
+    def _probe(self, upstream: Upstream) -> None:
+        d = self._exchange(self.reactor, self.clock, upstream, upstream_query(PROBE), tcp=False, timeout=self.config.timeout)
+        self._checks[upstream] = d  # before the callbacks: a failure to send has fired already
+        d.addCallbacks(self._probe_answered, self._probe_failed, callbackArgs=(upstream,), errbackArgs=(upstream,))
+
+    def _probe_answered(self, reply: UpstreamReply, upstream: Upstream) -> None:
+        # Any answer shows it works (a SERVFAIL too: its own upstreams may not), but a REFUSED
+        # says it will not serve us.
+        if reply.rcode == REFUSED:
+            self._probe_failed(None, upstream)
+            return
+        upstream.probes["success"] += 1
+        self._checks.pop(upstream, None)
         upstream.failures = 0
         if upstream.down:
-            upstream.down = False
-            log.info("upstream {upstream} answers again", upstream=upstream.label)
-            self._health_changed(upstream)
+            self._up(upstream)
+        self._probe_handled(upstream)
 
-    def _failed(self, upstream: Upstream, result: str | None) -> None:
-        if result is not None:
-            upstream.results[result] += 1
+    def _probe_failed(self, failure: Any, upstream: Upstream) -> None:
+        if failure is not None and failure.check(defer.CancelledError):
+            return  # stopped
+        upstream.probes["failure"] += 1
         upstream.failures += 1
         if not upstream.down and upstream.failures >= self.config.fail_threshold:
             upstream.down = True
             log.warn(
-                "upstream {upstream} marked down after {n} failures; probing every {interval}s",
+                "upstream {upstream} marked down after {n} failed health checks; probing every {interval}s",
                 upstream=upstream.label,
                 n=upstream.failures,
                 interval=self.config.probe_interval,
             )
             self._health_changed(upstream)
+        if self._stopped:
+            self._checks.pop(upstream, None)
+        else:
+            self._checks[upstream] = self.clock.callLater(self.config.probe_interval, self._probe, upstream)
+        self._probe_handled(upstream)
 
-    def _probe_down(self) -> None:
-        for upstream in self.upstreams:
-            if upstream.down:
-                probe = upstream_query(PROBE)  # a fresh ID each time, like any query
-                d = self._exchange(self.reactor, self.clock, upstream, probe, tcp=False, timeout=self.config.timeout)
-                d.addCallbacks(self._probed, lambda _: None, callbackArgs=(upstream,))
+    def _up(self, upstream: Upstream) -> None:
+        upstream.down = False
+        upstream.failures = 0
+        log.info("upstream {upstream} answers again", upstream=upstream.label)
+        self._health_changed(upstream)
 
-    def _probed(self, reply: UpstreamReply, upstream: Upstream) -> None:
-        # Any answer shows it is back (a SERVFAIL too: it works, its own upstreams may not),
-        # but a REFUSED says it still will not serve us.
-        if reply.rcode != REFUSED:
-            self._succeeded(upstream)
+    def next_probe(self) -> defer.Deferred[Upstream]:
+        """Fires with the upstream of the next probe once its outcome is counted (for tests)."""
+        d: defer.Deferred[Upstream] = defer.Deferred()
+        self._probe_waiters.append(d)
+        return d
+
+    def _probe_handled(self, upstream: Upstream) -> None:
+        waiters, self._probe_waiters = self._probe_waiters, []
+        for d in waiters:
+            d.callback(upstream)
 
 
 def _pass_to(outcome: Outcome, waiter: defer.Deferred[Outcome]) -> Outcome:

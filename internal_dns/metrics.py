@@ -171,14 +171,20 @@ class ServiceCollector(Collector):
         results = CounterMetricFamily("internal_dns_forward_requests", "Queries sent upstream, by upstream and result.", labels=["upstream", "result"])
         healthy = GaugeMetricFamily("internal_dns_upstream_healthy", "1 while an upstream is up, 0 while marked down.", labels=["upstream"])
         durations = HistogramMetricFamily("internal_dns_forward_request_duration_seconds", "Time an upstream took to answer.", labels=["upstream"])
+        probes = CounterMetricFamily(
+            "internal_dns_upstream_probes", "Health checks (`. NS` probes) of upstreams, by result.", labels=["upstream", "result"]
+        )
         for u in fwd.upstreams:
             for result, n in sorted(u.results.items()):
                 results.add_metric([u.label, result], n)
+            for result, n in sorted(u.probes.items()):
+                probes.add_metric([u.label, result], n)
             healthy.add_metric([u.label], 0 if u.down else 1)
             durations.add_metric([u.label], u.durations.buckets(), u.durations.total)
         yield results
         yield durations
         yield healthy
+        yield probes
         yield CounterMetricFamily("internal_dns_forward_shared", "Queries that joined an identical one in flight.", value=fwd.stats.deduplicated)
         yield CounterMetricFamily("internal_dns_forward_over_capacity", "Queries answered SERVFAIL at once: too many in flight.", value=fwd.stats.in_flight_rejected)
         yield GaugeMetricFamily("internal_dns_forward_in_flight", "Distinct questions waiting on an upstream.", value=len(fwd.flights))

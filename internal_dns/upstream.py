@@ -26,6 +26,7 @@ from internal_dns.relay import UpstreamReply, parse_reply, same_question
 from internal_dns.wire import Malformed
 
 RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry", "noedns_retry")
+PROBE_RESULTS = ("success", "failure")  # health checks: answered (not REFUSED), or not
 
 
 class UpstreamError(Exception):
@@ -40,9 +41,10 @@ class UpstreamError(Exception):
 class Upstream:
     host: str
     port: int
-    failures: int = 0  # consecutive
+    failures: int = 0  # failed health checks in a row
     down: bool = False
-    results: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    results: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))  # queries
+    probes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_RESULTS, 0))  # health checks
     durations: Histogram = field(default_factory=Histogram)  # seconds to each reply
 
     @property

@@ -8,7 +8,8 @@ SOA, `. NS` as a resolver would) in a thread of its own, records every query it 
 answer; with `then_answer`, the right reply after it), `truncate` (TC over UDP, whole over TCP),
 `servfail`, `refused`, `formerr` (with its OPT: it knows EDNS), `noedns` (a server from before
 EDNS: `noedns_rcode`, FORMERR by default, without OPT to a query with EDNS; answers to one
-without). With `validating` on it sets AD on answers from `example.test.` to
+without). Names in `broken` are never answered, whatever the mode (a broken domain, where a resolver
+times out). With `validating` on it sets AD on answers from `example.test.` to
 queries with AD or DO, as a validating resolver does (RFC 6840 §5.8). `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
 the replies of any mode until `release()`, as `slow` does. Like a real server it cuts UDP replies at the query's payload (512 without
 EDNS) with TC, and an EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
@@ -77,6 +78,7 @@ class FakeUpstream:
         self.then_answer = False  # wrong_id / wrong_question: send the right reply after the wrong one
         self.echo_do = True
         self.validating = False  # AD on example.test. answers to queries with AD or DO
+        self.broken: set[str] = set()  # names (lower case, final dot) never answered
         self.noedns_rcode = dns.rcode.FORMERR  # what `noedns` answers a query with EDNS
         self.tcp_mode: str | None = None  # the mode over TCP, when it differs from `mode`
         self.hold = False  # hold replies until release(), whatever the mode
@@ -188,6 +190,8 @@ class FakeUpstream:
             )
             self._arrived.notify_all()
         mode = self.tcp_mode if conn is not None and self.tcp_mode is not None else self.mode
+        if q.name.to_text().lower() in self.broken:
+            mode = "silent"
         reply = self._reply(query, tcp=conn is not None, mode=mode)
         if reply is None:
             return

@@ -230,15 +230,18 @@ def test_stale_answer_at_once_while_all_upstreams_are_down(start_server: StartSe
     server = forwarding(start_server, fake, cache={"stale_ttl": 7}, timeout=1.0, fail_threshold=1, probe_interval=60.0)
     server.ask("www.example.test", "A")
     expire_short_then_silence(server, fake)
-    pending = Pending.ask(server, "other.example.test", "A")  # marks the only upstream down
+    pending = Pending.ask(server, "other.example.test", "A")
     fake.wait_for(3)
     server.advance(1.0)
     assert pending.reply().rcode_text == "SERVFAIL"  # nothing cached for it, stale or not
+    fake.wait_for(4)  # the health check the timeout set off
+    server.advance(1.0)  # it fails too: the only upstream is down
+    assert not on_reactor(server.reactor, server.service.forwarder.healthy)
     stale = server.ask("short.example.test", "A")  # no clock move: not even an attempt
     assert stale.addresses("A") == ["192.0.2.20"] and ttls(stale) == [7]
-    assert len(fake.received) == 3
+    assert len(fake.received) == 4
     fresh = server.ask("www.example.test", "A")  # a live entry is served as it is
-    assert ttls(fresh) == [296]
+    assert ttls(fresh) == [295]
 
 
 def test_stale_negative_answer(start_server: StartServer, fake: FakeUpstream) -> None:

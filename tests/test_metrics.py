@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from internal_dns.metrics import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
-from internal_dns.upstream import RESULTS
+from internal_dns.upstream import PROBE_RESULTS, RESULTS
 from tests.conftest import RunningServer, on_reactor, write_yaml
 from tests.dnsclient import Reply, make_query
 from tests.fake_upstream import FakeUpstream, Pending
@@ -55,6 +55,7 @@ FORWARD_FAMILIES = {
     "internal_dns_forward_requests": "counter",
     "internal_dns_forward_request_duration_seconds": "histogram",
     "internal_dns_upstream_healthy": "gauge",
+    "internal_dns_upstream_probes": "counter",
     "internal_dns_forward_shared": "counter",
     "internal_dns_forward_over_capacity": "counter",
     "internal_dns_forward_in_flight": "gauge",
@@ -316,7 +317,7 @@ def test_forward_requests_by_upstream_and_result(start_server: StartServer, fake
     assert server.ask("old.example.test", "A").rcode_text == "NXDOMAIN"
     fake.mode = "silent"
     pending = Pending.ask(server, "silent.example.test", "A")
-    fake.wait_for(8)
+    assert fake.wait_for(9)[-1].name == "silent.example.test."  # after 8 queries, the REFUSED one's probe among them
     server.advance(1.0)
     assert pending.reply().rcode_text == "SERVFAIL"
     assert results() == {
@@ -354,31 +355,45 @@ def test_forward_duration_histogram(start_server: StartServer, fake: FakeUpstrea
     assert total[1] == 2
 
 
-def test_upstream_healthy_drops_after_the_fail_threshold(start_server: StartServer, fake: FakeUpstream) -> None:
-    server = forwarding(start_server, fake, timeout=1.0, fail_threshold=2, probe_interval=60.0)
+def test_upstream_healthy_drops_after_failed_health_checks(start_server: StartServer, fake: FakeUpstream) -> None:
+    server = forwarding(start_server, fake, timeout=1.0, fail_threshold=2, probe_interval=2.0)
 
     def healthy() -> float:
         return scrape(server).value("internal_dns_upstream_healthy", upstream=fake.address)
 
-    assert healthy() == 1
+    def probes() -> dict[str, float]:
+        s = scrape(server)
+        return {r: s.value("internal_dns_upstream_probes_total", upstream=fake.address, result=r) for r in PROBE_RESULTS}
+
+    assert healthy() == 1 and probes() == {"success": 0, "failure": 0}
     fake.mode = "silent"
-    for i in range(2):
-        pending = Pending.ask(server, f"n{i}.example.test", "A")
-        fake.wait_for(i + 1)
-        assert healthy() == 1  # not down before the threshold
-        server.advance(1.0)
-        assert pending.reply().rcode_text == "SERVFAIL"
-    assert healthy() == 0
-    assert scrape(server).value("internal_dns_forward_requests_total", upstream=fake.address, result="timeout") == 2
+    pending = Pending.ask(server, "n.example.test", "A")
+    fake.wait_for(1)
+    server.advance(1.0)
+    assert pending.reply().rcode_text == "SERVFAIL"
+    fake.wait_for(2)  # the health check the timeout set off
+    assert healthy() == 1  # a failed query is no verdict
+    server.advance(1.0)  # the first probe times out
+    assert healthy() == 1 and probes() == {"success": 0, "failure": 1}
+    server.advance(2.0)  # the next
+    fake.wait_for(3)
+    server.advance(1.0)
+    assert healthy() == 0 and probes() == {"success": 0, "failure": 2}
+    s = scrape(server)
+    assert s.value("internal_dns_forward_requests_total", upstream=fake.address, result="timeout") == 1
+    assert s.value("internal_dns_forward_requests_total", upstream=fake.address, result="success") == 0
     fake.mode = "answer"
 
     def probe_back() -> Any:
         d = server.service.forwarder.next_health_change()
-        server.clock.advance(60.0)
+        server.clock.advance(2.0)
         return d
 
     on_reactor(server.reactor, probe_back)
-    assert healthy() == 1
+    assert healthy() == 1 and probes() == {"success": 1, "failure": 2}
+    # Probes are not forwarded requests: none of them was counted there.
+    s = scrape(server)
+    assert sum(s.series("internal_dns_forward_requests_total").values()) == 1
 
 
 def test_forward_shared_over_capacity_and_in_flight(start_server: StartServer, fake: FakeUpstream) -> None:
@@ -621,7 +636,7 @@ def test_labels_stay_bounded(start_server: StartServer, fake: FakeUpstream) -> N
         "transport": {"udp", "tcp"},
         "rcode": {*RCODE_NAMES.values(), "other"},
         "upstream": {fake.address},
-        "result": set(RESULTS),
+        "result": {*RESULTS, *PROBE_RESULTS},
         "kind": {"networks", "apps", "machines", "peers", "regions"},
         "le": {*(repr(b) for b in DURATION_BUCKETS), "+Inf"},
         "version": {__import__("internal_dns").__version__},
