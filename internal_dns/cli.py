@@ -36,6 +36,8 @@ def run_check(path: str) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    for warning in config.warnings:
+        print(f"config warning: {warning}", file=sys.stderr)
     try:
         snapshot = load_registry(config)
     except RegistryError as exc:
@@ -60,6 +62,14 @@ def load_registry(config: Config) -> Snapshot:
     return load_snapshot(config.registry.path)
 
 
+def log_warnings(config: Config) -> None:
+    from twisted.logger import Logger
+
+    log = Logger(namespace="internal_dns.config")
+    for warning in config.warnings:
+        log.warn("config warning: {warning}", warning=warning)
+
+
 def run_serve(path: str) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -72,6 +82,7 @@ def run_serve(path: str) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    log_warnings(config)
     try:
         service = DnsService(config, reactor)
     except Exception as exc:  # a third-party backend that cannot be made, most often

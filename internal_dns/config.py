@@ -95,6 +95,7 @@ class Config:
     cache: CacheConfig = CacheConfig()
     query_log: str | None = None  # a path, or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
+    warnings: tuple[str, ...] = ()  # what was accepted but is likely a mistake, for `check` and the log
 
 
 _TOP_KEYS = {
@@ -208,8 +209,16 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         region = r.text(region, "region").lower()
 
     upstreams = None
+    warnings: list[str] = []
     if top.get("upstreams") is not None:
-        upstreams = tuple(_upstream(r, u, f"upstreams[{i}]") for i, u in enumerate(_list(r, top["upstreams"], "upstreams")))
+        first_at: dict[tuple[str, int], int] = {}  # each upstream once, where it first appears
+        for i, u in enumerate(_list(r, top["upstreams"], "upstreams")):
+            upstream = _upstream(r, u, f"upstreams[{i}]")
+            if upstream in first_at:
+                warnings.append(f"{path}: upstreams[{i}]: {u!r} repeats upstreams[{first_at[upstream]}]; ignored")
+            else:
+                first_at[upstream] = i
+        upstreams = tuple(first_at)
 
     metrics = None
     if top.get("metrics") is not None:
@@ -271,6 +280,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         forward=forward,
         cache=cache,
         query_log=query_log,
+        warnings=tuple(warnings),
         **kwargs,
     )
 
@@ -291,7 +301,8 @@ def plugin_backends() -> tuple[str, ...]:
 
 
 def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    """`address`, `address:port`, `[v6]:port` or a bare IPv6 address → (address, port).
+    """`address`, `address:port`, `[v6]:port` or a bare IPv6 address → (address, port); an IPv6
+    link-local address keeps its zone index (`fe80::1%eth0`), without which it cannot be reached.
 
     The host must be an IP address: an upstream given by name would need a resolver to find it.
     Raises ValueError with the reason.
@@ -307,7 +318,7 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port = text.split(":")
     try:
-        address = ipaddress.ip_address(host.split("%")[0])
+        address = ipaddress.ip_address(host)  # an IPv6 zone index (`fe80::1%eth0`) is kept: it is part of the address
     except ValueError:
         raise ValueError(f"not an IP address (host or host:port, the host an address): {text!r}") from None
     if not port.isdigit() or not 0 < int(port) < 65536:

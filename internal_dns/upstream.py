@@ -51,24 +51,30 @@ class Upstream:
     def label(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    def sockaddr(self) -> tuple[Any, ...]:
+        """The address to connect a socket to. A zone index (`fe80::1%eth0`) must become the
+        scope ID of a 4-tuple: in a (host, port) pair Python drops it."""
+        return _sockaddr(self.host, self.port)
+
 
 def resolv_conf_upstreams(path: Path, own: list[tuple[str, int]]) -> list[Upstream]:
-    """The nameservers of resolv.conf, leaving out this server's own listening addresses."""
+    """The nameservers of resolv.conf, each once, leaving out this server's own listening addresses."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return []
-    found = []
+    found: dict[tuple[str, int], Upstream] = {}
     for line in lines:
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver":
             try:
-                upstream = Upstream(*parse_hostport(parts[1]))
+                host, port = parse_hostport(parts[1])
             except ValueError:
                 continue
-            if not _is_own(upstream, own):
-                found.append(upstream)
-    return found
+            upstream = Upstream(host, port)
+            if (host, port) not in found and not _is_own(upstream, own):
+                found[(host, port)] = upstream
+    return list(found.values())
 
 
 def _is_own(upstream: Upstream, own: list[tuple[str, int]]) -> bool:
@@ -94,10 +100,19 @@ def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
-            probe.bind((str(ip), 0))
+            probe.bind(_sockaddr(str(ip), 0))
         except OSError:
             return False
     return True
+
+
+def _sockaddr(host: str, port: int) -> tuple[Any, ...]:
+    if "%" not in host:
+        return (host, port)
+    try:
+        return socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
+    except OSError:  # an interface that is not there: connecting will say so
+        return (host, port)
 
 
 @implementer(IReadDescriptor)
@@ -117,7 +132,7 @@ class _DatagramExchange:
         self.sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setblocking(False)
-            self.sock.connect((upstream.host, upstream.port))  # the kernel drops datagrams from others
+            self.sock.connect(upstream.sockaddr())  # the kernel drops datagrams from others
             self.sock.send(query)
         except OSError:
             self.sock.close()  # not yet the reactor's: nothing else would close it

@@ -280,13 +280,15 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """UDP and TCP sockets on one port; for port 0, the UDP port's number may be taken on the TCP
     side (another connection's ephemeral port), so pick again a few times."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # A 4-tuple for IPv6, so that a zone index (`fe80::53%veth0`) becomes the scope ID.
+    address = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
     for attempt in range(20 if port == 0 else 1):
         udp = socket.socket(family, socket.SOCK_DGRAM)
-        udp.bind((host, port))
+        udp.bind(address)
         tcp = socket.socket(family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            tcp.bind((host, udp.getsockname()[1]))
+            tcp.bind((address[0], udp.getsockname()[1], *address[2:]))
         except OSError:
             udp.close()
             tcp.close()

@@ -34,6 +34,7 @@ class InternalDnsServiceMaker:
         from twisted.internet import reactor
         from twisted.internet.error import CannotListenError
 
+        from internal_dns.cli import log_warnings
         from internal_dns.server import DnsService
 
         class TwistdDnsService(DnsService):
@@ -43,6 +44,7 @@ class InternalDnsServiceMaker:
                 except CannotListenError as exc:  # a port in use: a message, not a traceback
                     raise SystemExit(f"internal-dns: cannot start: {exc}") from None
 
+        log_warnings(options.loaded)
         return TwistdDnsService(options.loaded, reactor)
 
 
