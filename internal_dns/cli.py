@@ -10,6 +10,7 @@ from typing import Any
 from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
 from internal_dns.crosscheck import cross_check
+from internal_dns.querylog import unwritable
 from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.model import RegistryError, Snapshot
 
@@ -38,12 +39,19 @@ def run_check(path: str) -> int:
         return 2
     for warning in config.warnings:
         print(f"config warning: {warning}", file=sys.stderr)
+    problems = []
+    if config.query_log is not None and config.query_log != "-":
+        reason = unwritable(config.query_log)
+        if reason is not None:
+            problems.append(f"{config.path}: query_log: {reason}")
     try:
         snapshot = load_registry(config)
     except RegistryError as exc:
+        for line in problems:
+            print(f"config error: {line}", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    problems = cross_check(config, snapshot)
+    problems += cross_check(config, snapshot)
     for line in problems:
         print(f"config error: {line}", file=sys.stderr)
     if problems:

@@ -93,7 +93,7 @@ class Config:
     tcp: TcpConfig = TcpConfig()
     forward: ForwardConfig = ForwardConfig()
     cache: CacheConfig = CacheConfig()
-    query_log: str | None = None  # a path, or "-" for standard output; None: off
+    query_log: str | None = None  # a path (relative to the config file), or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
     warnings: tuple[str, ...] = ()  # what was accepted but is likely a mistake, for `check` and the log
 
@@ -261,6 +261,8 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     query_log = None
     if top.get("query_log") is not None:
         query_log = r.text(top["query_log"], "query_log")  # a file path, or "-" for standard output
+        if query_log != "-" and not Path(query_log).is_absolute():
+            query_log = str(base / query_log)  # relative to the config file, as registry.path is
 
     kwargs: dict[str, Any] = {}
     if "server_id" in top:

@@ -8,9 +8,11 @@ counted rather than memory growing. Off (no object at all) by default.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO, Any
 
 from twisted.internet import threads
@@ -20,6 +22,23 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
+
+
+def unwritable(target: str) -> str | None:
+    """Why the query log could not be written at `target` (a file path), or None when it can."""
+    path = Path(target)
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{path} is not writable"
+    folder = path.parent
+    if not folder.exists():
+        return f"directory {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"directory {folder} is not writable"
+    return None
 
 
 class QueryLog:
