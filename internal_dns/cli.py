@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from typing import Any
 
 from internal_dns import __version__
@@ -23,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server in the foreground")
     serve.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the `workers:` supervisor
     check = commands.add_parser("check", help="validate the config and the registry; non-zero exit with the reasons")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return run_check(args.config)
-    return run_serve(args.config)
+    return run_serve(args.config, args.worker)
 
 
 def run_check(path: str) -> int:
@@ -78,17 +80,34 @@ def log_warnings(config: Config) -> None:
         log.warn("config warning: {warning}", warning=warning)
 
 
-def run_serve(path: str) -> int:
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from internal_dns.server import DnsService
-
+def run_serve(path: str, worker: int | None = None) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if config.workers > 1 and worker is None:
+        from internal_dns.workers import Supervisor
+
+        return Supervisor(path, config.workers, log=_supervisor_log).run()
+    if worker is not None:
+        from internal_dns.workers import worker_config
+
+        config = worker_config(config, worker)
+    return _serve(config)
+
+
+def _supervisor_log(line: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    print(f"{stamp} [internal_dns.workers#info] {line}", file=sys.stderr, flush=True)
+
+
+def _serve(config: Config) -> int:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from internal_dns.server import DnsService
+
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     log_warnings(config)
     try:

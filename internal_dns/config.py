@@ -95,12 +95,13 @@ class Config:
     cache: CacheConfig = CacheConfig()
     query_log: str | None = None  # a path (relative to the config file), or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
+    workers: int = 1  # processes sharing the listeners (SO_REUSEPORT)
     warnings: tuple[str, ...] = ()  # what was accepted but is likely a mistake, for `check` and the log
 
 
 _TOP_KEYS = {
     "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id", "forward", "cache", "query_log",
+    "edns_payload", "tcp", "server_id", "forward", "cache", "query_log", "workers",
 }
 
 
@@ -264,6 +265,14 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         if query_log != "-" and not Path(query_log).is_absolute():
             query_log = str(base / query_log)  # relative to the config file, as registry.path is
 
+    workers = r.integer(top.get("workers", 1), "workers", 1, 256)
+    if workers > 1:
+        for i, listener in enumerate(listen):
+            if listener.port == 0:  # each worker would get a port of its own
+                raise r.fail(f"listen[{i}].port", "must be a fixed port when workers > 1")
+        if metrics is not None and metrics.port == 0:
+            raise r.fail("metrics.port", "must be a fixed port when workers > 1 (worker i listens on port + i)")
+
     kwargs: dict[str, Any] = {}
     if "server_id" in top:
         kwargs["server_id"] = r.text(top["server_id"], "server_id")
@@ -282,6 +291,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         forward=forward,
         cache=cache,
         query_log=query_log,
+        workers=workers,
         warnings=tuple(warnings),
         **kwargs,
     )

@@ -33,6 +33,7 @@ log = Logger()
 _LENGTH = struct.Struct("!H")
 _EPHEMERAL_ATTEMPTS = 20
 _BACKLOG = 1024
+_SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 class DnsDatagramProtocol(DatagramProtocol):
@@ -49,15 +50,16 @@ class DnsDatagramProtocol(DatagramProtocol):
         table = self.sources.get(addr[0])
         if table is not None:  # the packet cache: a question asked before, byte for byte
             alias = table.get(data[2:])
-            if alias is not None:
+            rest = alias.rest(self.packets.serial) if alias is not None else None
+            if rest is not None:
                 try:
                     # The socket directly: Twisted's write() re-validates the address string,
                     # which recvfrom() has just produced, at a cost of microseconds.
-                    self.transport.socket.sendto(data[:2] + alias.rest(self.packets.serial), addr)
+                    self.transport.socket.sendto(data[:2] + rest, addr)
                 except OSError:
                     pass  # a full send buffer drops the reply, as a lost datagram; the client retries
-                alias.cell[0] += 1
-                alias.histogram.observe(perf_counter() - started)
+                alias.cell[0] += 1  # type: ignore[union-attr]
+                alias.histogram.observe(perf_counter() - started)  # type: ignore[union-attr]
                 return
         reply = self.dispatcher.handle(data, addr[0], self.listener, False)
         if isinstance(reply, bytes):
@@ -121,11 +123,12 @@ class DnsStreamProtocol(Protocol):
         started = perf_counter()
         table = self.factory.sources.get(host)
         alias = table.get(message[2:]) if table is not None else None
-        if alias is None:
+        rest = alias.rest(self.factory.dispatcher.packets.serial) if alias is not None else None
+        if rest is None:
             return None
-        reply = message[:2] + alias.rest(self.factory.dispatcher.packets.serial)
-        alias.cell[0] += 1
-        alias.histogram.observe(perf_counter() - started)
+        reply = message[:2] + rest
+        alias.cell[0] += 1  # type: ignore[union-attr]
+        alias.histogram.observe(perf_counter() - started)  # type: ignore[union-attr]
         return reply
 
     def _send_later(self, reply: bytes) -> None:
@@ -272,17 +275,13 @@ class DnsService(service.Service):
 
     def _listen_udp(self, listener: ListenConfig, port: int) -> Any:
         protocol = DnsDatagramProtocol(self.dispatcher, listener)
-        if not _is_ipv6_wildcard(listener.address):
-            return self.reactor.listenUDP(port, protocol, interface=listener.address, maxPacketSize=65535)
-        with _dual_stack_socket(socket.SOCK_DGRAM, port) as sock:
-            return self.reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET6, protocol, maxPacketSize=65535)
+        with bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.workers > 1) as sock:
+            return self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65535)
 
     def _listen_tcp(self, listener: ListenConfig, port: int, factory: DnsStreamFactory) -> Any:
-        if not _is_ipv6_wildcard(listener.address):
-            return self.reactor.listenTCP(port, factory, interface=listener.address, backlog=_BACKLOG)
-        with _dual_stack_socket(socket.SOCK_STREAM, port) as sock:
+        with bound_socket(listener.address, port, socket.SOCK_STREAM, self.config.workers > 1) as sock:
             sock.listen(_BACKLOG)
-            return self.reactor.adoptStreamPort(sock.fileno(), socket.AF_INET6, factory)
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         return [(p.getHost().host, p.getHost().port) for p in self.ports[::2]]
@@ -311,24 +310,42 @@ class DnsService(service.Service):
         return d
 
 
-def _is_ipv6_wildcard(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return ip.version == 6 and ip.is_unspecified
+def bound_socket(address: str, port: int, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
+    """A socket bound for a listener, made here rather than by Twisted so that it can have:
 
-
-def _dual_stack_socket(kind: socket.SocketKind, port: int) -> socket.socket:
-    """A socket on `::` that takes IPv4 too (SPEC §6), whatever the host's bindv6only default.
+    - IPv4 too on `::` (SPEC §6), whatever the host's bindv6only default;
+    - SO_REUSEPORT when `workers:` processes share the port (the kernel spreads queries by flow);
+    - generous UDP buffers, so a burst waits in the kernel rather than being dropped.
 
     The caller adopts it into the reactor (which keeps a duplicate) and closes this one.
     """
-    sock = socket.socket(socket.AF_INET6, kind)
+    ip = ipaddress.ip_address(address)
+    sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, kind)
     try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if ip.version == 6 and ip.is_unspecified:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does for TCP
+        else:
+            _grow_buffers(sock)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
-        sock.bind(("::", port))
+        sock.bind((address, port))
     except OSError as exc:
         sock.close()
-        raise CannotListenError("::", port, exc) from exc
+        raise CannotListenError(address, port, exc) from exc
     return sock
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    # Past net.core.rmem_max only the FORCE options get through, and only with CAP_NET_ADMIN.
+    for option, forced in ((socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)), (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))):
+        for opt in (forced, option):
+            if opt is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+                break
+            except OSError:
+                continue
