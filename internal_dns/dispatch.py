@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from internal_dns.answer import Zone, Zones, answer
 from internal_dns.config import Config, ListenConfig
+from internal_dns.forward import Forwarder
 from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
@@ -31,8 +32,6 @@ log = Logger()
 
 _CHAOS_ID_NAMES = {("id", "server"), ("hostname", "bind")}
 
-# Called for names outside every configured zone with (query, tcp); returns the reply now or later.
-Forwarder = Callable[[Query, bool], "bytes | Deferred[bytes]"]
 
 
 class Dispatcher:
@@ -132,7 +131,18 @@ class Dispatcher:
                 zone_labels = self.reverse.zone_of(q.labels)
                 if zone_labels is not None:
                     return self._private_reverse(q, view, zone_labels, resolver.snapshot.serial, tcp)
-            return self.forwarder(q, tcp)
+            hit = self.forwarder.cached(q, tcp)
+            if hit is None:
+                return self.forwarder.forward(q, tcp)
+            reply, until = hit
+            if self.query_log is None:  # as for authoritative answers: the transport serves it again
+                transport = "tcp" if tcp else "udp"
+                cell = self.counters.cell(FORWARD, q.qtype, transport, reply[3] & 0xF)
+                histogram = self.counters.histogram(FORWARD, transport)
+                assert self.forwarder.cache is not None
+                if self.packets.remember_forwarded(view, q.data, tcp, reply, until, self.forwarder.clock, cell, histogram, self.forwarder.cache.stats):
+                    self.packets.bind(host, listener, view, tcp)
+            return reply
         if resolver is None:
             return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
         if view is None:

@@ -104,12 +104,26 @@ class Forwarder:
 
     # --- the query path -----------------------------------------------------------------------
     def __call__(self, q: Query, tcp: bool) -> bytes | defer.Deferred[bytes]:
+        hit = self.cached(q, tcp)
+        return hit[0] if hit is not None else self.forward(q, tcp)
+
+    def cached(self, q: Query, tcp: bool) -> tuple[bytes, float] | None:
+        """A fresh cache hit: the client's reply, and the time until which these very bytes stay
+        right (TTLs count down in whole seconds), so a transport may serve them again as they are."""
+        if self.cache is None:
+            return None
+        now = self.clock.seconds()
+        entry = self.cache.fresh(cache_key(q), now)
+        if entry is None:
+            return None
+        age = entry.age(now)
+        until = entry.stored_at + min(age + 1, entry.ttl)
+        return self._shape(q, tcp, entry.reply, age=age), until
+
+    def forward(self, q: Query, tcp: bool) -> bytes | defer.Deferred[bytes]:
+        """The question from an upstream (a stale answer, or SERVFAIL, when none answers)."""
         now = self.clock.seconds()
         key = cache_key(q)
-        if self.cache is not None:
-            entry = self.cache.fresh(key, now)
-            if entry is not None:
-                return self._shape(q, tcp, entry.reply, age=entry.age(now))
         flight_key = (key, tcp)
         flight = self.flights.get(flight_key)
         if flight is not None:

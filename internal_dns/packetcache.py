@@ -20,6 +20,9 @@ import math
 import struct
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
+
+from internal_dns.cache import CacheStats
 from internal_dns.metrics import Histogram
 from internal_dns.records import SOA, Answer
 
@@ -29,7 +32,7 @@ MAX_TURNS = 64  # address sets larger than this are rendered per answer, not kep
 MAX_ENTRIES = 50_000  # per table; a flood of random names clears it rather than grow it
 
 Table = dict[bytes, "Entry"]
-ExactTable = dict[bytes, "Alias"]
+ExactTable = dict[bytes, "Alias | ForwardedAlias"]
 
 
 def canonical_key(data: bytes, tcp: bool) -> tuple[bytes, int] | None:
@@ -119,8 +122,8 @@ class Alias:
         self.cell = entry.cell
         self.histogram = entry.histogram
 
-    def rest(self, serial: int) -> bytes:
-        """The reply from byte 2 on, for the next turn."""
+    def rest(self, serial: int) -> bytes | None:
+        """The reply from byte 2 on, for the next turn (never None: that is ForwardedAlias's)."""
         if serial != self.serial:
             self.rests = [None] * len(self.rests)
             self.serial = serial
@@ -130,6 +133,27 @@ class Alias:
         if found is None:
             found = self.rests[turn] = entry.header + self.question + entry.body(turn, serial)
         return found
+
+
+class ForwardedAlias:
+    """A forwarded answer from the forwarder's cache, kept as the reply to one exact spelling of a
+    question for as long as its bytes stay right: until its TTLs count down one more second."""
+
+    __slots__ = ("reply", "until", "clock", "cell", "histogram", "stats")
+
+    def __init__(self, reply: bytes, until: float, clock: IReactorTime, cell: list[int], histogram: Histogram, stats: CacheStats):
+        self.reply = reply[2:]
+        self.until = until
+        self.clock = clock
+        self.cell = cell
+        self.histogram = histogram
+        self.stats = stats  # the forwarder's cache: a hit here is a hit there
+
+    def rest(self, serial: int) -> bytes | None:
+        if self.clock.seconds() >= self.until:
+            return None  # the full path renders it again, with the TTLs one second lower
+        self.stats.hits += 1
+        return self.reply
 
 
 class PacketCache:
@@ -172,7 +196,20 @@ class PacketCache:
         if len(exact) >= MAX_ENTRIES:
             exact.clear()
         alias = exact[data[2:]] = Alias(entry, data[12:end])
-        return data[:2] + alias.rest(self.serial), alias
+        return data[:2] + alias.rest(self.serial), alias  # type: ignore[operator]
+
+    def remember_forwarded(
+        self, view: object, data: bytes, tcp: bool, reply: bytes, until: float, clock: IReactorTime,
+        cell: list[int], histogram: Histogram, stats: CacheStats,
+    ) -> bool:
+        """Keep a forwarded reply for this exact query; False for a query of an unusual shape."""
+        if canonical_key(data, tcp) is None:
+            return False
+        exact = self.exact.setdefault((view, tcp), {})
+        if len(exact) >= MAX_ENTRIES:
+            exact.clear()
+        exact[data[2:]] = ForwardedAlias(reply, until, clock, cell, histogram, stats)  # type: ignore[assignment]
+        return True
 
     def bind(self, host: str, listener: object, view: object, tcp: bool) -> None:
         """Queries from this source on this listener look in this view's exact table first."""

@@ -17,6 +17,7 @@ import dns.edns
 
 from tests.conftest import RunningServer, write_yaml
 from tests.dnsclient import make_query
+from tests.fake_upstream import FakeUpstream
 from tests.test_reload import edit_machine
 
 MY_APP_STARTED = ["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"]
@@ -168,3 +169,47 @@ def test_unusual_queries_take_the_full_path(server: RunningServer) -> None:
         reply = server.send(query)
         assert sorted(reply.addresses()) == sorted(MY_APP_STARTED)
     assert cache_size(server) == 0
+
+
+# --- forwarded answers from the forwarder's cache ------------------------------------------------
+
+
+def test_forwarded_cache_hits_are_served_again_as_bytes_while_their_ttls_hold(start_server: Callable[..., RunningServer]) -> None:
+    upstream = FakeUpstream()
+    try:
+        server = start_server(upstreams=[upstream.address], forward={"enabled": True})
+        stats = server.service.forwarder.cache.stats
+        first = server.ask("www.example.test", "A")  # from the upstream
+        assert first.msg.answer[0].ttl == 300
+        hits = [server.ask("Www.Example.Test", "A") for _ in range(3)]  # the cache, then the exact bytes
+        assert [h.msg.answer[0].ttl for h in hits] == [300, 300, 300]
+        assert [h.msg.answer[0].name.to_text() for h in hits] == ["Www.Example.Test."] * 3
+        assert stats.hits == 3 and len(server.service.dispatcher.packets.exact) == 1
+        server.advance(1.0)  # one second on: the same bytes would now lie about the TTL
+        assert [server.ask("Www.Example.Test", "A").msg.answer[0].ttl for _ in range(2)] == [299, 299]
+        server.advance(299.0)  # expired: neither cache may answer
+        assert server.ask("Www.Example.Test", "A").msg.answer[0].ttl == 300
+        assert len(upstream.queries("www.example.test.")) == 2
+        assert stats.hits == 5
+        counters = server.service.dispatcher.counters
+        assert counters.requests()[("forward", "A", "udp")] == 7
+    finally:
+        upstream.close()
+
+
+def test_forwarded_fast_path_keeps_ids_and_payload_classes_apart(start_server: Callable[..., RunningServer]) -> None:
+    upstream = FakeUpstream()
+    try:
+        server = start_server(upstreams=[upstream.address], forward={"enabled": True})
+        server.ask("big.example.test", "TXT", tcp=True)  # fill the cache over TCP: the whole answer
+        for _ in range(2):
+            small = server.ask("big.example.test", "TXT", edns=False)
+            assert small.flag("TC") and len(small.wire) <= 512 and small.msg.edns == -1
+            whole = server.ask("big.example.test", "TXT", edns=False, tcp=True)
+            assert not whole.flag("TC") and len(whole.txt()) == 30
+        for qid in (7, 0xBEEF):
+            query = make_query("www.example.test", "AAAA")
+            query.id = qid
+            assert server.send(query).msg.id == qid
+    finally:
+        upstream.close()
