@@ -34,7 +34,8 @@ WORKLOADS = {
     "c": "forwarded, from the cache",
     "d": "(a) over TCP",
 }
-# (workload, peer, least ratio internal-dns / peer) from the targets
+SHORT = {"a": "<app>.internal\nAAAA", "b": "every form\n(20% negative)", "c": "forwarded,\nfrom the cache", "d": "(a) over TCP"}
+# (workload, peer, least ratio internal-dns / peer): the targets
 TARGETS = [("a", TWISTED, 4.0), ("a", DNSMASQ, 0.5), ("b", TWISTED, 3.0), ("c", DNSMASQ, 0.5)]
 P99_TARGET_MS = 2.0
 
@@ -167,7 +168,7 @@ def chart(report: dict[str, Any], path: Path) -> bool:
     for i, server in enumerate(servers):
         values = [report["workloads"][w].get(server, {}).get("qps", 0) / 1000 for w in names]
         ax.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=server)
-    ax.set_xticks(range(len(names)), [f"({w}) {WORKLOADS[w]}" for w in names], fontsize=7)
+    ax.set_xticks(range(len(names)), [f"({w}) {SHORT[w]}" for w in names], fontsize=8)
     ax.set_ylabel("thousand queries per second")
     ax.set_title(f"dnsperf on loopback, {report['size']}")
     ax.legend()
