@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from internal_dns.registry.files import load_documents, load_snapshot
-from internal_dns.registry.model import Document, RegistryError, Snapshot, build_snapshot
+from internal_dns.registry.catalog import build_snapshot
+from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -306,26 +306,26 @@ class _Later:
 def test_the_scan_runs_off_the_reactor_thread(
     reactor: Any, start_server: Callable[..., RunningServer], registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: dict[str, list[threading.Thread]] = {"fingerprint": [], "load_snapshot": []}
-    real_fingerprint, real_load = files.fingerprint, files.load_snapshot
+    threads: dict[str, list[threading.Thread]] = {"fingerprint": [], "scan": []}
+    real_fingerprint, real_scan = files.fingerprint, files.Folder.scan
 
     def recording_fingerprint(*args: Any) -> Any:
         threads["fingerprint"].append(threading.current_thread())
         return real_fingerprint(*args)
 
-    def recording_load(*args: Any) -> Any:
-        threads["load_snapshot"].append(threading.current_thread())
-        return real_load(*args)
+    def recording_scan(*args: Any) -> Any:
+        threads["scan"].append(threading.current_thread())
+        return real_scan(*args)
 
     monkeypatch.setattr(files, "fingerprint", recording_fingerprint)
-    monkeypatch.setattr(files, "load_snapshot", recording_load)
+    monkeypatch.setattr(files.Folder, "scan", recording_scan)
     server = start_server()
     edit_machine(registry_dir, "148e21dad76789", state="stopped")
     assert isinstance(server.poll(), Snapshot)
     server.rescan()
 
     reactor_thread = on_reactor(reactor, threading.current_thread)
-    assert len(threads["fingerprint"]) == 3 and len(threads["load_snapshot"]) == 2, threads
+    assert len(threads["fingerprint"]) == 3 and len(threads["scan"]) == 2, threads
     for seen in threads.values():
         assert all(t is not reactor_thread for t in seen), (reactor_thread, threads)
         assert all(t is not threading.main_thread() for t in seen)

@@ -23,7 +23,8 @@ from twisted.logger import Logger
 
 from internal_dns.registry.backend import SnapshotSink
 from internal_dns.registry.heap import build_frozen
-from internal_dns.registry.model import Document, RegistryError, Snapshot, build_snapshot
+from internal_dns.registry.catalog import Catalog, Key, RawEntity, build_snapshot, entities_of
+from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 log = Logger()
 
@@ -87,27 +88,25 @@ def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
     return True
 
 
-# Parsed files by path, with the digest of the content they were parsed from: a reload parses
-# only the files whose content changed (parsing is most of the cost of a big registry; reading and
-# hashing is a small part of it). Only the scan thread uses it.
-ParsedFiles = dict[str, tuple[bytes, Document]]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_documents(root: Path, parsed: ParsedFiles | None = None) -> list[Document]:
+def read_documents(root: Path, known: dict[str, tuple[bytes, Document]] | None = None) -> tuple[list[Document], list[str]]:
+    """Every registry file parsed, and the problems of those that cannot be.
+
+    `known` maps a path to the digest of the content it was parsed from and the Document: a file
+    whose content is unchanged is not parsed again (parsing is most of the cost of a big
+    registry; reading and hashing a small part of it), and gets the very same Document back.
+    """
     documents = []
     problems = []
-    paths = registry_files(root)
-    if parsed is not None:
-        for gone in parsed.keys() - {str(p) for p in paths}:
-            del parsed[gone]
-    for path in paths:
+    for path in registry_files(root):
         try:
             content = path.read_bytes()
             digest = hashlib.sha1(content).digest()
-            known = parsed.get(str(path)) if parsed is not None else None
-            if known is not None and known[0] == digest:
-                documents.append(known[1])
+            cached = known.get(str(path)) if known is not None else None
+            if cached is not None and cached[0] == digest:
+                documents.append(cached[1])
                 continue
             data: Any = yaml.load(content.decode("utf-8"), Loader=_LOADER)
         except yaml.YAMLError as exc:
@@ -119,16 +118,60 @@ def load_documents(root: Path, parsed: ParsedFiles | None = None) -> list[Docume
             problems.append(f"{path}: file: cannot be read ({exc})")
             continue
         document = Document(str(path), data)
-        if parsed is not None:
-            parsed[str(path)] = (digest, document)
+        if known is not None:
+            known[str(path)] = (digest, document)
         documents.append(document)
+    return documents, problems
+
+
+def load_documents(root: Path) -> list[Document]:
+    documents, problems = read_documents(root)
     if problems:
         raise RegistryError(problems)
     return documents
 
 
-def load_snapshot(root: Path, previous: Snapshot | None = None, parsed: ParsedFiles | None = None) -> Snapshot:
-    return build_frozen(lambda: build_snapshot(load_documents(root, parsed), previous))
+def load_snapshot(root: Path) -> Snapshot:
+    return build_frozen(lambda: build_snapshot(load_documents(root)))
+
+
+class Folder:
+    """A registry folder as the backend last read it: its files' parsed content, and a catalog
+    of their entities that each scan updates with what changed (scan thread only)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.catalog = Catalog()
+        self.parsed: dict[str, tuple[bytes, Document]] = {}
+        self.entities: dict[str, dict[Key, RawEntity]] = {}  # path -> the entities it holds
+        self.loaded = False
+
+    def scan(self) -> Snapshot | RegistryError:
+        documents, problems = read_documents(self.root, self.parsed)
+        # A file that cannot be parsed keeps its entities as last read: its problem is the news.
+        unreadable = {line.split(": ", 1)[0] for line in problems}
+        present = {doc.source for doc in documents} | unreadable
+        for gone in set(self.parsed) - present:
+            del self.parsed[gone]
+        upserts: list[RawEntity] = []
+        deletes: list[Key] = []
+        for path in set(self.entities) - present:
+            deletes.extend(self.entities.pop(path))
+        for doc in documents:
+            now = {e.key: e for e in entities_of(doc)}
+            before = self.entities.get(doc.source, {})
+            if now.keys() == before.keys() and all(before[k].data == e.data for k, e in now.items()):
+                continue
+            upserts.extend(e for k, e in now.items() if k not in before or before[k].data != e.data)
+            deletes.extend(k for k in before if k not in now)
+            self.entities[doc.source] = now
+        if not self.loaded:
+            snapshot = self.catalog.load(e for entities in self.entities.values() for e in entities.values())
+            self.loaded = True
+        else:
+            snapshot = self.catalog.apply(upserts, deletes)
+        problems += self.catalog.problem_lines()
+        return RegistryError(problems) if problems else snapshot
 
 
 class FilesBackend:
@@ -146,8 +189,7 @@ class FilesBackend:
         self._seen: Fingerprint | None = None
         self._sink: SnapshotSink | None = None
         self._rejected = False  # the folder holds a registry that failed validation
-        self._published: Snapshot | None = None  # to share its unchanged parts with the next
-        self._parsed: ParsedFiles = {}
+        self._folder = Folder(root)
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
@@ -176,13 +218,13 @@ class FilesBackend:
             self._followers.append(follower)
             return follower
         seen = self._seen
-        d = self._defer_to_thread(self._scan, seen, self._published)
+        d = self._defer_to_thread(self._scan, seen)
         self._running = d  # before the callbacks: a synchronous defer_to_thread has fired already
         d.addCallbacks(self._scanned, self._failed)
         d.addBoth(self._done)
         return d
 
-    def _scan(self, seen: Fingerprint | None, previous: Snapshot | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
+    def _scan(self, seen: Fingerprint | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
         """Runs in a worker thread: the reactor never waits on the disk."""
         try:
             fp = fingerprint(self.root, seen)
@@ -191,10 +233,7 @@ class FilesBackend:
             return ((("!", 0, 0, 0, str(error)),), error)
         if unchanged(seen, fp):
             return fp, None
-        try:
-            return fp, load_snapshot(self.root, previous, self._parsed)
-        except RegistryError as exc:
-            return fp, exc
+        return fp, build_frozen(self._folder.scan)
 
     def _scanned(self, result: tuple[Fingerprint, Snapshot | RegistryError | None]) -> None:
         fp, outcome = result
@@ -206,7 +245,6 @@ class FilesBackend:
             self._sink.reject(outcome)
         elif outcome is not None:
             self._rejected = False
-            self._published = outcome
             self._sink.publish(outcome)
         elif not self._rejected:
             self._sink.confirm()  # the folder still holds what is being served

@@ -1,0 +1,187 @@
+"""The catalog (registry/catalog.py): applying changes one by one must end where loading the
+result from scratch ends, and touch only the networks a change touches.
+
+Hypothesis drives sequences of changes a live registry sees (machines started, stopped, moved,
+renumbered and removed; apps and peers added and removed, apps and their machines written in
+either order; now and then an entity that does not fit: an unknown app, a duplicate id, an
+address already in use, a name that is no DNS label) against a catalog, and compares it after
+each change with a fresh catalog loaded with the same entities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from internal_dns.registry.catalog import Catalog, RawEntity, build_snapshot
+from internal_dns.registry.model import Document, RegistryError
+
+NETWORKS = ["alpha", "beta", "gamma"]
+REGIONS = [{"code": c, "latitude": lat, "longitude": lon} for c, lat, lon in (("iad", 38.9, -77.4), ("ams", 52.3, 4.7), ("syd", -33.9, 151.1))]
+APPS = ["web", "api", "db", "web2"]
+STATES = ["started", "started", "stopped", "suspended"]
+
+
+def net_index(name: str) -> int:
+    return NETWORKS.index(name) + 1
+
+
+PAIRS = [("alpha", "web"), ("alpha", "api"), ("beta", "db"), ("gamma", "web2"), ("beta", "web")]
+
+
+def skeleton() -> dict[str, RawEntity]:
+    """Regions and networks only."""
+    out = {}
+    for r in REGIONS:
+        out[f"regions/{r['code']}"] = RawEntity(f"regions/{r['code']}", f"regions/{r['code']}", "regions", r)
+    for n in NETWORKS:
+        data = {"name": n, "prefix6": f"fdaa:0:{net_index(n)}::/48", "prefix4": f"10.{net_index(n)}.0.0/16"}
+        out[f"networks/{n}"] = RawEntity(f"networks/{n}", f"networks/{n}", "networks", data)
+    return out
+
+
+def base() -> dict[str, RawEntity]:
+    """The skeleton with an app or two in every network."""
+    out = skeleton()
+    for i, (net, app) in enumerate(PAIRS[:4]):
+        entity = app_entity(net, app, None, i)
+        out[entity.key] = entity
+    return out
+
+
+def app_entity(network: str, name: str, flycast_to: str | None, n: int) -> RawEntity:
+    data: dict[str, Any] = {"name": name, "network": network}
+    if flycast_to is not None:
+        data["flycast"] = [{"ip": f"fdaa:0:{net_index(flycast_to)}:f::{n:x}", "network": flycast_to}]
+    key = f"apps/{network}/{name}"
+    return RawEntity(key, key, "apps", data)
+
+
+def machine_entity(mid: int, network: str, app: str, state: str, region: str, host: int, qualified: bool, v4: bool) -> RawEntity:
+    data: dict[str, Any] = {
+        "id": f"{mid:014x}", "app": app, "region": region, "state": state,
+        "ip6": f"fdaa:0:{net_index(network)}:a7b::{host:x}", "metadata": {"role": "primary" if mid % 2 else "replica"},
+    }
+    if qualified:
+        data["network"] = network
+    if v4:
+        data["ip4"] = f"10.{net_index(network)}.1.{host % 250 + 1}"
+    key = f"machines/{mid:014x}"
+    return RawEntity(key, key, "machines", data)
+
+
+def peer_entity(network: str, name: str, host: int) -> RawEntity:
+    key = f"peers/{network}/{name}"
+    return RawEntity(key, key, "peers", {"name": name, "network": network, "ip6": f"fdaa:0:{net_index(network)}:d6b::{host:x}"})
+
+
+# One change: ("put", entity) or ("delete", key)
+change = st.one_of(
+    st.builds(
+        lambda net, app, fly, n: ("put", app_entity(net, app, fly, n)),
+        st.sampled_from(NETWORKS), st.sampled_from(APPS), st.none() | st.sampled_from(NETWORKS), st.integers(1, 6),
+    ),
+    # machines of apps that exist, each with an address of its own: these fit
+    st.builds(
+        lambda mid, pair, state, region, q, v4: ("put", machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4)),
+        st.integers(1, 12), st.sampled_from(PAIRS), st.sampled_from(STATES), st.sampled_from(["iad", "ams", "syd"]),
+        st.booleans(), st.booleans(),
+    ),
+    st.builds(
+        lambda mid, pair, state, region, q, v4: ("put", machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4)),
+        st.integers(1, 12), st.sampled_from(PAIRS), st.sampled_from(STATES), st.sampled_from(["iad", "ams", "syd"]),
+        st.booleans(), st.booleans(),
+    ),
+    # and now and then one that may not: any app, any network, an address another may hold
+    st.builds(
+        lambda mid, net, app, host, q: ("put", machine_entity(mid, net, app, "started", "iad", host, q, False)),
+        st.integers(1, 12), st.sampled_from(NETWORKS), st.sampled_from(APPS), st.integers(1, 12), st.booleans(),
+    ),
+    st.builds(lambda net, name, host: ("put", peer_entity(net, name, host)), st.sampled_from(NETWORKS), st.sampled_from(["laptop", "ci", "interactive-x"]), st.integers(1, 9)),
+    st.builds(lambda net, app: ("delete", f"apps/{net}/{app}"), st.sampled_from(NETWORKS), st.sampled_from(APPS)),
+    st.builds(lambda mid: ("delete", f"machines/{mid:014x}"), st.integers(1, 12)),
+    st.builds(lambda net, name: ("delete", f"peers/{net}/{name}"), st.sampled_from(NETWORKS), st.sampled_from(["laptop", "ci"])),
+    st.just(("put", RawEntity("apps/alpha/Bad_Name", "apps/alpha/Bad_Name", "apps", {"name": "Bad_Name", "network": "alpha"}))),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(change, min_size=1, max_size=25))
+def test_changes_applied_one_by_one_end_where_a_fresh_load_does(changes: list[tuple[str, Any]]) -> None:
+    entities = base()
+    live = Catalog()
+    live.load(entities.values())
+    for op, arg in changes:
+        if op == "put":
+            entities[arg.key] = arg
+            after = live.apply(upserts=[arg])
+        else:
+            entities.pop(arg, None)
+            after = live.apply(deletes=[arg])
+        fresh = Catalog()
+        expected = fresh.load(entities.values())
+        assert bool(live.problem_lines()) == bool(fresh.problem_lines()), (live.problem_lines(), fresh.problem_lines())
+        if not fresh.problem_lines():
+            assert after.counts() == expected.counts()
+            for name in NETWORKS:
+                assert after.networks[name] == expected.networks[name], name
+
+
+def test_a_machine_written_before_its_app_comes_in_with_it() -> None:
+    catalog = Catalog()
+    catalog.load(skeleton().values())
+    machine = machine_entity(1, "alpha", "web", "started", "iad", 1, qualified=True, v4=False)
+    snapshot = catalog.apply(upserts=[machine])
+    assert "alpha" in snapshot.networks and snapshot.machine_count == 0
+    assert catalog.problem_lines() == ["machines/00000000000001: machine 00000000000001: unknown app 'web' in network alpha"]
+    snapshot = catalog.apply(upserts=[app_entity("alpha", "web", None, 1)])
+    assert catalog.problem_lines() == []
+    assert [m.id for m in snapshot.networks["alpha"].apps["web"].started] == ["00000000000001"]
+
+
+def test_a_clash_leaves_the_newcomer_out_and_the_established_entity_serving() -> None:
+    catalog = Catalog()
+    catalog.load([*skeleton().values(), app_entity("alpha", "web", None, 1), machine_entity(1, "alpha", "web", "started", "iad", 7, True, False)])
+    clash = machine_entity(2, "alpha", "web", "started", "iad", 7, True, False)  # the same ip6
+    snapshot = catalog.apply(upserts=[clash])
+    assert [m.id for m in snapshot.networks["alpha"].machines] == ["00000000000001"]
+    assert catalog.problem_lines() == ["machines/00000000000002: machine 00000000000002: address fdaa:0:1:a7b::7 is already used by machine 00000000000001"]
+    same_id = RawEntity("machines/other", "machines/other", "machines", {**clash.data, "id": "00000000000001", "ip6": "fdaa:0:1:a7b::8"})
+    catalog.apply(upserts=[same_id])
+    assert "machines/other: machine 00000000000001: duplicate machine id (first in machines/00000000000001)" in catalog.problem_lines()
+    snapshot = catalog.apply(deletes=["machines/00000000000001"])  # the first goes: a newcomer takes its place
+    assert sorted(m.id for m in snapshot.networks["alpha"].machines) == ["00000000000001", "00000000000002"]
+    assert catalog.problem_lines() == []
+
+
+def test_only_the_touched_network_is_indexed_again() -> None:
+    catalog = Catalog()
+    before = catalog.load([*skeleton().values(), app_entity("alpha", "web", None, 1), app_entity("beta", "api", "gamma", 2)])
+    after = catalog.apply(upserts=[machine_entity(1, "alpha", "web", "started", "iad", 1, True, True)])
+    assert after.networks["alpha"] is not before.networks["alpha"]
+    assert after.networks["beta"] is before.networks["beta"] and after.networks["gamma"] is before.networks["gamma"]
+    again = catalog.apply(upserts=[app_entity("beta", "api", None, 2)])  # its Flycast address leaves gamma
+    assert again.networks["alpha"] is after.networks["alpha"]
+    assert again.networks["gamma"] is not after.networks["gamma"] and again.networks["gamma"].flycast == {}
+
+
+def test_an_unchanged_put_changes_nothing() -> None:
+    catalog = Catalog()
+    web = app_entity("alpha", "web", None, 1)
+    before = catalog.load([*skeleton().values(), web])
+    assert catalog.apply(upserts=[RawEntity(web.key, web.source, web.kind, dict(web.data))]).networks["alpha"] is before.networks["alpha"]
+
+
+def test_strict_builds_raise_with_every_problem() -> None:
+    docs = [Document("a.yaml", {"regions": REGIONS, "networks": [{"name": "alpha", "prefix6": "fdaa:0:1::/48"}],
+                                 "machines": [{"id": "abc", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::9"},
+                                              {"id": "ABC", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::a"}]})]
+    with pytest.raises(RegistryError) as raised:
+        build_snapshot(docs)
+    assert raised.value.problems == [
+        "a.yaml: machine abc: unknown app 'nope'",
+        "a.yaml: machine ABC: id 'ABC' must be lower-case hex (at most 63 digits)",
+    ]
