@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns.querylog import unwritable
 from internal_dns.registry.files import load_snapshot
-from internal_dns.registry.model import RegistryError, Snapshot
+from internal_dns.registry.catalog import Catalog
+from internal_dns.registry.model import SECTIONS, RegistryError, Snapshot
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -27,10 +32,101 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the `workers:` supervisor
     check = commands.add_parser("check", help="validate the config and the registry; non-zero exit with the reasons")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    _registry_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "check":
         return run_check(args.config)
+    if args.command == "registry":
+        return run_registry(args)
     return run_serve(args.config, args.worker)
+
+
+def _registry_parser(commands: Any) -> None:
+    registry = commands.add_parser(
+        "registry", help="list, change, import or export the registry, on whatever backend the config names",
+        description="Every change is checked against the whole registry first, and refused (exit 1) when it would add a problem.",
+    )
+    registry.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    actions = registry.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="one line per entity: kind, identity, and its fields as JSON")
+    listing.add_argument("kind", nargs="?", help="only this kind: region, network, app, machine, peer")
+    put = actions.add_parser("put", help="add an entity, or replace the one with its identity")
+    put.add_argument("kind", help="region, network, app, machine or peer")
+    put.add_argument("value", help="its fields as a YAML or JSON mapping, or - to read them from standard input")
+    delete = actions.add_parser("delete", help="remove an entity")
+    delete.add_argument("kind", help="region, network, app, machine or peer")
+    delete.add_argument("name", help="its name (an id for a machine, a code for a region)")
+    delete.add_argument("--network", help="the network of an app or a peer")
+    imports = actions.add_parser("import", help="put every entity of a YAML file or folder (the files backend's format)")
+    imports.add_argument("path", type=Path)
+    imports.add_argument("--replace", action="store_true", help="and delete every entity the import lacks")
+    export = actions.add_parser("export", help="the whole registry in the files backend's YAML format")
+    export.add_argument("-o", "--output", type=Path, help="a file to write (default: standard output)")
+
+
+def run_registry(args: argparse.Namespace) -> int:
+    from internal_dns.registry import edit, plugins
+
+    try:
+        config = load_config(args.config)
+        store = plugins.load(config.registry.backend).store(config.registry)
+    except (ConfigError, ValueError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "list":
+            kind = edit.kind_of(args.kind) if args.kind else None
+            for e in store.read():
+                if e.kind in SECTIONS and (kind is None or e.kind == kind):
+                    print(f"{edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)} {json.dumps(e.data, sort_keys=True, default=str)}")
+            return 0
+        if args.action == "export":
+            text = edit.export(store.read())
+            if args.output is None:
+                sys.stdout.write(text)
+            else:
+                args.output.write_text(text)
+            return 0
+        if args.action == "put":
+            kind = edit.kind_of(args.kind)
+            raw = sys.stdin.read() if args.value == "-" else args.value
+            data = yaml.safe_load(raw)
+            if not isinstance(data, dict):
+                print(f"registry put: the value must be a mapping of fields, not {type(data).__name__}", file=sys.stderr)
+                return 2
+            change = edit.Change([(kind, data)], [])
+        elif args.action == "delete":
+            kind = edit.kind_of(args.kind)
+            if kind in ("apps", "peers"):
+                if args.network is None:
+                    print(f"registry delete: an {kind[:-1]} is named with its network: add --network", file=sys.stderr)
+                    return 2
+                ident: tuple[str, ...] = (args.network, args.name.lower())
+            else:
+                ident = (args.name.lower() if kind == "regions" else args.name,)
+            change = edit.Change([], [(kind, ident)])
+        else:
+            change = edit.import_change(args.path, args.replace, store.read())
+        for line in edit.apply(store, change):
+            print(line)
+        return 0
+    except edit.Refused as exc:
+        print("refused:\n" + "".join(f"  {line}\n" for line in exc.lines), end="", file=sys.stderr)
+        return 1
+    except RegistryError as exc:  # the store's own content cannot be read (a YAML error, ...)
+        print(str(exc), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"registry {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as exc:
+        print(f"registry {args.action}: not valid YAML: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the store is unreachable, most often
+        print(f"registry {args.action}: {store.describe()}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        store.close()
 
 
 def run_check(path: str) -> int:
@@ -60,16 +156,36 @@ def run_check(path: str) -> int:
         return 1
     counts = snapshot.counts()
     print(
-        f"{path}: ok; registry {config.registry.path}: {counts['networks']} networks, {counts['apps']} apps, "
+        f"{path}: ok; registry {_where(config)}: {counts['networks']} networks, {counts['apps']} apps, "
         f"{counts['machines']} machines, {counts['peers']} peers, {counts['regions']} regions"
     )
     return 0
 
 
 def load_registry(config: Config) -> Snapshot:
-    if config.registry.backend != "files":
-        raise RegistryError([f"{config.path}: registry.backend: unknown backend {config.registry.backend!r}"])
-    return load_snapshot(config.registry.path)
+    """The registry the config names, strictly: every entity that does not fit is a problem."""
+    from internal_dns.registry import plugins
+
+    if config.registry.backend == "files":
+        return load_snapshot(config.registry.path)
+    store = plugins.load(config.registry.backend).store(config.registry)
+    try:
+        entities = store.read()
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise RegistryError([f"{store.describe()}: cannot be read ({type(exc).__name__}: {exc})"]) from exc
+    finally:
+        store.close()
+    catalog = Catalog()
+    snapshot = catalog.load(entities)
+    if catalog.problem_lines():
+        raise RegistryError(catalog.problem_lines())
+    return snapshot
+
+
+def _where(config: Config) -> str:
+    return str(config.registry.path) if config.registry.backend == "files" else config.registry.backend
 
 
 def log_warnings(config: Config) -> None:

@@ -12,10 +12,9 @@ from typing import Any
 
 import yaml
 
+from internal_dns.registry import plugins
+
 SCHEMES = ("fly", "flycast", "railway")
-BACKENDS_BUILTIN = ("files",)
-
-
 class ConfigError(Exception):
     def __init__(self, path: str, key: str, reason: str):
         self.path, self.key, self.reason = path, key, reason
@@ -168,9 +167,10 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
 
     reg_raw = r.mapping(top.get("registry", {}), "registry")
     backend = r.text(reg_raw.get("backend", "files"), "registry.backend")
-    known_backends = BACKENDS_BUILTIN + plugin_backends()
+    known_backends = plugins.names()
     if backend not in known_backends:
         raise r.fail("registry.backend", f"unknown backend {backend!r} (known: {', '.join(known_backends)})")
+    plugin = plugins.load(backend)
     reg_path = Path(r.text(reg_raw.get("path", "zones"), "registry.path"))
     if not reg_path.is_absolute():
         reg_path = base / reg_path  # relative to the config file, not the working directory
@@ -178,9 +178,14 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     max_age = r.number(reg_raw.get("max_age", 120.0), "registry.max_age", 1.0)
     common = ("backend", "path", "poll_interval", "max_age")
     options = {k: v for k, v in reg_raw.items() if k not in common}
+    if plugin.options is not None:  # None: a backend that takes whatever it is given
+        r.unknown(reg_raw, set(common) | set(plugin.options), "registry")
+    try:
+        plugin.check(options)
+    except ValueError as exc:
+        key, _, reason = str(exc).partition(": ")
+        raise r.fail(f"registry.{key}", reason) from None
     registry = RegistryConfig(backend, reg_path, poll, max_age, options)
-    if backend in BACKENDS_BUILTIN and options:
-        r.unknown(reg_raw, set(common), "registry")
 
     zones_raw = r.mapping(top.get("zones", {"internal": "fly"}), "zones")
     zones: dict[str, str] = {}
@@ -303,13 +308,6 @@ def _list(r: _Reader, value: Any, key: str) -> list[Any]:
     if not isinstance(value, list):
         raise r.fail(key, f"must be a list, not {type(value).__name__}")
     return value
-
-
-def plugin_backends() -> tuple[str, ...]:
-    """Registry backends other packages provide (entry point group `internal_dns.backends`)."""
-    from importlib.metadata import entry_points
-
-    return tuple(sorted(ep.name for ep in entry_points(group="internal_dns.backends")))
 
 
 def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:

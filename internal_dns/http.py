@@ -28,6 +28,9 @@ def readiness(service: DnsService) -> list[str]:
         limit = service.config.registry.max_age
         if age is not None and age > limit:
             reasons.append(f"registry snapshot is {age:.0f}s old, over the {limit:.0f}s limit ({service.backend.describe()})")
+    if store.unreachable_since is not None:
+        down = service.clock.seconds() - store.unreachable_since
+        reasons.append(f"registry store unreachable for {down:.0f}s ({store.unreachable_reason}); serving the last snapshot")
     forwarder = service.forwarder
     if forwarder is not None and not forwarder.healthy():
         reasons.append("every upstream is down: " + ", ".join(u.label for u in forwarder.upstreams))

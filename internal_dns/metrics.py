@@ -163,6 +163,12 @@ class ServiceCollector(Collector):
             value=age if age is not None else float("nan"),
         )
         yield CounterMetricFamily("internal_dns_registry_rejected", "Snapshots rejected by validation.", value=store.rejections)
+        yield GaugeMetricFamily(
+            "internal_dns_registry_store_up", "1 while the registry's store can be read, 0 while it cannot.", value=0 if store.unreachable_since is not None else 1
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_registry_left_out", "Entities a live store holds that do not fit and are not served.", value=len(store.left_out)
+        )
 
     def _forwarder(self) -> Iterator[Metric]:
         fwd = self.service.forwarder

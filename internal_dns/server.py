@@ -23,7 +23,7 @@ from internal_dns.http import operator_site
 from internal_dns.querylog import QueryLog
 from internal_dns.forward import Forwarder
 from internal_dns.registry.backend import Backend
-from internal_dns.registry.backends import make_backend
+from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.store import SnapshotStore
 from internal_dns.upstream import Upstream, resolv_conf_upstreams

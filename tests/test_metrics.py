@@ -50,6 +50,8 @@ FAMILIES = {
     "internal_dns_registry_serial": "gauge",
     "internal_dns_registry_snapshot_age_seconds": "gauge",
     "internal_dns_registry_rejected": "counter",
+    "internal_dns_registry_store_up": "gauge",
+    "internal_dns_registry_left_out": "gauge",
 }
 FORWARD_FAMILIES = {
     "internal_dns_forward_requests": "counter",

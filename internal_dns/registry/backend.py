@@ -7,6 +7,10 @@ last good one), and `confirm` whenever it has checked that its store still match
 last published (a poll that found nothing new, a live watch). The time since the last publish or
 confirm is the snapshot's age, which /readyz compares with `registry.max_age`. The server never
 calls a backend per query.
+
+Backends over live stores (etcd, SQLite; live.py) are lenient: an entity that does not fit is
+left out (`leave_out` lists them) and the rest is published; and they say when their store cannot
+be reached (`unreachable`), which /readyz and the metrics pass on while the last snapshot serves.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ class SnapshotSink(Protocol):
     def reject(self, error: RegistryError) -> None: ...
 
     def confirm(self) -> None: ...
+
+    def unreachable(self, reason: str) -> None:
+        """The store cannot be read (until the next publish or confirm)."""
+        ...
+
+    def leave_out(self, problems: list[str]) -> None:
+        """A lenient backend serves without these entities: one line each, why."""
+        ...
 
 
 class Backend(Protocol):

@@ -257,3 +257,23 @@ class FilesBackend:
         followers, self._followers = self._followers, []
         for follower in followers:
             follower.callback(None)
+
+
+class FilesPlugin:
+    """The `files` backend as an entry point of `internal_dns.backends`."""
+
+    options: dict[str, str] = {}  # path and poll_interval are the common keys
+
+    def check(self, options: Any) -> None:
+        pass
+
+    def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> FilesBackend:
+        return FilesBackend(config.path, clock, config.poll_interval)
+
+    def store(self, config: Any) -> Any:
+        from internal_dns.registry.filestore import FilesStore
+
+        return FilesStore(config.path)
+
+
+PLUGIN = FilesPlugin()

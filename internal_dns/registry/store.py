@@ -26,6 +26,10 @@ class SnapshotStore:
         self.last_error: RegistryError | None = None
         self._waiters: list[Deferred[Snapshot | RegistryError]] = []
         self.listeners: list[Callable[[Snapshot], None]] = []
+        # A live store (etcd, SQLite) that cannot be reached: why, and since when.
+        self.unreachable_since: float | None = None
+        self.unreachable_reason: str | None = None
+        self.left_out: list[str] = []  # entities a lenient backend leaves out of the snapshot, and why
 
     def publish(self, snapshot: Snapshot) -> None:
         previous = self.current.serial if self.current is not None else 0
@@ -35,6 +39,7 @@ class SnapshotStore:
         self.generation += 1
         self.loaded_at = self.confirmed_at = self.clock.seconds()
         self.last_error = None
+        self._reachable()
         counts = snapshot.counts()
         log.info(
             "registry snapshot {generation} loaded (serial {serial}): {networks} networks, {apps} apps, "
@@ -56,6 +61,23 @@ class SnapshotStore:
 
     def confirm(self) -> None:
         self.confirmed_at = self.clock.seconds()
+        self._reachable()
+
+    def unreachable(self, reason: str) -> None:
+        """The backend lost its store: the last snapshot keeps serving, /readyz says why."""
+        if self.unreachable_since is None:
+            self.unreachable_since = self.clock.seconds()
+            log.warn("registry store unreachable, serving the last snapshot: {reason}", reason=reason)
+        self.unreachable_reason = reason
+
+    def _reachable(self) -> None:
+        if self.unreachable_since is not None:
+            log.info("registry store reachable again after {s:.1f}s", s=self.clock.seconds() - self.unreachable_since)
+            self.unreachable_since = self.unreachable_reason = None
+
+    def leave_out(self, problems: list[str]) -> None:
+        """A lenient backend's entities that are not served (each logged by the backend once)."""
+        self.left_out = problems
 
     def age(self) -> float | None:
         """Seconds since the backend last showed the served snapshot to be current."""

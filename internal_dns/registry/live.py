@@ -1,0 +1,150 @@
+"""The common part of backends over live stores, the ones that say what changed (etcd, SQLite).
+
+A thread of the backend's own follows the store: it loads everything once, then waits for
+changes and applies each batch to a lenient `Catalog`, which re-indexes only the networks a
+change touches, and hands every new snapshot to the reactor thread. The reactor never waits on
+the store. When the store cannot be read the thread tells the sink (`unreachable`: the last
+snapshot keeps serving, /readyz and the metrics say so) and tries again, waiting longer each time
+(up to `retry_max`); when it is back it goes on from where it was, or loads everything again if
+the store can no longer say what changed since (`Resync`).
+
+A subclass supplies, all called on the backend's thread:
+- `load_all()`: every entity, and a position to follow changes from (a revision, a sequence);
+- `changes(position, timeout)`: the changes after `position`, waiting up to `timeout` seconds for
+  some: (upserts, deleted keys, new position); nothing when the store is known to be unchanged;
+- `interrupt()` (any thread): make a waiting `changes` return at once, for `stop`;
+- `close()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from internal_dns.registry.backend import SnapshotSink
+from internal_dns.registry.catalog import Catalog, RawEntity
+from internal_dns.registry.heap import build_frozen
+from internal_dns.registry.model import Snapshot
+
+log = Logger()
+
+
+class Unavailable(Exception):
+    """The store cannot be read now; try again later."""
+
+
+class Resync(Exception):
+    """The store can no longer say what changed since our position: load everything again."""
+
+
+class LiveBackend:
+    retry_first = 0.25  # seconds before trying an unreachable store again, doubled each time...
+    retry_max = 10.0  # ...up to this
+    wait = 1.0  # the longest one `changes` call waits; each quiet one confirms the snapshot
+
+    def __init__(self, reactor: Any):
+        self.reactor = reactor
+        self.catalog = Catalog()
+        self._sink: SnapshotSink | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first: Deferred[None] | None = None
+        self._reported: set[str] = set()  # problem lines already logged
+
+    # --- for subclasses -----------------------------------------------------------------------
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def load_all(self) -> tuple[list[RawEntity], Any]:
+        raise NotImplementedError
+
+    def changes(self, position: Any, timeout: float) -> tuple[list[RawEntity], list[Hashable], Any]:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # --- the Backend interface ------------------------------------------------------------------
+    def start(self, sink: SnapshotSink) -> Deferred[None]:
+        self._sink = sink
+        self._first = Deferred()
+        self._thread = threading.Thread(target=self._follow, name=f"registry {self.describe()}", daemon=True)
+        self._thread.start()
+        return self._first
+
+    def stop(self) -> Deferred[None]:
+        self._sink = None  # nothing reaches the server after this
+        self._stopping.set()
+        self.interrupt()
+        thread = self._thread
+        if thread is None:
+            return succeed(None)
+        return threads.deferToThread(thread.join, 10.0)
+
+    # --- the backend's thread ---------------------------------------------------------------------
+    def _follow(self) -> None:
+        position: Any = None
+        delay = self.retry_first
+        while not self._stopping.is_set():
+            try:
+                if position is None:
+                    entities, position = self.load_all()
+                    self._deliver(build_frozen(lambda: self.catalog.load(entities)))
+                upserts, deletes, position = self.changes(position, self.wait)
+                if self._stopping.is_set():
+                    break
+                if upserts or deletes:
+                    self._deliver(self.catalog.apply(upserts, deletes))
+                else:
+                    self._to_reactor(self._confirm)
+                delay = self.retry_first
+            except Resync as exc:
+                self._to_reactor(lambda reason=str(exc): log.info("registry {store}: loading everything again: {reason}", store=self.describe(), reason=reason))
+                position = None
+            except Exception as exc:  # Unavailable, or anything the client library raises
+                reason = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+                self._to_reactor(self._unreachable, reason)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+        self.close()
+
+    def _deliver(self, snapshot: Snapshot) -> None:
+        problems = self.catalog.problem_lines()
+        new = [line for line in problems if line not in self._reported]
+        self._reported = set(problems)
+        self._to_reactor(self._publish, snapshot, problems, new)
+
+    def _to_reactor(self, fn: Any, *args: Any) -> None:
+        self.reactor.callFromThread(fn, *args)
+
+    # --- on the reactor thread ------------------------------------------------------------------
+    def _publish(self, snapshot: Snapshot, problems: list[str], new: list[str]) -> None:
+        if self._sink is None:
+            return
+        for line in new:
+            log.warn("registry {store}: left out: {problem}", store=self.describe(), problem=line)
+        self._sink.leave_out(problems)
+        self._sink.publish(snapshot)
+        self._fired()
+
+    def _confirm(self) -> None:
+        if self._sink is not None:
+            self._sink.confirm()
+
+    def _unreachable(self, reason: str) -> None:
+        if self._sink is not None:
+            self._sink.unreachable(reason)
+        self._fired()
+
+    def _fired(self) -> None:
+        first, self._first = self._first, None
+        if first is not None:
+            first.callback(None)

@@ -1,0 +1,96 @@
+"""Registry backends are plugins, found by name in the entry point group `internal_dns.backends`.
+
+The built-in ones (files, sqlite, etcd) register there like any third-party package would:
+
+    [options.entry_points]
+    internal_dns.backends =
+        mystore = mypackage.registry:PLUGIN
+
+An entry point names a `BackendPlugin`: the backend's own `registry:` config keys, a check of
+them, the server's `Backend` (backend.py), and the registry command's `Store` (read and write
+entities; a backend without one serves, but `internal-dns registry` cannot change it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+
+from internal_dns.registry.backend import Backend
+from internal_dns.registry.catalog import RawEntity
+
+if TYPE_CHECKING:
+    from internal_dns.config import RegistryConfig
+
+GROUP = "internal_dns.backends"
+
+
+class Store(Protocol):
+    """A registry's store as the registry command sees it: blocking calls, no reactor."""
+
+    def describe(self) -> str: ...
+
+    def read(self) -> list[RawEntity]:
+        """Every entity, under the keys and sources the backend's server side gives them."""
+        ...
+
+    def write(self, puts: list[tuple[str, Mapping[str, Any], RawEntity | None]], deletes: list[RawEntity]) -> None:
+        """Put entities (kind, data, the entity it replaces or None) and delete entities (as
+        read), as one change where the store allows it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendPlugin(Protocol):
+    # The backend's own keys under `registry:` (besides backend, path, poll_interval, max_age),
+    # each with what it means; None: any key is passed on, unchecked.
+    options: Mapping[str, str] | None
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        """Raise ValueError('<key>: <reason>') for a bad option."""
+        ...
+
+    def backend(self, config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend: ...
+
+    def store(self, config: RegistryConfig) -> Store: ...
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted({ep.name for ep in entry_points(group=GROUP)}))
+
+
+def load(name: str) -> BackendPlugin:
+    for entry in entry_points(group=GROUP):
+        if entry.name == name:
+            plugin = entry.load()
+            if not hasattr(plugin, "backend") and callable(plugin):
+                return _FactoryOnly(plugin)  # an entry point naming just a factory of Backends
+            return plugin  # type: ignore[no-any-return]
+    raise ValueError(f"unknown registry backend {name!r} (known: {', '.join(names())})")
+
+
+def make_backend(config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend:
+    return load(config.backend).backend(config, reactor, clock)
+
+
+class _FactoryOnly:
+    """A plugin that is a callable (config, reactor, clock) -> Backend, taking any options."""
+
+    options = None
+
+    def __init__(self, factory: Any):
+        self.factory = factory
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        pass
+
+    def backend(self, config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend:
+        backend: Backend = self.factory(config, reactor, clock)
+        return backend
+
+    def store(self, config: RegistryConfig) -> Store:
+        raise ValueError(f"the {config.backend} backend offers no store for the registry command")
