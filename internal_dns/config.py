@@ -33,7 +33,7 @@ class ListenConfig:
 class RegistryConfig:
     backend: str = "files"
     path: Path = Path("zones")
-    poll_interval: float = 1.0
+    poll_interval: float | None = None  # None: the backend's own default (files: 1 s)
     max_age: float = 120.0  # /readyz fails when the registry has not been confirmed for this long
     options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
 
@@ -174,7 +174,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     reg_path = Path(r.text(reg_raw.get("path", "zones"), "registry.path"))
     if not reg_path.is_absolute():
         reg_path = base / reg_path  # relative to the config file, not the working directory
-    poll = r.number(reg_raw.get("poll_interval", 1.0), "registry.poll_interval", 0.05)
+    poll = r.number(reg_raw["poll_interval"], "registry.poll_interval", 0.01) if reg_raw.get("poll_interval") is not None else None
     max_age = r.number(reg_raw.get("max_age", 120.0), "registry.max_age", 1.0)
     common = ("backend", "path", "poll_interval", "max_age")
     options = {k: v for k, v in reg_raw.items() if k not in common}

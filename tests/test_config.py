@@ -60,7 +60,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.listen == (ListenConfig("::", 53),)
     assert config.registry.backend == "files"
     assert config.registry.path == tmp_path / "zones"
-    assert config.registry.poll_interval == 1.0
+    assert config.registry.poll_interval is None  # the backend's own default (files: 1 s)
+    from internal_dns.registry.plugins import make_backend
+
+    assert make_backend(config.registry, None, None).poll_interval == 1.0  # type: ignore[attr-defined]
     assert dict(config.zones) == {"internal": "fly"}
     assert config.views == ()
     assert config.region is None

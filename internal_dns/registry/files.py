@@ -268,7 +268,7 @@ class FilesPlugin:
         pass
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> FilesBackend:
-        return FilesBackend(config.path, clock, config.poll_interval)
+        return FilesBackend(config.path, clock, config.poll_interval or 1.0)
 
     def store(self, config: Any) -> Any:
         from internal_dns.registry.filestore import FilesStore
