@@ -5,7 +5,6 @@ no test here times anything."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.flags
 import dns.message

@@ -8,7 +8,6 @@ modification times has changed does it read, parse and validate them all.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
