@@ -1,5 +1,6 @@
 # `make run`: set up and start the server on the embedded registry. `make test`: set up and run the tests.
 # `make bench`: the benchmark against the peers (bench/run.py).
+# `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check test bench system-deps clean
+.PHONY: venv run check test bench etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,15 @@ test: system-deps venv
 bench: system-deps venv
 	$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# One etcd member in the foreground, its data kept in .etcd/ across runs (`rm -rf .etcd` forgets it),
+# for a config with `registry: {backend: etcd}` (README, "etcd"). Ctrl-C stops it.
+etcd: system-deps
+	@echo "etcd on http://127.0.0.1:2379, data in .etcd/; Ctrl-C stops it"
+	etcd --name internal-dns --data-dir .etcd \
+	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+	  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+	  --initial-cluster internal-dns=http://127.0.0.1:2380 --quota-backend-bytes 8589934592
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
