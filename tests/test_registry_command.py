@@ -33,8 +33,15 @@ def files_registry(tmp_path: Path) -> Iterator[Path]:
     yield config
 
 
+def sqlite_registry(tmp_path: Path) -> Iterator[Path]:
+    """A config whose `sqlite` registry is a database file not created yet (the first write does)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "registry.db"}}))
+    yield config
+
+
 # name -> a generator of configs on an empty registry; other test modules add their backends
-BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {"files": files_registry}
+BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {"files": files_registry, "sqlite": sqlite_registry}
 
 
 def registry(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
