@@ -171,6 +171,15 @@ def test_a_write_prunes_the_change_log(db: Path, monkeypatch: pytest.MonkeyPatch
     assert (count, oldest) == (10, newest - 9)
 
 
+def test_a_missing_database_reads_as_empty_and_the_first_write_creates_it(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "new.db")
+    assert (store.exists(), store.read()) == (False, [])
+    assert not (tmp_path / "new.db").exists()  # reading creates nothing
+    edit.apply(store, edit.Change([("regions", {"code": "iad", "city": "Ashburn", "latitude": 38.95, "longitude": -77.46})], []))
+    assert store.exists()
+    assert [e.data for e in store.read()] == [{"code": "iad", "name": "Ashburn", "latitude": 38.95, "longitude": -77.46}]
+
+
 def test_a_database_with_another_schema_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE machines (x)")

@@ -507,6 +507,11 @@ class SqliteStore:
             create_schema(self._conn, self.path)
         return self._conn
 
+    def exists(self) -> bool:
+        """Whether there is a database file yet (`read` takes a missing one for an empty registry,
+        so that `registry import` can create it; `check` may want to say there is none)."""
+        return self.path.is_file()
+
     def read(self) -> list[RawEntity]:
         """Every entity; a database that does not exist yet is an empty registry."""
         if self._conn is None and not self.path.exists():
