@@ -170,6 +170,8 @@ def load_registry(config: Config) -> Snapshot:
         return load_snapshot(config.registry.path)
     store = plugins.load(config.registry.backend).store(config.registry)
     try:
+        if not getattr(store, "exists", lambda: True)():  # a store `registry import` would create
+            raise RegistryError([f"{store.describe()}: no registry there yet"])
         entities = store.read()
     except RegistryError:
         raise

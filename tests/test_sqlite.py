@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 import subprocess
 import textwrap
@@ -180,6 +179,15 @@ def test_a_missing_database_reads_as_empty_and_the_first_write_creates_it(tmp_pa
     assert [e.data for e in store.read()] == [{"code": "iad", "name": "Ashburn", "latitude": 38.95, "longitude": -77.46}]
 
 
+def test_check_on_a_missing_database_fails(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "none.db"}}))
+    done = subprocess.run([INTERNAL_DNS, "check", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"registry rejected: sqlite {tmp_path / 'none.db'}: no registry there yet"
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_a_database_with_another_schema_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE machines (x)")
@@ -241,7 +249,6 @@ def test_another_writer_is_served(start_sqlite: StartSqlite, db: Path) -> None:
     assert server.ask("0123456789abcd.vm.newapp.internal").addresses() == ["fdaa:0:18:a7b:99::2"]
 
 
-@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="the sqlite3 shell is not installed")
 def test_the_sqlite3_shell_is_another_writer(start_sqlite: StartSqlite, db: Path) -> None:
     server = start_sqlite(db)
     done = subprocess.run(["sqlite3", str(db), "UPDATE peers SET ip6 = 'fdaa:0:18:a7b:d6b:0:d:2' WHERE name = 'my-laptop';"], capture_output=True, text=True, timeout=60)

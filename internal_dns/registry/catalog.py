@@ -384,13 +384,11 @@ class Catalog:
         )
 
     def problem_lines(self) -> list[str]:
-        """Every problem, the entities' in the order they were read, then the networks'."""
-        position = {key: i for i, key in enumerate(self.raw)}
-        lines = [
-            line
-            for key in sorted(self.problems, key=lambda k: (_ORDER[self.raw[k].kind], position[k]))
-            for line in self.problems[key]
-        ]
+        """Every problem, the entities' by kind in the order they were found, then the networks'.
+
+        Asked after every change: it costs the number of problems, never the registry's size.
+        """
+        lines = [line for key in sorted(self.problems, key=lambda k: _ORDER[self.raw[k].kind]) for line in self.problems[key]]
         for name in self.networks:
             for found in self.network_problems.get(name, {}).values():
                 lines.extend(found)

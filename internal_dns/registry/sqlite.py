@@ -138,14 +138,14 @@ from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from internal_dns.registry.catalog import INVALID, Catalog, RawEntity
+from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.heap import collector_paused
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
-from internal_dns.registry.model import SECTIONS, RegistryError
+from internal_dns.registry.model import RegistryError
 
 SCHEMA_VERSION = 1
 DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
@@ -557,32 +557,11 @@ def prune(conn: sqlite3.Connection, keep: int | None = None) -> None:
 # --- the server's backend ------------------------------------------------------------------------
 
 
-class _Catalog(Catalog):
-    """The catalog, with `problem_lines` (asked after every change) in time of the problems,
-    not of the whole registry: Catalog's own numbers every entity each time, 0.4 s for a
-    million machines, which would be most of a change's way to the answers."""
-
-    _ORDER: ClassVar[dict[str, int]] = {kind: i for i, kind in enumerate((INVALID, *SECTIONS))}
-
-    def problem_lines(self) -> list[str]:
-        problems = self.problems
-        lines: list[str] = []
-        if problems:
-            keys = [key for key in self.raw if key in problems]  # in the order they were read
-            keys.sort(key=lambda k: self._ORDER[self.raw[k].kind])  # stable: that order within a kind
-            lines = [line for key in keys for line in problems[key]]
-        for name in self.networks:
-            for found in self.network_problems.get(name, {}).values():
-                lines.extend(found)
-        return lines
-
-
 class SqliteBackend(LiveBackend):
     retry_max = 2.0  # a local file: looking again costs nothing
 
     def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL):
         super().__init__(reactor)
-        self.catalog = _Catalog()
         self.path = path
         self.poll_interval = poll_interval
         self._conn: sqlite3.Connection | None = None
