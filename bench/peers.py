@@ -114,11 +114,14 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
-def internal_dns(out: Path, registry: Path, *, upstream: int | None = None, workers: int = 1, cpus: str | None = SERVER_CPU) -> Server:
+def internal_dns(
+    out: Path, registry: Path | dict[str, object], *, upstream: int | None = None, workers: int = 1, cpus: str | None = SERVER_CPU
+) -> Server:
+    """internal-dns on a files registry folder, or on the `registry:` config given."""
     port, metrics = free_port(), free_port()
     config: dict[str, object] = {
         "listen": [{"address": "127.0.0.1", "port": port}],
-        "registry": {"backend": "files", "path": str(registry)},
+        "registry": {"backend": "files", "path": str(registry)} if isinstance(registry, Path) else registry,
         "zones": {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"},
         "views": [{"source": "127.0.0.0/8", "network": "net0000"}],
         "region": "iad",

@@ -4,7 +4,8 @@ same registry and query files, each under the same dnsperf load.
 Workloads: (a) `<app>.internal` AAAA; (b) a mix of every SPEC form with 10% NXDOMAIN and 10%
 NODATA; (c) forwarded names answered from a cache (the upstream: a local dnsmasq); (d) (a) over
 TCP. Then latency at a fixed load (half of internal-dns's peak on (a)), the scale figures
-(`bench/scale.py`) and `workers:`. Prints a table per workload and writes JSON (and a PNG chart
+(`bench/scale.py`), `workers:`, and the live stores (`bench/stores.py`: propagation of changes
+through SQLite and etcd, and a million machines loaded from each). Prints a table per workload and writes JSON (and a PNG chart
 when matplotlib is installed: the `bench` extra) to the output folder.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dnsperf, peers, scale, workloads
+from bench import dnsperf, peers, scale, stores, workloads
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -185,6 +186,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")
     parser.add_argument("--workers", type=int, default=2, help="processes for the workers: figure (1 = skip)")
     parser.add_argument("--no-scale", action="store_true", help="skip the 100,000-machine figures")
+    parser.add_argument("--no-stores", action="store_true", help="skip the SQLite and etcd figures")
+    parser.add_argument("--store-machines", type=int, default=1_000_000, help="machines of the live stores' scale run (0: skip it)")
+    parser.add_argument("--store-changes", type=int, default=200, help="changes timed for propagation")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     out: Path = args.out
@@ -214,6 +218,10 @@ def main() -> None:
     if not args.no_scale:
         print("scale:", flush=True)
         report["scale"] = scale.figures(out, args.seconds, by_workload["a"][INTERNAL].qps)
+
+    if not args.no_stores:
+        print("live stores: propagation, and scale:", flush=True)
+        report["stores"] = stores.figures(out, args.store_machines, args.store_changes)
 
     print(table(by_workload))
     print()

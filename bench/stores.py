@@ -1,0 +1,105 @@
+"""The live stores (issue: registries that outgrow one machine): SQLite and etcd.
+
+- propagation: `bench/propagation.py` on the benchmark's registry, etcd followed by three
+  servers, SQLite by one;
+- scale: a registry of `--store-machines` machines (default 1,000,000, ten per app, in 1,000
+  networks) written into each store, then one internal-dns started on it: seconds until /readyz
+  says ready, resident memory, and propagation once more at that size.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import peers, propagation
+from bench.etcd import etcd
+from bench.generate import REGIONS_FILE, Size, network_document, region_codes
+from internal_dns.config import RegistryConfig
+from internal_dns.registry import plugins
+
+PREFIX = "/internal-dns/"
+CHUNK = 20_000  # entities per Store.write: bounded memory and progress to print
+
+
+@contextmanager
+def store_options(out: Path, backend: str) -> Iterator[dict[str, Any]]:
+    """The `registry:` config of an empty store of this kind."""
+    folder = out / f"store-{backend}"
+    if backend == "etcd":
+        with etcd(folder) as url:
+            yield {"backend": "etcd", "endpoints": [url], "prefix": PREFIX}
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        yield {"backend": "sqlite", "path": str(folder / "registry.db")}
+
+
+def open_store(options: dict[str, Any]) -> plugins.Store:
+    rest = {k: v for k, v in options.items() if k not in ("backend", "path")}
+    config = RegistryConfig(backend=options["backend"], path=Path(options.get("path", ".")), options=rest)
+    return plugins.load(options["backend"]).store(config)
+
+
+def fill_generated(store: plugins.Store, size: Size) -> None:
+    """The generated registry, written in chunks (not checked: it is valid by construction)."""
+    regions = region_codes()
+    pending: list[tuple[str, Any, None]] = [("regions", r, None) for r in yaml.safe_load(REGIONS_FILE.read_text())["regions"]]
+    for k in range(size.networks):
+        doc = network_document(k, size, regions)
+        for kind in ("networks", "apps", "machines", "peers"):
+            pending += [(kind, item, None) for item in doc[kind]]  # type: ignore[attr-defined]
+        if len(pending) >= CHUNK:
+            store.write(pending, [])
+            pending = []
+    if pending:
+        store.write(pending, [])
+
+
+def figures(out: Path, machines: int, changes: int) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for backend, servers in (("etcd", 3), ("sqlite", 1)):
+        with store_options(out, backend) as options:
+            store = open_store(options)
+            try:
+                result = propagation.run(out, options, store, servers, changes)
+            finally:
+                store.close()
+        report[f"{backend}_propagation"] = result
+        print(f"  {backend}: {changes} changes, {servers} server(s): {fmt(result)}", flush=True)
+    if machines:
+        size = Size(apps=machines // 10, machines_per_app=10, networks=1000)
+        for backend in ("sqlite", "etcd"):
+            report[f"{backend}_scale"] = scale(out, backend, size, changes)
+    return report
+
+
+def scale(out: Path, backend: str, size: Size, changes: int) -> dict[str, Any]:
+    with store_options(out, backend) as options:
+        store = open_store(options)
+        try:
+            fill_generated(store, size)
+            server = peers.internal_dns(out, options, cpus=None)
+            try:
+                seconds = server.wait_ready(600)
+                rss, peak = server.rss_mb()
+                result = {"size": size.describe(), "load_seconds": round(seconds, 1), "rss_mb": round(rss), "peak_rss_mb": round(peak)}
+                print(f"  {backend}: {size.describe()} loaded in {seconds:.1f} s, RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
+                result["propagation"] = propagation.measure(store, [server], changes, propagation.APP)
+                print(f"  {backend} at that size: {fmt(result['propagation'])}", flush=True)
+                return result
+            finally:
+                server.stop()
+        finally:
+            store.close()
+
+
+def fmt(result: dict[str, Any]) -> str:
+    ms = result["ms"]
+    return f"p50 {ms['p50']} ms, p90 {ms['p90']} ms, p99 {ms['p99']} ms, max {ms['max']} ms; writes p50 {result['write_ms']['p50']} ms; lost {result['lost']}"
