@@ -33,6 +33,13 @@ def files_registry(tmp_path: Path) -> Iterator[Path]:
     yield config
 
 
+def etcd_registry(tmp_path: Path) -> Iterator[Path]:
+    """A config whose `etcd` registry is an empty prefix of the test run's etcd."""
+    from tests.etcd_server import shared_etcd
+
+    yield from shared_etcd().empty_registry(tmp_path)
+
+
 def sqlite_registry(tmp_path: Path) -> Iterator[Path]:
     """A config whose `sqlite` registry is a database file not created yet (the first write does)."""
     config = tmp_path / "config.yaml"
@@ -41,7 +48,7 @@ def sqlite_registry(tmp_path: Path) -> Iterator[Path]:
 
 
 # name -> a generator of configs on an empty registry; other test modules add their backends
-BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {"files": files_registry, "sqlite": sqlite_registry}
+BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {"files": files_registry, "etcd": etcd_registry, "sqlite": sqlite_registry}
 
 
 def registry(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
