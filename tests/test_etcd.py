@@ -24,7 +24,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import edit
 from internal_dns.registry.catalog import INVALID
-from internal_dns.registry.etcd import MAX_TXN_OPS, EtcdStore, entity, key_of, settings
+from internal_dns.registry.etcd import (
+    MAX_TXN_OPS,
+    Compact,
+    EtcdStore,
+    entity,
+    key_of,
+    read_prefix,
+    settings,
+)
 from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, on_reactor
 from tests.dnsclient import Reply
 from tests.etcd_server import EtcdServer, free_port, shared_etcd
@@ -416,6 +424,38 @@ def test_stop_ends_the_watch_at_once(start_etcd_server: StartServer, prefix: str
     eventually(lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "following")
     on_reactor(server.reactor, backend.stop)  # its Deferred fires once the thread has ended, or after 10 s
     assert backend._thread is not None and not backend._thread.is_alive()
+
+
+def test_a_load_in_pages_is_one_revision(prefix: str) -> None:
+    etcd = shared_etcd()
+    store = fill(etcd, prefix)
+    whole, _ = read_prefix(store.cluster, prefix)
+    post = store.cluster.post
+    calls: list[int] = []
+
+    def post_then_write(*args: Any) -> Any:
+        result = post(*args)
+        if not calls:  # after the first page: a change the load must not see
+            put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+            delete(etcd, f"{prefix}regions/ams")
+        calls.append(1)
+        return result
+
+    store.cluster.post = post_then_write  # type: ignore[method-assign]
+    paged, revision = read_prefix(store.cluster, prefix, page=7)
+    assert len(calls) == -(-len(whole) // 7) and [(e.key, e.data) for e in paged] == [(e.key, e.data) for e in whole]
+    assert etcd.revision() == revision + 2
+    assert len(read_prefix(store.cluster, prefix)[0]) == len(whole)  # one more machine, one region less
+    store.close()
+
+
+def test_values_read_share_what_they_repeat() -> None:
+    compact = Compact()
+    a = entity("/p/", b"/p/machines/0a", json.dumps({"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(), compact)
+    b = entity("/p/", b"/p/machines/0b", json.dumps({"id": "0b", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(), compact)
+    assert a.data == {"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}
+    assert a.data["app"] is b.data["app"] and a.data["metadata"] is b.data["metadata"]
+    assert [k for k in a.data] == [k for k in b.data] and all(x is y for x, y in zip(a.data, b.data))
 
 
 # --- the registry command's store, and the config -------------------------------------------------------
