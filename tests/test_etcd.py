@@ -489,6 +489,17 @@ def test_a_replaced_entity_whose_key_changes_leaves_no_old_key(prefix: str) -> N
     store.close()
 
 
+def test_check_reads_the_prefix_and_fails_on_an_empty_one(tmp_path: Path) -> None:
+    etcd = shared_etcd()
+    config = next(etcd.empty_registry(tmp_path))
+    internal_dns = str(Path(sys.executable).parent / "internal-dns")
+    empty = subprocess.run([internal_dns, "check", "-c", str(config)], capture_output=True, text=True, timeout=120, check=False)
+    assert empty.returncode == 1 and "no registry there yet" in empty.stderr, empty.stderr
+    assert subprocess.run([internal_dns, "registry", "-c", str(config), "import", str(EMBEDDED_ZONES)], capture_output=True, timeout=120, check=False).returncode == 0
+    done = subprocess.run([internal_dns, "check", "-c", str(config)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "registry etcd: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions" in done.stdout, done.stderr
+
+
 def registry_section(**options: Any) -> dict[str, Any]:
     raw = base_config(Path("unused"))
     raw["registry"] = {"backend": "etcd", **options}

@@ -376,6 +376,8 @@ class Watch:
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._ended: Exception | None = None
         start = _key_bytes(prefix)
+        # Not `fragment`: a revision's events then come whole, so a watch resumed after the last
+        # revision handed out misses none.
         body = {"create_request": {"key": _encode(start), "range_end": _encode(range_end(start)), "start_revision": start_revision}}
         response = client.session.post(client.get_url("/watch"), json=body, stream=True, timeout=(timeout, timeout))
         if response.status_code != 200:
@@ -599,6 +601,14 @@ class EtcdStore:
 
     def describe(self) -> str:
         return f"etcd {', '.join(self.settings.endpoints)} under {self.prefix}"
+
+    def exists(self) -> bool:
+        """Whether any key lies under the prefix (`check` fails on an empty one: a wrong prefix)."""
+        from etcd3gw.utils import _encode
+
+        start = _key_bytes(self.prefix)
+        payload = {"key": _encode(start), "range_end": _encode(range_end(start)), "limit": 1, "keys_only": True}
+        return bool(self.cluster.post(f"reading {self.prefix}", "/kv/range", payload).get("kvs"))
 
     def read(self) -> list[RawEntity]:
         for _ in range(2):
