@@ -243,8 +243,12 @@ def _serve(config: Config) -> int:
             exit_code[0] = 1
             reactor.stop()  # type: ignore[attr-defined]
 
+    stopping = []
+
     def on_signal(signum: int, _: Any) -> None:
-        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        if not stopping:  # a second signal while stopping changes nothing
+            stopping.append(signum)
+            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]

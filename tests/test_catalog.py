@@ -185,3 +185,12 @@ def test_strict_builds_raise_with_every_problem() -> None:
         "a.yaml: machine abc: unknown app 'nope'",
         "a.yaml: machine ABC: id 'ABC' must be lower-case hex (at most 63 digits)",
     ]
+
+
+def test_an_entry_that_is_no_entity_is_reported_when_it_arrives_in_a_change() -> None:
+    catalog = Catalog()
+    catalog.load(skeleton().values())
+    catalog.apply(upserts=[RawEntity("junk", "junk", "invalid", "junk: not a registry key")])
+    assert catalog.problem_lines() == ["junk: not a registry key"]
+    catalog.apply(deletes=["junk"])
+    assert catalog.problem_lines() == []

@@ -164,7 +164,9 @@ class Catalog:
         for old, new in changed:
             key = (old or new).key  # type: ignore[union-attr]
             self._withdraw(key, affected, queue)
-            if new is not None:
+            if new is not None and new.kind == INVALID:  # not an entity: its message is all there is
+                self.problems[key] = [new.data]
+            elif new is not None:
                 queue[key] = None
         # Whatever was left out may fit now (its app has come, a clashing address has gone).
         for key in [k for k in (*self.problems, *self.silent) if self.raw[k].kind in ("apps", "machines", "peers")]:

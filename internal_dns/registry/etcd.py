@@ -39,9 +39,9 @@ from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 
-from internal_dns.registry.catalog import INVALID, Catalog, Key, RawEntity
+from internal_dns.registry.catalog import INVALID, RawEntity
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
-from internal_dns.registry.model import SECTIONS, Snapshot, describe
+from internal_dns.registry.model import SECTIONS, describe
 
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
 DEFAULT_PREFIX = "/internal-dns/"
@@ -480,23 +480,9 @@ class Watch:
 # --- the server's side -----------------------------------------------------------------------------
 
 
-class _Catalog(Catalog):
-    # Catalog.apply leaves an INVALID entry that arrives in a change out of `problems` (only a
-    # full rebuild reports it), so a bad value written while the server runs would go unsaid:
-    # report it here. It is withdrawn like any entry when its key changes again or is deleted.
-    def apply(self, upserts: Iterable[RawEntity] = (), deletes: Iterable[Key] = ()) -> Snapshot:
-        upserts = list(upserts)
-        snapshot = super().apply(upserts, deletes)
-        for e in upserts:
-            if e.kind == INVALID and self.raw.get(e.key) is e:
-                self.problems[e.key] = [e.data]
-        return snapshot
-
-
 class EtcdBackend(LiveBackend):
     def __init__(self, reactor: Any, config: Settings, wait: float | None = None):
         super().__init__(reactor)
-        self.catalog = _Catalog()
         self.settings = config
         self.prefix = config.prefix
         if wait:
