@@ -16,6 +16,7 @@ import dns.message
 import pytest
 import yaml
 from twisted.internet import task
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import blockingCallFromThread
 
 from internal_dns.config import Config, parse_config
@@ -154,3 +155,16 @@ def server(start_server: Callable[..., RunningServer]) -> RunningServer:
 
 def write_yaml(path: Path, data: Any) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log line emitted while the test runs, formatted, in order."""
+    lines: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)

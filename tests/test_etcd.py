@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from twisted.internet import task
-from twisted.logger import formatEvent, globalLogPublisher
 
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import edit
@@ -122,16 +121,6 @@ def start_etcd_server(reactor: Any) -> Iterator[StartServer]:
         server.stop()
 
 
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 def addresses(server: RunningServer, name: str, rdtype: str = "AAAA") -> list[str]:

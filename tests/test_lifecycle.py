@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import formatEvent, globalLogPublisher
 
 from internal_dns import __version__
 from tests.conftest import RunningServer, on_reactor
@@ -27,17 +26,6 @@ def fake() -> Iterator[FakeUpstream]:
     upstream.close()
 
 
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    """Every log line emitted while the test runs, formatted, in order."""
-    lines: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 def is_free(host: str, port: int, kind: socket.SocketKind) -> bool:

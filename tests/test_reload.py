@@ -11,13 +11,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from twisted.logger import formatEvent, globalLogPublisher
 
 import internal_dns.registry.files as files
 from internal_dns.registry.model import RegistryError, Snapshot
@@ -67,17 +66,6 @@ def observe(server: RunningServer) -> dict[str, Any]:
     return seen
 
 
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    """Every log line emitted while the test runs, formatted."""
-    lines: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 # --- changes reach the answers --------------------------------------------------------------

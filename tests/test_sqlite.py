@@ -32,7 +32,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.readme_examples import README, examples, normalise, run
 from tests.test_metrics import METRICS, http_get, scrape
 from tests.test_registry_command import INTERNAL_DNS, NEW_MACHINE
-from tests.test_reload import MY_APP, log_lines  # noqa: F401  (a fixture)
+from tests.test_reload import MY_APP
 
 StartSqlite = Callable[..., RunningServer]
 

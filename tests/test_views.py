@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.conftest import EMBEDDED_ZONES, RunningServer, write_yaml
 
@@ -235,23 +234,17 @@ def test_a_view_naming_an_unknown_network_is_no_view(start_server: Any) -> None:
     assert apps_seen(server, source="127.0.0.1") == PERSONAL_APPS
 
 
-def test_a_view_becomes_valid_when_its_network_appears(start_server: Any, registry_dir: Path) -> None:
-    lines: list[str] = []
-    observer = lambda event: lines.append(formatEvent(event) or "")  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
-        server = start_server(views=[{"source": "127.0.0.0/8", "network": "edge"}])
-        assert_refused(server, source="127.0.0.1")
-        assert any("views[0].network: unknown network 'edge'" in line and "no view" in line for line in lines), lines
-        write_yaml(registry_dir / "edge.yaml", {
-            "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
-            "apps": [{"name": "gateway", "network": "edge"}],
-        })
-        server.poll()
-        assert apps_seen(server, source="127.0.0.1") == "gateway"
-        assert "the registry has every network and region the config names" in lines
-    finally:
-        globalLogPublisher.removeObserver(observer)
+def test_a_view_becomes_valid_when_its_network_appears(start_server: Any, registry_dir: Path, log_lines: list[str]) -> None:
+    server = start_server(views=[{"source": "127.0.0.0/8", "network": "edge"}])
+    assert_refused(server, source="127.0.0.1")
+    assert any("views[0].network: unknown network 'edge'" in line and "no view" in line for line in log_lines), log_lines
+    write_yaml(registry_dir / "edge.yaml", {
+        "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
+        "apps": [{"name": "gateway", "network": "edge"}],
+    })
+    server.poll()
+    assert apps_seen(server, source="127.0.0.1") == "gateway"
+    assert "the registry has every network and region the config names" in log_lines
 
 
 # --- the querier's region -----------------------------------------------------------------
