@@ -23,6 +23,7 @@ from internal_dns.config import Config, parse_config
 from internal_dns.registry.model import RegistryError, Snapshot
 from internal_dns.server import DnsService
 from tests.dnsclient import Reply, exchange, make_query
+from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_ZONES = ROOT / "zones"
@@ -168,3 +169,11 @@ def log_lines() -> Iterator[list[str]]:
     globalLogPublisher.addObserver(observer)
     yield lines
     globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    """A scriptable upstream on loopback (tests/fake_upstream.py), closed after the test."""
+    upstream = FakeUpstream()
+    yield upstream
+    upstream.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
@@ -30,13 +30,6 @@ from tests.test_dig import dig
 StartServer = Callable[..., RunningServer]
 
 SOA_TEXT = "ns.example.test. hostmaster.example.test. 2026112101 3600 600 86400 60"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ What the upstream receives shows what the cache did: a hit sends nothing upstrea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dns.flags
@@ -17,13 +17,6 @@ from tests.dnsclient import Reply, make_query
 from tests.fake_upstream import FakeUpstream, Pending
 
 StartServer = Callable[..., RunningServer]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 def forwarding(start_server: StartServer, fake: FakeUpstream, cache: dict[str, Any] | None = None, **forward: Any) -> RunningServer:

@@ -22,13 +22,6 @@ StartServer = Callable[..., RunningServer]
 TEXT = "text/plain; charset=utf-8"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
-
-
 def test_healthz_and_readyz_when_all_is_well(start_server: StartServer, fake: FakeUpstream) -> None:
     server = start_server(metrics=METRICS, upstreams=[fake.address], forward={"enabled": True})
     assert http_get(server, "/healthz") == (200, TEXT, "ok\n")

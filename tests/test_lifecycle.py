@@ -5,11 +5,10 @@ on stop it closes its listeners before anything behind them stops.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from internal_dns import __version__
 from tests.conftest import RunningServer, on_reactor
@@ -17,15 +16,6 @@ from tests.fake_upstream import FakeUpstream
 from tests.test_metrics import METRICS
 
 StartServer = Callable[..., RunningServer]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
-
-
 
 
 def is_free(host: str, port: int, kind: socket.SocketKind) -> bool:

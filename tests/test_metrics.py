@@ -13,14 +13,13 @@ import random
 import socket
 import struct
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dns.message
 import dns.opcode
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -123,13 +122,6 @@ def assert_histogram_sound(buckets: list[tuple[float, float]], count: float, tot
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 def with_metrics(start_server: StartServer, **overrides: Any) -> RunningServer:

@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,6 @@ from tests.test_cli import (  # noqa: F401  (fixtures)
 StartServer = Callable[..., RunningServer]
 FIELDS = ["time", "client", "view", "name", "type", "zone", "rcode", "duration_ms", "transport"]
 NOW = 1_795_000_000.25  # 2026-11-18T11:06:40.250Z: the injected clock's time
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 def logged(server: RunningServer, path: Path) -> list[dict[str, Any]]:

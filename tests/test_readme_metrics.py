@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import ROOT, RunningServer
 from tests.fake_upstream import FakeUpstream
 from tests.test_metrics import METRICS, scrape
 
 StartServer = Callable[..., RunningServer]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 def documented() -> set[str]:

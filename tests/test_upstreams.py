@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,13 +24,6 @@ from tests.test_cli import (  # noqa: F401  (fixtures)
 from tests.test_metrics import METRICS, scrape
 
 StartServer = Callable[..., RunningServer]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.close()
 
 
 def labels(upstreams: list[Upstream]) -> list[str]:
