@@ -6,102 +6,7 @@ server reads the file in a thread of its own (live.py), never on the reactor.
 
 The schema, version 1 (`PRAGMA user_version`), exactly as `internal-dns registry` creates it:
 
-    CREATE TABLE regions (
-        code TEXT NOT NULL PRIMARY KEY,
-        name TEXT,
-        latitude REAL,
-        longitude REAL
-    );
-    CREATE TABLE networks (
-        name TEXT NOT NULL PRIMARY KEY,
-        prefix6 TEXT,
-        prefix4 TEXT,
-        dns6 TEXT,
-        dns4 TEXT,
-        legacy INTEGER  -- 0 or 1
-    );
-    CREATE TABLE apps (
-        network TEXT NOT NULL,
-        name TEXT NOT NULL,
-        flycast TEXT,  -- JSON: [{"ip": "...", "network": "..."}, ...]
-        PRIMARY KEY (network, name)
-    );
-    CREATE TABLE machines (
-        id TEXT NOT NULL PRIMARY KEY,
-        app TEXT,
-        network TEXT,  -- NULL: the app's, when its name is in one network only
-        region TEXT,
-        state TEXT,
-        process_group TEXT,
-        ip6 TEXT,
-        ip4 TEXT,
-        metadata TEXT,  -- JSON: {"key": "value", ...}
-        dns INTEGER  -- 0 or 1
-    );
-    CREATE TABLE peers (
-        network TEXT NOT NULL,
-        name TEXT NOT NULL,
-        ip6 TEXT,
-        region TEXT,
-        PRIMARY KEY (network, name)
-    );
-    CREATE TABLE changes (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL,  -- a table: regions, networks, apps, machines, peers
-        key TEXT NOT NULL  -- the row's primary key as a JSON array: ["148e21dad76789"], ["personal", "my-app"]
-    );
-    CREATE TRIGGER regions_insert AFTER INSERT ON regions BEGIN
-        INSERT INTO changes (kind, key) VALUES ('regions', json_array(NEW.code));
-    END;
-    CREATE TRIGGER regions_update AFTER UPDATE ON regions BEGIN
-        INSERT INTO changes (kind, key) SELECT 'regions', json_array(OLD.code) WHERE OLD.code IS NOT NEW.code;
-        INSERT INTO changes (kind, key) VALUES ('regions', json_array(NEW.code));
-    END;
-    CREATE TRIGGER regions_delete AFTER DELETE ON regions BEGIN
-        INSERT INTO changes (kind, key) VALUES ('regions', json_array(OLD.code));
-    END;
-    CREATE TRIGGER networks_insert AFTER INSERT ON networks BEGIN
-        INSERT INTO changes (kind, key) VALUES ('networks', json_array(NEW.name));
-    END;
-    CREATE TRIGGER networks_update AFTER UPDATE ON networks BEGIN
-        INSERT INTO changes (kind, key) SELECT 'networks', json_array(OLD.name) WHERE OLD.name IS NOT NEW.name;
-        INSERT INTO changes (kind, key) VALUES ('networks', json_array(NEW.name));
-    END;
-    CREATE TRIGGER networks_delete AFTER DELETE ON networks BEGIN
-        INSERT INTO changes (kind, key) VALUES ('networks', json_array(OLD.name));
-    END;
-    CREATE TRIGGER apps_insert AFTER INSERT ON apps BEGIN
-        INSERT INTO changes (kind, key) VALUES ('apps', json_array(NEW.network, NEW.name));
-    END;
-    CREATE TRIGGER apps_update AFTER UPDATE ON apps BEGIN
-        INSERT INTO changes (kind, key) SELECT 'apps', json_array(OLD.network, OLD.name)
-            WHERE OLD.network IS NOT NEW.network OR OLD.name IS NOT NEW.name;
-        INSERT INTO changes (kind, key) VALUES ('apps', json_array(NEW.network, NEW.name));
-    END;
-    CREATE TRIGGER apps_delete AFTER DELETE ON apps BEGIN
-        INSERT INTO changes (kind, key) VALUES ('apps', json_array(OLD.network, OLD.name));
-    END;
-    CREATE TRIGGER machines_insert AFTER INSERT ON machines BEGIN
-        INSERT INTO changes (kind, key) VALUES ('machines', json_array(NEW.id));
-    END;
-    CREATE TRIGGER machines_update AFTER UPDATE ON machines BEGIN
-        INSERT INTO changes (kind, key) SELECT 'machines', json_array(OLD.id) WHERE OLD.id IS NOT NEW.id;
-        INSERT INTO changes (kind, key) VALUES ('machines', json_array(NEW.id));
-    END;
-    CREATE TRIGGER machines_delete AFTER DELETE ON machines BEGIN
-        INSERT INTO changes (kind, key) VALUES ('machines', json_array(OLD.id));
-    END;
-    CREATE TRIGGER peers_insert AFTER INSERT ON peers BEGIN
-        INSERT INTO changes (kind, key) VALUES ('peers', json_array(NEW.network, NEW.name));
-    END;
-    CREATE TRIGGER peers_update AFTER UPDATE ON peers BEGIN
-        INSERT INTO changes (kind, key) SELECT 'peers', json_array(OLD.network, OLD.name)
-            WHERE OLD.network IS NOT NEW.network OR OLD.name IS NOT NEW.name;
-        INSERT INTO changes (kind, key) VALUES ('peers', json_array(NEW.network, NEW.name));
-    END;
-    CREATE TRIGGER peers_delete AFTER DELETE ON peers BEGIN
-        INSERT INTO changes (kind, key) VALUES ('peers', json_array(OLD.network, OLD.name));
-    END;
+{schema}
 
 and the database in WAL mode (`PRAGMA journal_mode=WAL`), so that the server reads while a
 writer writes. A row is an entity of SPEC §1 with the YAML format's field names: `flycast` and
@@ -132,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import textwrap
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping
@@ -152,7 +58,7 @@ DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
 KEEP_CHANGES = 100_000  # `changes` rows a write leaves in place
 BUSY_TIMEOUT = 5.0  # seconds a connection waits for another's lock
 
-SCHEMA = """\
+TABLES_SQL = """\
 CREATE TABLE regions (
     code TEXT NOT NULL PRIMARY KEY,
     name TEXT,
@@ -197,61 +103,7 @@ CREATE TABLE changes (
     kind TEXT NOT NULL,  -- a table: regions, networks, apps, machines, peers
     key TEXT NOT NULL  -- the row's primary key as a JSON array: ["148e21dad76789"], ["personal", "my-app"]
 );
-CREATE TRIGGER regions_insert AFTER INSERT ON regions BEGIN
-    INSERT INTO changes (kind, key) VALUES ('regions', json_array(NEW.code));
-END;
-CREATE TRIGGER regions_update AFTER UPDATE ON regions BEGIN
-    INSERT INTO changes (kind, key) SELECT 'regions', json_array(OLD.code) WHERE OLD.code IS NOT NEW.code;
-    INSERT INTO changes (kind, key) VALUES ('regions', json_array(NEW.code));
-END;
-CREATE TRIGGER regions_delete AFTER DELETE ON regions BEGIN
-    INSERT INTO changes (kind, key) VALUES ('regions', json_array(OLD.code));
-END;
-CREATE TRIGGER networks_insert AFTER INSERT ON networks BEGIN
-    INSERT INTO changes (kind, key) VALUES ('networks', json_array(NEW.name));
-END;
-CREATE TRIGGER networks_update AFTER UPDATE ON networks BEGIN
-    INSERT INTO changes (kind, key) SELECT 'networks', json_array(OLD.name) WHERE OLD.name IS NOT NEW.name;
-    INSERT INTO changes (kind, key) VALUES ('networks', json_array(NEW.name));
-END;
-CREATE TRIGGER networks_delete AFTER DELETE ON networks BEGIN
-    INSERT INTO changes (kind, key) VALUES ('networks', json_array(OLD.name));
-END;
-CREATE TRIGGER apps_insert AFTER INSERT ON apps BEGIN
-    INSERT INTO changes (kind, key) VALUES ('apps', json_array(NEW.network, NEW.name));
-END;
-CREATE TRIGGER apps_update AFTER UPDATE ON apps BEGIN
-    INSERT INTO changes (kind, key) SELECT 'apps', json_array(OLD.network, OLD.name)
-        WHERE OLD.network IS NOT NEW.network OR OLD.name IS NOT NEW.name;
-    INSERT INTO changes (kind, key) VALUES ('apps', json_array(NEW.network, NEW.name));
-END;
-CREATE TRIGGER apps_delete AFTER DELETE ON apps BEGIN
-    INSERT INTO changes (kind, key) VALUES ('apps', json_array(OLD.network, OLD.name));
-END;
-CREATE TRIGGER machines_insert AFTER INSERT ON machines BEGIN
-    INSERT INTO changes (kind, key) VALUES ('machines', json_array(NEW.id));
-END;
-CREATE TRIGGER machines_update AFTER UPDATE ON machines BEGIN
-    INSERT INTO changes (kind, key) SELECT 'machines', json_array(OLD.id) WHERE OLD.id IS NOT NEW.id;
-    INSERT INTO changes (kind, key) VALUES ('machines', json_array(NEW.id));
-END;
-CREATE TRIGGER machines_delete AFTER DELETE ON machines BEGIN
-    INSERT INTO changes (kind, key) VALUES ('machines', json_array(OLD.id));
-END;
-CREATE TRIGGER peers_insert AFTER INSERT ON peers BEGIN
-    INSERT INTO changes (kind, key) VALUES ('peers', json_array(NEW.network, NEW.name));
-END;
-CREATE TRIGGER peers_update AFTER UPDATE ON peers BEGIN
-    INSERT INTO changes (kind, key) SELECT 'peers', json_array(OLD.network, OLD.name)
-        WHERE OLD.network IS NOT NEW.network OR OLD.name IS NOT NEW.name;
-    INSERT INTO changes (kind, key) VALUES ('peers', json_array(NEW.network, NEW.name));
-END;
-CREATE TRIGGER peers_delete AFTER DELETE ON peers BEGIN
-    INSERT INTO changes (kind, key) VALUES ('peers', json_array(OLD.network, OLD.name));
-END;
 """
-
-
 @dataclass(frozen=True)
 class Table:
     kind: str  # the table's name is the section's: regions, networks, apps, machines, peers
@@ -297,6 +149,27 @@ TABLES = {
         Table("peers", ("network", "name", "ip6", "region"), ("network", "name")),
     )
 }
+
+
+def _triggers(kind: str, key: tuple[str, ...]) -> str:
+    """The three triggers that log a table's changes to `changes` (an update that changes the
+    primary key logs the old key too)."""
+    new, old = (", ".join(f"{row}.{c}" for c in key) for row in ("NEW", "OLD"))
+    moved = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in key)
+    old_if_moved = f"SELECT '{kind}', json_array({old})" + (f"\n        WHERE {moved};" if len(key) > 1 else f" WHERE {moved};")
+    return (
+        f"CREATE TRIGGER {kind}_insert AFTER INSERT ON {kind} BEGIN\n"
+        f"    INSERT INTO changes (kind, key) VALUES ('{kind}', json_array({new}));\nEND;\n"
+        f"CREATE TRIGGER {kind}_update AFTER UPDATE ON {kind} BEGIN\n"
+        f"    INSERT INTO changes (kind, key) {old_if_moved}\n"
+        f"    INSERT INTO changes (kind, key) VALUES ('{kind}', json_array({new}));\nEND;\n"
+        f"CREATE TRIGGER {kind}_delete AFTER DELETE ON {kind} BEGIN\n"
+        f"    INSERT INTO changes (kind, key) VALUES ('{kind}', json_array({old}));\nEND;\n"
+    )
+
+
+SCHEMA = TABLES_SQL + "".join(_triggers(t.kind, t.key) for t in TABLES.values())
+__doc__ = (__doc__ or "").replace("{schema}", textwrap.indent(SCHEMA, "    ").rstrip("\n"))  # the docstring shows it as created
 
 
 # --- rows and entities ---------------------------------------------------------------------------
