@@ -103,10 +103,6 @@ class Forwarder:
             d.callback(upstream)
 
     # --- the query path -----------------------------------------------------------------------
-    def __call__(self, q: Query, tcp: bool) -> bytes | defer.Deferred[bytes]:
-        hit = self.cached(q, tcp)
-        return hit[0] if hit is not None else self.forward(q, tcp)
-
     def cached(self, q: Query, tcp: bool) -> tuple[bytes, float] | None:
         """A fresh cache hit: the client's reply, and the time until which these very bytes stay
         right (TTLs count down in whole seconds), so a transport may serve them again as they are."""

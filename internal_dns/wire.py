@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from internal_dns.records import FORMERR, NOERROR, NXDOMAIN, OPT, Answer, RRset
+from internal_dns.records import NOERROR, NXDOMAIN, OPT, Answer, RRset
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
@@ -154,10 +154,6 @@ def header_reply(data: bytes, rcode: int) -> bytes:
     qid, flags = struct.unpack_from("!HH", data)
     out_flags = QR | (flags & (0x7800 | RD | CD)) | (rcode & 0xF)
     return _HEADER.pack(qid, out_flags, 0, 0, 0, 0)
-
-
-def formerr(data: bytes) -> bytes:
-    return header_reply(data, FORMERR)
 
 
 def rrset_wire(q: Query, rrset: RRset, rotation: int) -> bytes:

@@ -7,7 +7,6 @@ import atexit
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,16 +19,11 @@ from typing import Any
 
 import yaml
 
+from bench.peers import free_port
 from internal_dns.registry.etcd import EtcdStore, Settings, range_end
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 START_WITHIN = 30.0  # seconds etcd may take to answer before a test fails
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EtcdServer:

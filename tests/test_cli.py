@@ -23,6 +23,7 @@ import dns.query
 import pytest
 import yaml
 
+from bench.peers import free_port
 from tests.dnsclient import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,21 +34,6 @@ START_WAIT = 20.0  # seconds a started process may take to answer
 STOP_WAIT = 15.0
 
 MY_APP = sorted(["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"])
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def port_is_free(port: int) -> bool:
