@@ -115,15 +115,22 @@ def running(server: Server) -> Iterator[Server]:
 
 
 def internal_dns(
-    out: Path, registry: Path | dict[str, object], *, upstream: int | None = None, workers: int = 1, cpus: str | None = SERVER_CPU
+    out: Path,
+    registry: Path | dict[str, object],
+    *,
+    upstream: int | None = None,
+    workers: int = 1,
+    cpus: str | None = SERVER_CPU,
+    views: list[dict[str, str]] | None = None,
 ) -> Server:
-    """internal-dns on a files registry folder, or on the `registry:` config given."""
+    """internal-dns on a files registry folder, or on the `registry:` config given; every loopback
+    source is asked in the view of `net0000` unless `views` says otherwise."""
     port, metrics = free_port(), free_port()
     config: dict[str, object] = {
         "listen": [{"address": "127.0.0.1", "port": port}],
         "registry": {"backend": "files", "path": str(registry)} if isinstance(registry, Path) else registry,
         "zones": {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"},
-        "views": [{"source": "127.0.0.0/8", "network": "net0000"}],
+        "views": views if views is not None else [{"source": "127.0.0.0/8", "network": "net0000"}],
         "region": "iad",
         "ttl": 5,
         "metrics": {"address": "127.0.0.1", "port": metrics},
@@ -168,3 +175,13 @@ def dnsmasq_upstream(out: Path, hosts: Path, domain: str) -> Server:
 
 def dnsmasq_forwarding(out: Path, upstream: int) -> Server:
     return dnsmasq(out, [f"server=127.0.0.1#{upstream}", "cache-size=10000"], name="dnsmasq-forward")
+
+
+def dnsmasq_both(out: Path, hosts: Path, records: Path, upstream: int) -> Server:
+    """dnsmasq as a host's resolver: the private names from a hosts file, the rest forwarded."""
+    return dnsmasq(
+        out,
+        [f"addn-hosts={hosts}", f"conf-file={records}", "local=/internal/", "local=/flycast/", "local-ttl=5",
+         f"server=127.0.0.1#{upstream}", "cache-size=10000"],
+        name="dnsmasq-both",
+    )

@@ -45,13 +45,14 @@ def app_questions(snapshot: Snapshot) -> list[Question]:
     return [Question(f"{name}.internal", "AAAA") for name in snapshot.networks[VIEW_NETWORK].app_names]
 
 
-def every_form(snapshot: Snapshot) -> tuple[list[Question], list[Question], list[Question]]:
-    """(positive, NXDOMAIN, NODATA) questions covering every name form of SPEC §3-§5."""
-    net = snapshot.networks[VIEW_NETWORK]
+def every_form(snapshot: Snapshot, network: str = VIEW_NETWORK) -> tuple[list[Question], list[Question], list[Question]]:
+    """(positive, NXDOMAIN, NODATA) questions covering every name form of SPEC §3-§5, in a view
+    of `network`."""
+    net = snapshot.networks[network]
     positive: list[Question] = []
     nxdomain: list[Question] = []
     nodata: list[Question] = []
-    other_apps = [n for name, idx in snapshot.networks.items() if name != VIEW_NETWORK for n in idx.app_names[:5]]
+    other_apps = [n for name, idx in snapshot.networks.items() if name != network for n in idx.app_names[:5]]
     for name in net.app_names:
         app = net.apps[name]
         started = app.started
@@ -100,11 +101,11 @@ def write_queries(path: Path, questions: Iterable[Question]) -> Path:
 # --- the same records for the peers -------------------------------------------------------
 
 
-def records(snapshot: Snapshot, questions: Iterable[Question], ttl: int) -> dict[str, dict[str, list[object]]]:
+def records(snapshot: Snapshot, questions: Iterable[Question], ttl: int, view: View | None = None) -> dict[str, dict[str, list[object]]]:
     """name → type → values, as internal-dns answers each question in the view (NXDOMAIN left out;
     a name that exists gets an entry even with no records, so the peers answer NODATA for it)."""
     zones = Zones(ZONES)
-    view = view_for()
+    view = view or view_for()
     out: dict[str, dict[str, list[object]]] = {}
     for q in {(q.name, q.rdtype) for q in questions}:
         name, rdtype = q
