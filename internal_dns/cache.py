@@ -5,24 +5,32 @@ in its answer only for a query with AD or DO (RFC 6840 §5.7, §5.8), so an answ
 query with AD must not be served to one without, nor the other way round.
 
 Entries age on the injected clock; an expired entry stays, for serving stale (RFC 8767) while no
-upstream answers, until `max_stale` seconds past its expiry. Least recently used entries go first
-when the cap is reached.
+upstream answers, until `max_stale` seconds past its expiry. The store is bounded by entries and
+by bytes, least recently used out first (lru.py); each entry is a tuple of the reply's bytes and
+two numbers, out of the collector's sight, and the reply is indexed again when it is used.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
-from internal_dns.relay import UpstreamReply
+from internal_dns.lru import LruStore, entry_size
+from internal_dns.relay import UpstreamReply, parse_reply
 from internal_dns.wire import AD, CD, Query
 
-CacheKey = tuple[tuple[str, ...], int, int, bool, bool, bool]
+CacheKey = bytes
+_DO, _CD, _AD = 1, 2, 4
 
 
 def cache_key(q: Query) -> CacheKey:
-    """Also the key of a question in flight: what makes two queries' upstream queries differ."""
-    return (q.labels, q.qtype, q.qclass, q.edns is not None and q.edns.do, bool(q.flags & CD), bool(q.flags & AD))
+    """Also the key of a question in flight: what makes two queries' upstream queries differ.
+
+    The question's bytes with the name lower-cased (its type and class are numbers), and a byte
+    of the DO, CD and AD bits.
+    """
+    name_end = q.question_end - 4
+    bits = (_DO if q.edns is not None and q.edns.do else 0) | (_CD if q.flags & CD else 0) | (_AD if q.flags & AD else 0)
+    return q.data[12:name_end].lower() + q.data[name_end : q.question_end] + bytes((bits,))
 
 
 @dataclass(slots=True)
@@ -34,58 +42,53 @@ class Entry:
     def age(self, now: float) -> int:
         return int(now - self.stored_at)
 
-    def fresh(self, now: float) -> bool:
-        return now - self.stored_at < self.ttl
-
 
 @dataclass(slots=True)
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    evictions: int = 0
     stale: int = 0
-    inserts: int = 0
+
+
 
 
 class ReplyCache:
-    def __init__(self, max_entries: int, max_ttl: int, max_stale: float):
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int, max_bytes: int, max_ttl: int, max_stale: float):
         self.max_ttl = max_ttl
         self.max_stale = max_stale
-        self._entries: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self.store = LruStore(max_entries, max_bytes)
         self.stats = CacheStats()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.store)
+
+    @property
+    def evictions(self) -> int:
+        return self.store.evictions
 
     def fresh(self, key: CacheKey, now: float) -> Entry | None:
         """A live entry (counted as a hit), or None (a miss)."""
-        entry = self._entries.get(key)
-        if entry is not None and entry.fresh(now):
-            self._entries.move_to_end(key)
+        value = self.store.peek(key)
+        if value is not None and now - value[1] < value[2]:
+            self.store.get(key)  # now the most recently used
             self.stats.hits += 1
-            return entry
+            return Entry(parse_reply(value[0]), value[1], value[2])
         self.stats.misses += 1
         return None
 
     def stale(self, key: CacheKey, now: float) -> Entry | None:
         """An expired entry still within `max_stale`, for when no upstream answers."""
-        entry = self._entries.get(key)
-        if entry is None:
+        value = self.store.peek(key)
+        if value is None:
             return None
-        if now - entry.stored_at - entry.ttl > self.max_stale:
-            del self._entries[key]
+        if now - value[1] - value[2] > self.max_stale:
+            self.store.pop(key)
             return None
         self.stats.stale += 1
-        return entry
+        return Entry(parse_reply(value[0]), value[1], value[2])
 
     def put(self, key: CacheKey, reply: UpstreamReply, now: float) -> None:
         ttl = reply.cache_ttl()
         if ttl is None or ttl <= 0:
             return
-        self._entries[key] = Entry(reply, now, min(ttl, self.max_ttl))
-        self._entries.move_to_end(key)
-        self.stats.inserts += 1
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self.stats.evictions += 1
+        self.store.put(key, (reply.wire, now, min(ttl, self.max_ttl), entry_size(key, reply.wire)))

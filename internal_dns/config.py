@@ -46,8 +46,12 @@ class ViewConfig:
 
 @dataclass(frozen=True, slots=True)
 class TcpConfig:
-    idle_timeout: float = 10.0
-    max_connections: int = 256
+    idle_timeout: float = 10.0  # seconds without a whole query or a reply before a connection is closed
+    max_connections: int = 256  # in all; past it the longest idle connection gives way to a new one
+    max_per_source: int = 32  # connections from one address
+    message_timeout: float = 3.0  # seconds a started query may take to arrive whole
+    max_unsent: int = 65536  # bytes of replies a client has not read before reading from it stops
+    max_pipelined: int = 100  # queries of one connection waiting on an upstream before reading stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +75,17 @@ class ForwardConfig:
 class CacheConfig:
     enabled: bool = True
     max_entries: int = 10000
+    max_bytes: int = 16 * 1024 * 1024
     max_ttl: int = 86400
     serve_stale: bool = True  # RFC 8767, while every upstream fails
     stale_ttl: int = 30
     max_stale: float = 86400.0  # how long past expiry an answer may still be served stale
+
+
+@dataclass(frozen=True, slots=True)
+class PacketCacheConfig:
+    max_entries: int = 100_000  # rendered questions and exact spellings together
+    max_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,7 @@ class Config:
     tcp: TcpConfig = TcpConfig()
     forward: ForwardConfig = ForwardConfig()
     cache: CacheConfig = CacheConfig()
+    packet_cache: PacketCacheConfig = PacketCacheConfig()
     query_log: str | None = None  # a path (relative to the config file), or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
     workers: int = 1  # processes sharing the listeners (SO_REUSEPORT)
@@ -100,7 +112,7 @@ class Config:
 
 _TOP_KEYS = {
     "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id", "forward", "cache", "query_log", "workers",
+    "edns_payload", "tcp", "server_id", "forward", "cache", "packet_cache", "query_log", "workers",
 }
 
 
@@ -236,10 +248,15 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         )
 
     tcp_raw = r.mapping(top.get("tcp", {}), "tcp")
-    r.unknown(tcp_raw, {"idle_timeout", "max_connections"}, "tcp")
+    r.unknown(tcp_raw, {"idle_timeout", "max_connections", "max_per_source", "message_timeout", "max_unsent", "max_pipelined"}, "tcp")
+    tcp_default = TcpConfig()
     tcp = TcpConfig(
-        r.number(tcp_raw.get("idle_timeout", 10.0), "tcp.idle_timeout", 0.1),
-        r.integer(tcp_raw.get("max_connections", 256), "tcp.max_connections", 1, 1_000_000),
+        r.number(tcp_raw.get("idle_timeout", tcp_default.idle_timeout), "tcp.idle_timeout", 0.1),
+        r.integer(tcp_raw.get("max_connections", tcp_default.max_connections), "tcp.max_connections", 1, 1_000_000),
+        r.integer(tcp_raw.get("max_per_source", tcp_default.max_per_source), "tcp.max_per_source", 1, 1_000_000),
+        r.number(tcp_raw.get("message_timeout", tcp_default.message_timeout), "tcp.message_timeout", 0.1),
+        r.integer(tcp_raw.get("max_unsent", tcp_default.max_unsent), "tcp.max_unsent", 1024, 64 * 1024 * 1024),
+        r.integer(tcp_raw.get("max_pipelined", tcp_default.max_pipelined), "tcp.max_pipelined", 1, 65535),
     )
 
     fw = r.mapping(top.get("forward", {}), "forward")
@@ -254,14 +271,22 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         Path(r.text(str(fw.get("resolv_conf", "/etc/resolv.conf")), "forward.resolv_conf")),
     )
     ca = r.mapping(top.get("cache", {}), "cache")
-    r.unknown(ca, {"enabled", "max_entries", "max_ttl", "serve_stale", "stale_ttl", "max_stale"}, "cache")
+    r.unknown(ca, {"enabled", "max_entries", "max_bytes", "max_ttl", "serve_stale", "stale_ttl", "max_stale"}, "cache")
     cache = CacheConfig(
         r.boolean(ca.get("enabled", True), "cache.enabled"),
         r.integer(ca.get("max_entries", 10000), "cache.max_entries", 1, 100_000_000),
+        r.integer(ca.get("max_bytes", CacheConfig().max_bytes), "cache.max_bytes", 65536, 2**40),
         r.integer(ca.get("max_ttl", 86400), "cache.max_ttl", 1, 2**31 - 1),
         r.boolean(ca.get("serve_stale", True), "cache.serve_stale"),
         r.integer(ca.get("stale_ttl", 30), "cache.stale_ttl", 0, 86400),
         r.number(ca.get("max_stale", 86400), "cache.max_stale", 0),
+    )
+
+    pc = r.mapping(top.get("packet_cache", {}), "packet_cache")
+    r.unknown(pc, {"max_entries", "max_bytes"}, "packet_cache")
+    packet_cache = PacketCacheConfig(
+        r.integer(pc.get("max_entries", PacketCacheConfig().max_entries), "packet_cache.max_entries", 1, 100_000_000),
+        r.integer(pc.get("max_bytes", PacketCacheConfig().max_bytes), "packet_cache.max_bytes", 65536, 2**40),
     )
 
     query_log = None
@@ -295,6 +320,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         tcp=tcp,
         forward=forward,
         cache=cache,
+        packet_cache=packet_cache,
         query_log=query_log,
         workers=workers,
         warnings=tuple(warnings),

@@ -6,11 +6,11 @@ and write back what it returns (None: stay silent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from internal_dns.answer import Zone, Zones, answer
@@ -20,8 +20,8 @@ from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
 )
-from internal_dns.metrics import FORWARD, INVALID, Histogram, QueryCounters, rcode_label, type_label
-from internal_dns.packetcache import PacketCache
+from internal_dns.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
 from internal_dns.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
 from internal_dns.reverse import PrivateReverse, is_reverse, served_prefix
@@ -35,18 +35,24 @@ _CHAOS_ID_NAMES = {("id", "server"), ("hostname", "bind")}
 
 
 class Dispatcher:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, clock: IReactorTime):
         self.config = config
         self.zones = Zones(dict(config.zones))
         self.resolver: ViewResolver | None = None
         self.reverse: PrivateReverse | None = None
         self.forwarder: Forwarder | None = None
         self.counters = QueryCounters()
-        self.packets = PacketCache()
+        self.packets = PacketCache(self.counters, clock, config.packet_cache.max_entries, config.packet_cache.max_bytes)
         self.query_log: QueryLog | None = None
-        # The turn of each rotating address set, one cell per (network, name, type): shared by
-        # the full path and every packet-cache entry of that question.
-        self._rotation: dict[tuple[str, tuple[str, ...], int], list[int]] = {}
+
+    def reconfigure(self, config: Config) -> None:
+        """A config whose zones, views, TTL, payload or id may differ: nothing rendered before
+        can be trusted, and views are chosen anew."""
+        self.config = config
+        self.zones = Zones(dict(config.zones))
+        self.packets.clear()
+        if self.resolver is not None:
+            self.resolver = ViewResolver(self.resolver.snapshot, config.views, config.region)
 
     def swap(self, snapshot: Snapshot) -> None:
         """Called on the reactor thread with each new snapshot; one assignment makes it live."""
@@ -55,18 +61,26 @@ class Dispatcher:
         )
         before = self.resolver.snapshot if self.resolver is not None else None
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
-        if len(self._rotation) > 65536:  # names of old snapshots linger here; start afresh
-            self._rotation.clear()
 
-        def unchanged(view: object) -> bool:
+        def changed(network: str) -> bool:
             # The builder kept the very same index object for a network whose data is equal.
-            network = view.network  # type: ignore[attr-defined]
-            return before is not None and network in snapshot.networks and before.networks.get(network) is snapshot.networks[network]
+            return before is None or network not in snapshot.networks or before.networks.get(network) is not snapshot.networks[network]
 
-        self.packets.swap(snapshot.serial, unchanged)
+        self.packets.swap(snapshot.serial, changed)
 
-    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool) -> bytes | Deferred[bytes] | None:
+    def respond(self, data: bytes, host: str, listener: ListenConfig, tcp: bool, hosts: dict[str, bytes]) -> bytes | Deferred[bytes] | None:
+        """What both transports call with each query: the packet cache first (`hosts` is the
+        source → tag map of this listener and transport), then the full path."""
         started = perf_counter()
+        tag = hosts.get(host)
+        if tag is not None:
+            reply = self.packets.reply(tag, data, started)
+            if reply is not None:
+                return reply
+        return self.handle(data, host, listener, tcp, started)
+
+    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool, started: float | None = None) -> bytes | Deferred[bytes] | None:
+        started = perf_counter() if started is None else started
         try:
             q = parse_query(data)
         except Malformed:
@@ -139,41 +153,48 @@ class Dispatcher:
                 transport = "tcp" if tcp else "udp"
                 cell = self.counters.cell(FORWARD, q.qtype, transport, reply[3] & 0xF)
                 histogram = self.counters.histogram(FORWARD, transport)
-                assert self.forwarder.cache is not None
-                if self.packets.remember_forwarded(view, q.data, tcp, reply, until, self.forwarder.clock, cell, histogram, self.forwarder.cache.stats):
-                    self.packets.bind(host, listener, view, tcp)
+                tag = self.packets.tag(view.network, view.region, TCP if tcp else UDP)
+                if self.packets.remember_forwarded(tag, q.data, tcp, reply, until, cell, histogram):
+                    self.packets.bind(listener, tcp, host, tag)
             return reply
         if resolver is None:
             return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
         if view is None:
             return self._refuse(q, REFUSED, tcp)
         snapshot = resolver.snapshot
-        settings = {
-            "recursion_available": self.recursion_available(view),
-            "limit": self._limit(q, tcp),
-            "server_payload": self.config.edns_payload,
-        }
+        turns_at = turn_key(view.network, q.data, q.question_end)
         computed: list[Answer] = []
 
-        def make() -> tuple[Answer, Callable[[int], bytes], list[int], list[int], Histogram]:
+        def make() -> Rendered:
             result = answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
             computed.append(result)
             transport = "tcp" if tcp else "udp"
-            return (
+            return Rendered(
                 result,
-                lambda turn: render(q, result, rotation=turn, **settings),
-                self._turns(view, q) if _rotates(result) else [0],
+                lambda turn: self._render(q, result, view, tcp, turn),
+                turns_at if _rotates(result) else None,
                 self.counters.cell(zone.name, q.qtype, transport, result.rcode),
                 self.counters.histogram(zone.name, transport),
             )
 
-        cached = self.packets.answer(view, q.data, tcp, make)
-        if cached is not None:  # and the next such question is served by the protocol itself
+        tag = self.packets.tag(view.network, view.region, TCP if tcp else UDP)
+        cached = self.packets.answer(tag, self.packets.tag(view.network, view.region, RENDERING), q.data, tcp, make)
+        if cached is not None:  # and the next such question is served by the transport itself
             if self.query_log is None:  # with a query log every query takes this path, to be logged
-                self.packets.bind(host, listener, view, tcp)
-            return cached[0]
+                self.packets.bind(listener, tcp, host, tag)
+            return cached
         result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
-        return render(q, result, rotation=self._turn(view, q, result), **settings)
+        return self._render(q, result, view, tcp, self._turn(turns_at, result))
+
+    def _render(self, q: Query, result: Answer, view: View, tcp: bool, turn: int) -> bytes:
+        return render(
+            q,
+            result,
+            recursion_available=self.recursion_available(view),
+            limit=self._limit(q, tcp),
+            server_payload=self.config.edns_payload,
+            rotation=turn,
+        )
 
     def _limit(self, q: Query, tcp: bool) -> int:
         # Over UDP never more than our own advertised payload either, even to a client offering
@@ -190,31 +211,19 @@ class Dispatcher:
             result = Answer(NOERROR, answer=(soa,))
         else:
             result = Answer(NOERROR, authority=(soa,))
-        return render(
-            q,
-            result,
-            recursion_available=self.recursion_available(view),
-            limit=self._limit(q, tcp),
-            server_payload=self.config.edns_payload,
-        )
+        return self._render(q, result, view, tcp, 0)
 
     def recursion_available(self, view: View | None) -> bool:
         return view is not None and self.forwarder is not None
 
-    def _turns(self, view: View, q: Query) -> list[int]:
-        key = (view.network, q.labels, q.qtype)
-        cell = self._rotation.get(key)
-        if cell is None:
-            cell = self._rotation[key] = [0]
-        return cell
-
-    def _turn(self, view: View, q: Query, result: Answer) -> int:
+    def _turn(self, turns_at: bytes, result: Answer) -> int:
         """Successive answers to the same question start one address further along."""
         if not _rotates(result):
             return 0
-        cell = self._turns(view, q)
-        cell[0] += 1
-        return cell[0] - 1
+        turns = self.packets.turns
+        turn = turns.get(turns_at, 0)
+        turns[turns_at] = turn + 1
+        return turn
 
     def _refuse(self, q: Query, rcode: int, tcp: bool) -> bytes:
         return render(

@@ -39,7 +39,6 @@ Outcome = UpstreamReply | Entry | None
 class ForwardStats:
     in_flight_rejected: int = 0
     deduplicated: int = 0
-    servfail: int = 0
 
 
 class Forwarder:
@@ -57,7 +56,7 @@ class Forwarder:
         self.upstreams = upstreams
         self.config = config
         self.cache = (
-            ReplyCache(cache_config.max_entries, cache_config.max_ttl, cache_config.max_stale)
+            ReplyCache(cache_config.max_entries, cache_config.max_bytes, cache_config.max_ttl, cache_config.max_stale)
             if cache_config.enabled
             else None
         )
@@ -165,7 +164,6 @@ class Forwarder:
         return wire if tcp else fit_for_udp(wire, min(q.udp_limit(), self.server_payload))
 
     def _servfail(self, q: Query, tcp: bool) -> bytes:
-        self.stats.servfail += 1
         return render(
             q,
             Answer(SERVFAIL, authoritative=False),

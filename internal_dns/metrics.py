@@ -42,19 +42,20 @@ def rcode_label(rcode: int) -> str:
 
 
 class Histogram:
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[0 if seconds <= 0.0001 else bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.counts[0 if seconds <= self.bounds[0] else bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
 
     def buckets(self) -> list[tuple[str, float]]:
         out, running = [], 0
-        for bound, count in zip(DURATION_BUCKETS, self.counts):
+        for bound, count in zip(self.bounds, self.counts):
             running += count
             out.append((repr(bound), running))
         out.append(("+Inf", running + self.counts[-1]))
@@ -62,42 +63,51 @@ class Histogram:
 
 
 class QueryCounters:
-    """Everything the query path counts: one list cell per (zone, type, transport, rcode), which
-    the packet cache's entries hold on to and bump directly; requests and responses are sums of
-    the cells, made at scrape time."""
+    """Everything the query path counts: one counter per (zone, type, transport, rcode) and one
+    duration histogram per (zone, transport), each known by its index in a flat list, so that
+    the packet cache's entries (tuples the collector does not track) can name the ones they add
+    to; requests and responses are sums of the counters, made at scrape time."""
 
     def __init__(self) -> None:
-        self.cells: dict[tuple[str, str, str, str], list[int]] = {}
-        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.counts: list[int] = []
+        self.histograms: list[Histogram] = []
+        self._cells: dict[tuple[str, str, str, str], int] = {}
+        self._durations: dict[tuple[str, str], int] = {}
         self.dropped = 0
 
-    def cell(self, zone: str, qtype: int, transport: str, rcode: int) -> list[int]:
+    def cell(self, zone: str, qtype: int, transport: str, rcode: int) -> int:
         key = (zone, TYPE_NAMES.get(qtype, "other"), transport, RCODE_NAMES.get(rcode, "other"))
-        found = self.cells.get(key)
+        found = self._cells.get(key)
         if found is None:
-            found = self.cells[key] = [0]
+            found = self._cells[key] = len(self.counts)
+            self.counts.append(0)
         return found
 
-    def histogram(self, zone: str, transport: str) -> Histogram:
-        found = self.durations.get((zone, transport))
+    def histogram(self, zone: str, transport: str) -> int:
+        found = self._durations.get((zone, transport))
         if found is None:
-            found = self.durations[(zone, transport)] = Histogram()
+            found = self._durations[(zone, transport)] = len(self.histograms)
+            self.histograms.append(Histogram())
         return found
 
     def observe(self, zone: str, qtype: int, transport: str, rcode: int, seconds: float) -> None:
-        self.cell(zone, qtype, transport, rcode)[0] += 1
-        self.histogram(zone, transport).observe(seconds)
+        self.counts[self.cell(zone, qtype, transport, rcode)] += 1
+        self.histograms[self.histogram(zone, transport)].observe(seconds)
+
+    @property
+    def durations(self) -> dict[tuple[str, str], Histogram]:
+        return {key: self.histograms[i] for key, i in self._durations.items()}
 
     def requests(self) -> dict[tuple[str, str, str], int]:
         out: dict[tuple[str, str, str], int] = {}
-        for (zone, qtype, transport, _), (n,) in self.cells.items():
-            out[(zone, qtype, transport)] = out.get((zone, qtype, transport), 0) + n
+        for (zone, qtype, transport, _), i in self._cells.items():
+            out[(zone, qtype, transport)] = out.get((zone, qtype, transport), 0) + self.counts[i]
         return out
 
     def responses(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
-        for (zone, _, _, rcode), (n,) in self.cells.items():
-            out[(zone, rcode)] = out.get((zone, rcode), 0) + n
+        for (zone, _, _, rcode), i in self._cells.items():
+            out[(zone, rcode)] = out.get((zone, rcode), 0) + self.counts[i]
         return out
 
 
@@ -132,19 +142,51 @@ class ServiceCollector(Collector):
             )
 
         packets = s.dispatcher.packets
-        yield GaugeMetricFamily("internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=packets.entries())
+        yield GaugeMetricFamily(
+            "internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=packets.entries()
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_packet_cache_bytes", "Bytes the packet cache holds, as counted against packet_cache.max_bytes.", value=packets.store.bytes
+        )
+        yield CounterMetricFamily(
+            "internal_dns_packet_cache_evictions", "Packet cache entries dropped for the size caps (entries, bytes).", value=packets.store.evictions
+        )
         yield CounterMetricFamily(
             "internal_dns_packet_cache_invalidated", "Rendered replies dropped because a reload changed their network.", value=packets.invalidated
         )
 
+        yield from self._collector()
         yield from self._tcp()
         yield from self._registry()
         yield from self._forwarder()
 
+    def _collector(self) -> Iterator[Metric]:
+        watch = self.service.collector_watch
+        pauses = HistogramMetricFamily(
+            "internal_dns_gc_pause_seconds", "Pauses of Python's garbage collector (every thread stops), by generation.", labels=["generation"]
+        )
+        for generation, h in enumerate(watch.pauses):
+            pauses.add_metric([str(generation)], h.buckets(), h.total)
+        yield pauses
+        yield GaugeMetricFamily("internal_dns_gc_longest_pause_seconds", "The longest collector pause since the server started.", value=watch.longest)
+
     def _tcp(self) -> Iterator[Metric]:
-        s = self.service
-        yield GaugeMetricFamily("internal_dns_tcp_connections", "TCP connections open.", value=sum(f.open for f in s.tcp_factories))
-        yield CounterMetricFamily("internal_dns_tcp_rejected", "TCP connections closed at once for the connection cap.", value=sum(f.rejected for f in s.tcp_factories))
+        tcp = self.service.tcp
+        yield GaugeMetricFamily("internal_dns_tcp_connections", "TCP connections open.", value=len(tcp.open))
+        rejected = CounterMetricFamily(
+            "internal_dns_tcp_rejected", "TCP connections closed at once: every connection busy (cap), or too many from one address (per_source).", labels=["reason"]
+        )
+        for reason, n in tcp.rejected.items():
+            rejected.add_metric([reason], n)
+        yield rejected
+        closed = CounterMetricFamily(
+            "internal_dns_tcp_closed",
+            "TCP connections the server closed: idle, a query not whole in time (message_timeout), replies not read (not_draining), or given way to a new connection (evicted).",
+            labels=["reason"],
+        )
+        for reason, n in tcp.closed.items():
+            closed.add_metric([reason], n)
+        yield closed
 
     def _registry(self) -> Iterator[Metric]:
         store = self.service.store
@@ -200,9 +242,10 @@ class ServiceCollector(Collector):
         st = cache.stats
         yield CounterMetricFamily("internal_dns_cache_hits", "Forwarded questions answered from the cache.", value=st.hits)
         yield CounterMetricFamily("internal_dns_cache_misses", "Forwarded questions not in the cache.", value=st.misses)
-        yield CounterMetricFamily("internal_dns_cache_evictions", "Cache entries dropped for the size cap.", value=st.evictions)
+        yield CounterMetricFamily("internal_dns_cache_evictions", "Cache entries dropped for the size caps (entries, bytes).", value=cache.evictions)
         yield CounterMetricFamily("internal_dns_cache_stale", "Stale answers served while upstreams failed (RFC 8767).", value=st.stale)
         yield GaugeMetricFamily("internal_dns_cache_entries", "Answers in the cache.", value=len(cache))
+        yield GaugeMetricFamily("internal_dns_cache_bytes", "Bytes the cache holds, as counted against cache.max_bytes.", value=cache.store.bytes)
 
 
 def _gauge(name: str, doc: str, rows: Iterable[tuple[tuple[str, ...], tuple[str, ...], float]]) -> Metric:

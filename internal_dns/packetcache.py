@@ -1,17 +1,29 @@
 """The packet cache: authoritative replies rendered once, served as bytes (after PowerDNS's).
 
 The reply to a question in a view is always the same but for the ID, the question's letter case,
-the turn of a rotating address set and the SOA serial. So:
+the turn of a rotating address set and the SOA serial. So the cache keeps two kinds of entry, in
+one store bounded by entries and bytes (lru.py), least recently used out first:
 
-- an `Entry`, found by a canonical key (the RD and CD bits, the question with its name lower-cased,
-  the OPT record's bytes, the transport), keeps the reply's header and one body per turn; owner
-  names in a body point into the question, so any spelling of the name can be put in front;
-- an `Alias` is one exact spelling of that question, found by the query's own bytes after the ID
-  (`message[2:]`), and keeps whole replies but for the ID. A query the server has seen before,
-  byte for byte, costs one slice, one dict lookup and one concatenation.
+- a *rendering* of a question in a view, found by a canonical key (the RD and CD bits, the
+  question with its name lower-cased, the OPT record's bytes, the transport): the reply's header
+  and one body per turn of its rotating set; owner names in a body point into the question, so
+  any spelling of the name can be put in front;
+- an *exact* entry: one spelling of that question as a client sent it, found by the query's own
+  bytes after the ID (`message[2:]`), holding whole replies but for the ID, one per turn. A query
+  the server has seen before, byte for byte, costs one slice, one lookup and one concatenation:
+  `reply()`, which both transports call before anything else. The forwarder's cached answers are
+  kept here too, as exact entries that hold while their TTLs do.
+
+Entries are tuples of bytes and numbers, which Python's collector stops tracking, so a full cache
+costs a collection nothing. Keys start with a tag naming the view (and, for exact entries, the
+transport): a reload that changes a network retires its views' tags, and what was rendered under
+them is never found again and leaves with the least recently used. Turns are counted per network
+and question in a dict shared by every entry and the full path, so a set rotates by one between
+successive answers whichever spelling or transport asks. A turn not yet rendered is a miss, which
+the full path renders and keeps.
 
 Only queries of the ordinary shape get in (one question, no compression, no records but at most a
-bare OPT); everything else takes the full path, which is also what fills the cache.
+bare OPT); everything else takes the full path.
 """
 
 from __future__ import annotations
@@ -19,20 +31,46 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
-
-from internal_dns.cache import CacheStats
-from internal_dns.metrics import Histogram
+from internal_dns.lru import LruStore, entry_size
+from internal_dns.metrics import QueryCounters
 from internal_dns.records import SOA, Answer
 
 _COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
+_TAG = struct.Struct("!I")
+_SERIAL = struct.Struct("!I")
+UDP, TCP, RENDERING = 0, 1, 2  # what a tag is for
 MAX_TURNS = 64  # address sets larger than this are rendered per answer, not kept per turn
-MAX_ENTRIES = 50_000  # per table; a flood of random names clears it rather than grow it
+MAX_SOURCES = 65536  # sources remembered per listener and transport (a view over a wide CIDR)
+MAX_TURN_COUNTERS = 65536  # names of old snapshots linger among the turn counters; start afresh
 
-Table = dict[bytes, "Entry"]
-ExactTable = dict[bytes, "Alias | ForwardedAlias"]
+# An exact entry: (rests, turn key, serial, where the serial sits in each rest or -1, valid until
+# (forwarded answers; None for ours), counter index, histogram index, size).
+# A rendering: (header, bodies, turn key, serial, where the serial sits in each body or -1,
+# where the question ends, counter index, histogram index, size).
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class HitCounter(Protocol):
+    hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What the full path hands the cache for a question it has answered."""
+
+    answer: Answer
+    render: Callable[[int], bytes]  # turn → the whole reply
+    turn_key: bytes | None  # the question's turn counter when its answer rotates
+    cell: int  # counter index
+    histogram: int  # histogram index
 
 
 def canonical_key(data: bytes, tcp: bool) -> tuple[bytes, int] | None:
@@ -61,194 +99,213 @@ def canonical_key(data: bytes, tcp: bool) -> tuple[bytes, int] | None:
     return bytes((bits,)) + data[12:pos].lower() + data[pos:], end
 
 
-class Entry:
-    __slots__ = ("header", "bodies", "turns", "serial", "soa_at", "cell", "histogram", "render", "end")
-
-    def __init__(
-        self,
-        first: bytes,
-        end: int,
-        turns: list[int],
-        count: int,
-        serial: int,
-        soa_at: int,
-        cell: list[int],
-        histogram: Histogram,
-        render: Callable[[int], bytes],
-    ):
-        self.header = first[2:12]  # flags and counts
-        self.end = end  # where the question ends (the same for every spelling)
-        self.bodies: list[bytes | None] = [None] * count  # one per turn of a rotating set
-        self.bodies[0] = first[end:]
-        self.turns = turns  # shared by every entry (and the full path) for this view's question
-        self.serial = serial  # the SOA serial the bodies carry
-        self.soa_at = soa_at  # where that serial sits in each body, or -1
-        self.cell = cell  # the metrics counter this reply adds to
-        self.histogram = histogram
-        self.render = render  # turn → whole reply, for bodies not rendered yet
-
-    def next_turn(self) -> int:
-        turns = self.turns
-        turn = turns[0] % len(self.bodies)
-        turns[0] += 1
-        return turn
-
-    def body(self, turn: int, serial: int) -> bytes:
-        if serial != self.serial:  # a new snapshot left this view's answers as they were
-            self._reserial(serial)
-        body = self.bodies[turn]
-        if body is None:
-            body = self.bodies[turn] = self.render(turn)[self.end :]
-        return body
-
-    def _reserial(self, serial: int) -> None:
-        if self.soa_at >= 0:
-            packed = struct.pack("!I", serial)
-            at = self.soa_at
-            self.bodies = [b if b is None else b[:at] + packed + b[at + 4 :] for b in self.bodies]
-        self.serial = serial
-
-
-class Alias:
-    """One exact spelling of a cached question: whole replies but for the ID, per turn."""
-
-    __slots__ = ("entry", "question", "rests", "serial", "cell", "histogram")
-
-    def __init__(self, entry: Entry, question: bytes):
-        self.entry = entry
-        self.question = question
-        self.rests: list[bytes | None] = [None] * len(entry.bodies)
-        self.serial = entry.serial
-        self.cell = entry.cell
-        self.histogram = entry.histogram
-
-    def rest(self, serial: int) -> bytes | None:
-        """The reply from byte 2 on, for the next turn (never None: that is ForwardedAlias's)."""
-        if serial != self.serial:
-            self.rests = [None] * len(self.rests)
-            self.serial = serial
-        entry = self.entry
-        turn = entry.next_turn()
-        found = self.rests[turn]
-        if found is None:
-            found = self.rests[turn] = entry.header + self.question + entry.body(turn, serial)
-        return found
-
-
-class ForwardedAlias:
-    """A forwarded answer from the forwarder's cache, kept as the reply to one exact spelling of a
-    question for as long as its bytes stay right: until its TTLs count down one more second."""
-
-    __slots__ = ("reply", "until", "clock", "cell", "histogram", "stats")
-
-    def __init__(self, reply: bytes, until: float, clock: IReactorTime, cell: list[int], histogram: Histogram, stats: CacheStats):
-        self.reply = reply[2:]
-        self.until = until
-        self.clock = clock
-        self.cell = cell
-        self.histogram = histogram
-        self.stats = stats  # the forwarder's cache: a hit here is a hit there
-
-    def rest(self, serial: int) -> bytes | None:
-        if self.clock.seconds() >= self.until:
-            return None  # the full path renders it again, with the TTLs one second lower
-        self.stats.hits += 1
-        return self.reply
+def turn_key(network: str, data: bytes, question_end: int) -> bytes:
+    """The turn counter of a question in a network: its name lower-cased, and its type."""
+    return network.encode() + b"\x00" + data[12 : question_end - 4].lower() + data[question_end - 4 : question_end - 2]
 
 
 class PacketCache:
-    def __init__(self) -> None:
-        self.tables: dict[object, Table] = {}  # view → canonical key → entry
-        self.exact: dict[tuple[object, bool], ExactTable] = {}  # (view, tcp) → message[2:] → alias
-        self.sources: dict[tuple[object, bool], dict[str, ExactTable]] = {}  # (listener, tcp) → host → table
+    def __init__(self, counters: QueryCounters, clock: Clock, max_entries: int, max_bytes: int):
+        self.counters = counters
+        self.clock = clock
+        self.store = LruStore(max_entries, max_bytes, on_evict=self._evicted)
         self.serial = 0
-        self.invalidated = 0  # entries dropped because a reload changed their view's network
+        self.turns: dict[bytes, int] = {}
+        self.sources: dict[tuple[object, bool], dict[str, bytes]] = {}  # (listener, tcp) → host → exact tag
+        self.forward_stats: HitCounter | None = None  # the forwarder's cache: a hit here is a hit there
+        self._tags: dict[tuple[str, str | None, int], bytes] = {}  # (network, region, 0 udp / 1 tcp / 2 rendering) → tag
+        self._live: dict[bytes, int] = {}  # tag → entries under it
+        self._next_tag = 0
+        self.retired = 0  # entries under retired tags, still in the store until evicted
+        self.invalidated = 0  # renderings dropped because a reload changed their view's network
 
-    def entries(self) -> int:
-        return sum(len(table) for table in self.tables.values())
+    # --- the fast path ------------------------------------------------------------------------
+    def reply(self, tag: bytes, data: bytes, started: float) -> bytes | None:
+        """The reply to a query seen before byte for byte in this view, or None (a miss)."""
+        key = tag + data[2:]
+        value = self.store.items.get(key)
+        if value is None:
+            return None
+        rests, turns_at, serial, soa_at, until, cell, histogram, _ = value
+        if until is not None:  # a forwarded answer: right until its TTLs count down a second
+            if self.clock.seconds() >= until:
+                return None
+            if self.forward_stats is not None:
+                self.forward_stats.hits += 1
+        elif serial != self.serial:  # a reload that left this view's network as it was
+            rests = self._reserial_exact(key, value)
+        if turns_at is None:
+            rest = rests[0]
+        else:
+            turn = self.turns.get(turns_at, 0)
+            rest = rests[turn % len(rests)]
+            if rest is None:
+                return None  # this turn is not rendered yet: the full path renders it
+            self.turns[turns_at] = turn + 1
+        self.store.items.move_to_end(key)
+        self.counters.counts[cell] += 1
+        self.counters.histograms[histogram].observe(perf_counter() - started)
+        return data[:2] + rest
 
-    def for_listener(self, listener: object, tcp: bool) -> dict[str, ExactTable]:
-        """The source → exact table map a transport's protocol looks in first."""
+    def for_listener(self, listener: object, tcp: bool) -> dict[str, bytes]:
+        """The source → exact tag map a transport looks in first."""
         return self.sources.setdefault((listener, tcp), {})
 
-    def answer(
-        self,
-        view: object,
-        data: bytes,
-        tcp: bool,
-        make: Callable[[], tuple[Answer, Callable[[int], bytes], list[int], list[int], Histogram]],
-    ) -> tuple[bytes, Alias] | None:
-        """The reply from the cache, filling it with `make()` when the question is new to it.
+    # --- the full path ------------------------------------------------------------------------
+    def tag(self, network: str, region: str | None, kind: int) -> bytes:
+        """The tag of a view's exact entries (kind UDP or TCP) or its renderings (RENDERING)."""
+        key = (network, region, kind)
+        found = self._tags.get(key)
+        if found is None:
+            found = self._tags[key] = _TAG.pack(self._next_tag)
+            self._next_tag = (self._next_tag + 1) & 0xFFFFFFFF
+            self._live[found] = 0
+        return found
 
-        None when the query is not of the ordinary shape or its answer too big to keep.
-        """
+    def bind(self, listener: object, tcp: bool, host: str, tag: bytes) -> None:
+        """Queries from this source on this listener look under this tag first."""
+        hosts = self.for_listener(listener, tcp)
+        if len(hosts) >= MAX_SOURCES:
+            hosts.clear()
+        hosts[host] = tag
+
+    def answer(self, exact_tag: bytes, rendering_tag: bytes, data: bytes, tcp: bool, make: Callable[[], Rendered]) -> bytes | None:
+        """The reply from the cache, rendering with `make()` what it lacks, and keeping the
+        result; None when the query is not of the ordinary shape or its answer is not kept."""
         found = canonical_key(data, tcp)
         if found is None:
             return None
-        key, end = found
-        table = self.tables.setdefault(view, {})
-        entry = table.get(key)
-        if entry is None:
-            entry = self._store(table, key, end, *make())
-            if entry is None:
+        canonical, end = found
+        rkey = rendering_tag + canonical
+        rendering = self.store.get(rkey)
+        made: Rendered | None = None
+        if rendering is None:
+            made = make()
+            rendering = self._new_rendering(rkey, end, made)
+            if rendering is None:
                 return None
-        exact = self.exact.setdefault((view, tcp), {})
-        if len(exact) >= MAX_ENTRIES:
-            exact.clear()
-        alias = exact[data[2:]] = Alias(entry, data[12:end])
-        return data[:2] + alias.rest(self.serial), alias  # type: ignore[operator]
+        header, bodies, turns_at, serial, soa_at, _, cell, histogram, _ = rendering
+        if serial != self.serial:
+            rendering = self._reserial_rendering(rkey, rendering)
+            bodies = rendering[1]
+        turn = self.turns.get(turns_at, 0) % len(bodies) if turns_at is not None else 0
+        body = bodies[turn]
+        if body is None:
+            made = made or make()
+            body = made.render(turn)[end:]
+            bodies = bodies[:turn] + (body,) + bodies[turn + 1 :]
+            self._put(rkey, (header, bodies, turns_at, self.serial, soa_at, end, cell, histogram, entry_size(rkey, header, *bodies)))
+        if turns_at is not None:
+            self.turns[turns_at] = self.turns.get(turns_at, 0) + 1
+        question = data[12:end]
+        rest = header + question + body
+        ekey = exact_tag + data[2:]
+        exact = self.store.peek(ekey)
+        if exact is not None and exact[4] is None and exact[2] == self.serial and len(exact[0]) == len(bodies):
+            rests: tuple[bytes | None, ...] = exact[0]  # other turns of this spelling, already made
+        else:
+            rests = (None,) * len(bodies)
+        rests = rests[:turn] + (rest,) + rests[turn + 1 :]
+        at = soa_at + 10 + len(question) if soa_at >= 0 else -1
+        self._put(ekey, (rests, turns_at, self.serial, at, None, cell, histogram, entry_size(ekey, *rests)))
+        return data[:2] + rest
 
-    def remember_forwarded(
-        self, view: object, data: bytes, tcp: bool, reply: bytes, until: float, clock: IReactorTime,
-        cell: list[int], histogram: Histogram, stats: CacheStats,
-    ) -> bool:
+    def remember_forwarded(self, exact_tag: bytes, data: bytes, tcp: bool, reply: bytes, until: float, cell: int, histogram: int) -> bool:
         """Keep a forwarded reply for this exact query; False for a query of an unusual shape."""
         if canonical_key(data, tcp) is None:
             return False
-        exact = self.exact.setdefault((view, tcp), {})
-        if len(exact) >= MAX_ENTRIES:
-            exact.clear()
-        exact[data[2:]] = ForwardedAlias(reply, until, clock, cell, histogram, stats)  # type: ignore[assignment]
+        key = exact_tag + data[2:]
+        rest = reply[2:]
+        return self._put(key, ((rest,), None, 0, -1, until, cell, histogram, entry_size(key, rest)))
+
+    # --- reloads ------------------------------------------------------------------------------
+    def swap(self, serial: int, changed: Callable[[str], bool]) -> None:
+        """A new snapshot: views of networks it changed start afresh; the others keep what was
+        rendered for them, with the new serial patched in when next asked."""
+        self.serial = serial
+        for key in [k for k in self._tags if changed(k[0])]:
+            tag = self._tags.pop(key)
+            entries = self._live.pop(tag)
+            self.retired += entries
+            if key[2] == RENDERING:
+                self.invalidated += entries
+        for hosts in self.sources.values():
+            hosts.clear()  # sources may now belong elsewhere; they find their tag again
+        if len(self.turns) > MAX_TURN_COUNTERS:
+            self.turns.clear()
+
+    def clear(self) -> None:
+        """Everything out (the config changed what answers look like)."""
+        self.store.clear()
+        self._tags.clear()
+        self._live.clear()
+        self.retired = 0
+        for hosts in self.sources.values():
+            hosts.clear()
+
+    # --- counts -------------------------------------------------------------------------------
+    def entries(self) -> int:
+        """Questions rendered, in every view (each may have several exact spellings)."""
+        return sum(self._live.get(tag, 0) for (_, _, kind), tag in self._tags.items() if kind == RENDERING)
+
+    def exact_entries(self) -> int:
+        """Exact spellings (and forwarded answers) that can still be found."""
+        return len(self.store) - self.retired - self.entries()
+
+    # --- inside -------------------------------------------------------------------------------
+    def _put(self, key: bytes, value: tuple[Any, ...]) -> bool:
+        tag = key[:4]
+        new = key not in self.store.items
+        if not self.store.put(key, value):
+            if not new:
+                self._forget(tag)
+            return False
+        if new:
+            if tag in self._live:
+                self._live[tag] += 1
+            else:  # a tag retired while its entry was being made
+                self.retired += 1
         return True
 
-    def bind(self, host: str, listener: object, view: object, tcp: bool) -> None:
-        """Queries from this source on this listener look in this view's exact table first."""
-        hosts = self.for_listener(listener, tcp)
-        if len(hosts) >= MAX_ENTRIES:  # a view over a wide CIDR: bound the sources remembered
-            hosts.clear()
-        hosts[host] = self.exact.setdefault((view, tcp), {})
+    def _evicted(self, key: bytes) -> None:
+        self._forget(key[:4])
 
-    def _store(
-        self,
-        table: Table,
-        key: bytes,
-        end: int,
-        answer: Answer,
-        render: Callable[[int], bytes],
-        turns: list[int],
-        cell: list[int],
-        histogram: Histogram,
-    ) -> Entry | None:
+    def _forget(self, tag: bytes) -> None:
+        if tag in self._live:
+            self._live[tag] -= 1
+        else:
+            self.retired -= 1
+
+    def _new_rendering(self, rkey: bytes, end: int, made: Rendered) -> tuple[Any, ...] | None:
         # Every rotating set (ANY can hold A and AAAA) is back at its start after `count` turns.
-        count = math.lcm(1, *(len(rs.rdatas) for rs in answer.answer if rs.rotates))
+        count = math.lcm(1, *(len(rs.rdatas) for rs in made.answer.answer if rs.rotates)) if made.turn_key is not None else 1
         if count > MAX_TURNS:
             return None
-        first = render(0)
-        entry = Entry(first, end, turns, count, self.serial, _serial_offset(first, end, answer), cell, histogram, render)
-        if len(table) >= MAX_ENTRIES:
-            table.clear()
-        table[key] = entry
-        return entry
+        first = made.render(0)
+        soa_at = _serial_offset(first, end, made.answer)
+        bodies = (first[end:],) + (None,) * (count - 1)
+        value = (first[2:12], bodies, made.turn_key, self.serial, soa_at, end, made.cell, made.histogram, entry_size(rkey, first))
+        return value if self._put(rkey, value) else None
 
-    def swap(self, serial: int, unchanged: Callable[[object], bool]) -> None:
-        """A new snapshot: keep what was rendered for views whose network did not change."""
-        self.serial = serial
-        kept = {view: t for view, t in self.tables.items() if unchanged(view)}
-        self.invalidated += sum(len(t) for view, t in self.tables.items() if view not in kept)
-        self.tables = kept
-        self.exact = {key: t for key, t in self.exact.items() if unchanged(key[0])}
-        for hosts in self.sources.values():
-            hosts.clear()  # sources may now belong elsewhere; they find their table again
+    def _reserial_rendering(self, key: bytes, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        header, bodies, turns_at, _, soa_at, end, cell, histogram, size = value
+        value = (header, _patch(bodies, soa_at, self.serial), turns_at, self.serial, soa_at, end, cell, histogram, size)
+        self.store.items[key] = value  # in place: the same size, the same place in the order
+        return value
+
+    def _reserial_exact(self, key: bytes, value: tuple[Any, ...]) -> tuple[bytes | None, ...]:
+        rests, turns_at, _, soa_at, until, cell, histogram, size = value
+        rests = _patch(rests, soa_at, self.serial)
+        self.store.items[key] = (rests, turns_at, self.serial, soa_at, until, cell, histogram, size)
+        return rests
+
+
+def _patch(blobs: tuple[bytes | None, ...], at: int, serial: int) -> tuple[bytes | None, ...]:
+    """The blobs with the SOA serial at offset `at` replaced (none to replace when `at` < 0)."""
+    if at < 0:
+        return blobs
+    packed = _SERIAL.pack(serial & 0xFFFFFFFF)
+    return tuple(b if b is None else b[:at] + packed + b[at + 4 :] for b in blobs)
 
 
 def _serial_offset(reply: bytes, end: int, answer: Answer) -> int:

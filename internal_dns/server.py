@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
-import struct
-from time import perf_counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from internal_dns.config import Config, ListenConfig
+from internal_dns.config import Config, ConfigError, ListenConfig, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns import __version__
 from internal_dns.dispatch import Dispatcher
 from internal_dns.http import operator_site
 from internal_dns.querylog import QueryLog
 from internal_dns.forward import Forwarder
+from internal_dns.gcwatch import CollectorWatch
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.store import SnapshotStore
+from internal_dns.tcp import DnsStreamFactory, TcpConnections
 from internal_dns.upstream import Upstream, resolv_conf_upstreams
 
 log = Logger()
 
-_LENGTH = struct.Struct("!H")
 _EPHEMERAL_ATTEMPTS = 20
+# What SIGHUP applies while serving; the rest (listeners, the registry backend, forwarding, the
+# caches' sizes, metrics, workers) takes a restart, which the log says.
+LIVE_KEYS = frozenset({"zones", "views", "region", "ttl", "edns_payload", "tcp", "server_id", "query_log"})
 _BACKLOG = 1024
 _SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -40,147 +44,60 @@ class DnsDatagramProtocol(DatagramProtocol):
     noisy = False
 
     def __init__(self, dispatcher: Dispatcher, listener: ListenConfig):
-        self.dispatcher = dispatcher
+        self.respond = dispatcher.respond
         self.listener = listener
-        self.packets = dispatcher.packets
-        self.sources = dispatcher.packets.for_listener(listener, False)
+        self.hosts = dispatcher.packets.for_listener(listener, False)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        started = perf_counter()
-        table = self.sources.get(addr[0])
-        if table is not None:  # the packet cache: a question asked before, byte for byte
-            alias = table.get(data[2:])
-            rest = alias.rest(self.packets.serial) if alias is not None else None
-            if rest is not None:
-                try:
-                    # The socket directly: Twisted's write() re-validates the address string,
-                    # which recvfrom() has just produced, at a cost of microseconds.
-                    self.transport.socket.sendto(data[:2] + rest, addr)
-                except OSError:
-                    pass  # a full send buffer drops the reply, as a lost datagram; the client retries
-                alias.cell[0] += 1  # type: ignore[union-attr]
-                alias.histogram.observe(perf_counter() - started)  # type: ignore[union-attr]
-                return
-        reply = self.dispatcher.handle(data, addr[0], self.listener, False)
+        reply = self.respond(data, addr[0], self.listener, False, self.hosts)
         if isinstance(reply, bytes):
-            self.transport.write(reply, addr)
+            self._send(reply, addr)
         elif reply is not None:  # forwarded: the reply comes later
             reply.addCallback(self._send_later, addr)
 
+    def _send(self, reply: bytes, addr: Any) -> None:
+        try:
+            # The socket directly: Twisted's write() re-validates the address string, which
+            # recvfrom() has just produced, at a cost of microseconds.
+            self.transport.socket.sendto(reply, addr)
+        except OSError:
+            pass  # a full send buffer drops the reply, as a lost datagram; the client retries
+
     def _send_later(self, reply: bytes, addr: Any) -> None:
         if self.transport is not None:  # the listener may have closed meanwhile
-            self.transport.write(reply, addr)
-
-
-class DnsStreamProtocol(Protocol):
-    """Length-prefixed queries, several per connection; closed when idle or over the cap."""
-
-    factory: DnsStreamFactory
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._idle: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        self.factory.open += 1
-        self.factory.connections.add(self)
-        if self.factory.open > self.factory.max_connections:
-            self.factory.rejected += 1
-            if self.factory.rejected % 1000 == 1:  # a flood must not flood the log too
-                log.warn(
-                    "TCP connection cap {cap} reached: new connections are closed ({n} so far)",
-                    cap=self.factory.max_connections,
-                    n=self.factory.rejected,
-                )
-            self.transport.abortConnection()
-            return
-        self._arm()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.factory.open -= 1
-        self.factory.connections.discard(self)
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        self._arm()
-        dispatcher, listener = self.factory.dispatcher, self.factory.listener
-        host = self.transport.getPeer().host
-        while len(self._buffer) >= 2:
-            (length,) = _LENGTH.unpack_from(self._buffer)
-            if len(self._buffer) < 2 + length:
-                break
-            message, self._buffer = self._buffer[2 : 2 + length], self._buffer[2 + length :]
-            reply = self._from_cache(message, host) or dispatcher.handle(message, host, listener, True)
-            if isinstance(reply, bytes):
-                self.transport.write(_LENGTH.pack(len(reply)) + reply)
-            elif reply is not None:  # forwarded: answered when it comes, in any order
-                reply.addCallback(self._send_later)
-
-    def _from_cache(self, message: bytes, host: str) -> bytes | None:
-        started = perf_counter()
-        table = self.factory.sources.get(host)
-        alias = table.get(message[2:]) if table is not None else None
-        rest = alias.rest(self.factory.dispatcher.packets.serial) if alias is not None else None
-        if rest is None:
-            return None
-        reply = message[:2] + rest
-        alias.cell[0] += 1  # type: ignore[union-attr]
-        alias.histogram.observe(perf_counter() - started)  # type: ignore[union-attr]
-        return reply
-
-    def _send_later(self, reply: bytes) -> None:
-        if self.connected:
-            self.transport.write(_LENGTH.pack(len(reply)) + reply)
-            self._arm()
-
-    def _arm(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.factory.idle_timeout)
-        else:
-            self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self._idle = None
-        self.transport.loseConnection()
-
-
-class DnsStreamFactory(Factory):
-    protocol = DnsStreamProtocol
-    noisy = False
-
-    def __init__(self, dispatcher: Dispatcher, listener: ListenConfig, clock: IReactorTime, idle_timeout: float, max_connections: int):
-        self.dispatcher = dispatcher
-        self.listener = listener
-        self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.open = 0
-        self.rejected = 0
-        self.sources = dispatcher.packets.for_listener(listener, True)
-        self.connections: set[DnsStreamProtocol] = set()
+            self._send(reply, addr)
 
 
 class DnsService(service.Service):
     """The whole server: registry backend → store → dispatcher → listeners."""
 
-    def __init__(self, config: Config, reactor: Any, clock: IReactorTime | None = None, backend: Backend | None = None):
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        clock: IReactorTime | None = None,
+        backend: Backend | None = None,
+        load: Callable[[], Config] | None = None,
+    ):
         self.config = config
+        # How SIGHUP reads the config again (a worker's has its own metrics port and log file).
+        self.load_config = load if load is not None else (lambda: load_config(config.path))
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.store = SnapshotStore(self.clock)
-        self.dispatcher = Dispatcher(config)
+        self.dispatcher = Dispatcher(config, self.clock)
         self.store.listeners.append(self.dispatcher.swap)
         self.store.listeners.append(self._cross_check)
         self._config_problems: list[str] = []
         self.backend = backend if backend is not None else make_backend(config.registry, reactor, self.clock)
         self.forwarder = self._make_forwarder()
         self.dispatcher.forwarder = self.forwarder
+        if self.forwarder is not None and self.forwarder.cache is not None:
+            self.dispatcher.packets.forward_stats = self.forwarder.cache.stats
+        self.tcp = TcpConnections(config.tcp, self.clock)
+        self.collector_watch = CollectorWatch()
         self.ports: list[Any] = []
         self.http_port: Any = None
-        self.tcp_factories: list[DnsStreamFactory] = []
         self.ready: defer.Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -190,6 +107,67 @@ class DnsService(service.Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return self.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again and apply what can change while running, then have
+        the backend read the registry again now. A config that does not load changes nothing."""
+        log.info("reloading: the config from {path}, then the registry", path=self.config.path)
+        applied: set[str] = set()
+        try:
+            new = self.load_config()
+        except ConfigError as exc:
+            log.error("config not reloaded, the running one stays: {error}", error=str(exc))
+        else:
+            applied = self.reconfigure(new)
+        if "query_log" not in applied and self.dispatcher.query_log is not None:
+            self.dispatcher.query_log.reopen()  # logrotate moved it away: a new file of that name
+        reload = getattr(self.backend, "reload", None)
+        if reload is not None:
+            reload()
+        else:
+            log.warn("the {backend} backend cannot be told to reload; it goes on as it does", backend=self.config.registry.backend)
+
+    def reconfigure(self, new: Config) -> set[str]:
+        """Apply the keys of a new config that can change while serving, and return them; log
+        the others."""
+        old = self.config
+        changed = [f.name for f in dataclasses.fields(Config) if f.name not in ("path", "warnings") and getattr(old, f.name) != getattr(new, f.name)]
+        for key in changed:
+            if key not in LIVE_KEYS:
+                log.warn("config: {key} changed: takes effect when the server is restarted", key=key)
+        live = {key: getattr(new, key) for key in changed if key in LIVE_KEYS}
+        if not live:
+            log.info("config: nothing to change while running")
+            return set()
+        self.config = applied = dataclasses.replace(old, **live)
+        self.dispatcher.reconfigure(applied)
+        self.tcp.settings = applied.tcp
+        if self.forwarder is not None:
+            self.forwarder.server_payload = applied.edns_payload
+        if "query_log" in live:
+            self._restart_query_log()
+        if self.store.current is not None:
+            self._cross_check(self.store.current)
+        log.info("config: applied {keys}", keys=", ".join(sorted(live)))
+        return set(live)
+
+    def _restart_query_log(self) -> None:
+        old, self.dispatcher.query_log = self.dispatcher.query_log, None
+        if old is not None:
+            old.stop()
+        self._start_query_log()
+
+    def _start_query_log(self) -> None:
+        if self.config.query_log is None:
+            return
+        self.dispatcher.query_log = QueryLog(self.config.query_log, self.clock)
+        try:
+            self.dispatcher.query_log.start()
+        except OSError as exc:
+            self.dispatcher.query_log = None
+            log.error("query log {target} cannot be opened: {error}; queries are not logged", target=self.config.query_log, error=exc)
+            return
+        log.info("query log: {target}", target="standard output" if self.config.query_log == "-" else self.config.query_log)
 
     def _cross_check(self, snapshot: Snapshot) -> None:
         """Say when the registry stops (or starts) having what the config names."""
@@ -229,6 +207,7 @@ class DnsService(service.Service):
             version=__version__,
             zones=", ".join(f"{z} ({scheme})" for z, scheme in self.config.zones.items()),
         )
+        self.collector_watch.install()
         for listener in self.config.listen:
             self._listen(listener)
         if self.config.metrics is not None:
@@ -236,10 +215,7 @@ class DnsService(service.Service):
             self.http_port = self.reactor.listenTCP(m.port, operator_site(self), interface=m.address)
             host = self.http_port.getHost()
             log.info("metrics on http://{address}:{port}/metrics (and /healthz, /readyz)", address=host.host, port=host.port)
-        if self.config.query_log is not None:
-            self.dispatcher.query_log = QueryLog(self.config.query_log, self.clock)
-            self.dispatcher.query_log.start()
-            log.info("query log: {target}", target="standard output" if self.config.query_log == "-" else self.config.query_log)
+        self._start_query_log()
         log.info("registry: {backend}", backend=self.backend.describe())
         if self.forwarder is not None:
             self.forwarder.start()
@@ -257,7 +233,8 @@ class DnsService(service.Service):
         for attempt in range(attempts):
             udp = self._listen_udp(listener, listener.port)
             port = udp.getHost().port
-            factory = DnsStreamFactory(self.dispatcher, listener, self.clock, self.config.tcp.idle_timeout, self.config.tcp.max_connections)
+            hosts = self.dispatcher.packets.for_listener(listener, True)
+            factory = DnsStreamFactory(self.dispatcher.respond, hosts, listener, self.tcp, self.clock)
             try:
                 tcp = self._listen_tcp(listener, port, factory)
             except CannotListenError:
@@ -270,7 +247,6 @@ class DnsService(service.Service):
                 raise
             break
         self.ports += [udp, tcp]
-        self.tcp_factories.append(factory)
         log.info("listening on {address} port {port} (UDP and TCP)", address=listener.address, port=port)
 
     def _listen_udp(self, listener: ListenConfig, port: int) -> Any:
@@ -295,10 +271,7 @@ class DnsService(service.Service):
             stops.append(defer.maybeDeferred(self.http_port.stopListening))
             self.http_port = None
         # Open TCP connections would otherwise go on answering from a stopped service.
-        for factory in self.tcp_factories:
-            for protocol in list(factory.connections):
-                protocol.transport.abortConnection()
-        self.tcp_factories = []
+        self.tcp.abort_all()
         if self.forwarder is not None:
             self.forwarder.stop()
         d = defer.gatherResults(stops, consumeErrors=True)
@@ -306,6 +279,7 @@ class DnsService(service.Service):
         query_log, self.dispatcher.query_log = self.dispatcher.query_log, None
         if query_log is not None:
             d.addCallback(lambda _: query_log.stop())
+        d.addCallback(lambda _: self.collector_watch.uninstall())
         d.addCallback(lambda _: log.info("stopped"))
         return d
 

@@ -23,7 +23,9 @@ import dns.opcode
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from internal_dns.gcwatch import PAUSE_BUCKETS
 from internal_dns.metrics import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
+from internal_dns.tcp import CLOSED, REJECTED
 from internal_dns.upstream import PROBE_RESULTS, RESULTS
 from tests.conftest import RunningServer, on_reactor, write_yaml
 from tests.dnsclient import Reply, make_query
@@ -41,9 +43,14 @@ FAMILIES = {
     "internal_dns_request_duration_seconds": "histogram",
     "internal_dns_dropped": "counter",
     "internal_dns_packet_cache_entries": "gauge",
+    "internal_dns_packet_cache_bytes": "gauge",
+    "internal_dns_packet_cache_evictions": "counter",
     "internal_dns_packet_cache_invalidated": "counter",
+    "internal_dns_gc_pause_seconds": "histogram",
+    "internal_dns_gc_longest_pause_seconds": "gauge",
     "internal_dns_tcp_connections": "gauge",
     "internal_dns_tcp_rejected": "counter",
+    "internal_dns_tcp_closed": "counter",
     "internal_dns_registry_entities": "gauge",
     "internal_dns_registry_generation": "gauge",
     "internal_dns_registry_serial": "gauge",
@@ -65,6 +72,7 @@ FORWARD_FAMILIES = {
     "internal_dns_cache_evictions": "counter",
     "internal_dns_cache_stale": "counter",
     "internal_dns_cache_entries": "gauge",
+    "internal_dns_cache_bytes": "gauge",
 }
 
 
@@ -558,8 +566,7 @@ def connection_lost(server: RunningServer) -> Any:
     from twisted.internet.defer import Deferred
 
     def hook() -> Deferred[None]:
-        [factory] = server.service.tcp_factories
-        [protocol] = factory.connections
+        [protocol] = server.service.tcp.open
         done: Deferred[None] = Deferred()
         lost = protocol.connectionLost
 
@@ -589,7 +596,7 @@ def test_tcp_connections_open(start_server: StartServer) -> None:
 
 
 def test_tcp_rejected_over_the_cap(start_server: StartServer) -> None:
-    server = with_metrics(start_server, tcp={"max_connections": 1})
+    server = with_metrics(start_server, tcp={"max_per_source": 1})
     with socket.create_connection((server.host, server.port), timeout=3) as first:
         assert tcp_ask(first, "my-app.internal").rcode_text == "NOERROR"
         try:  # a reset can come before connect() returns, with a timeout set
@@ -598,7 +605,8 @@ def test_tcp_rejected_over_the_cap(start_server: StartServer) -> None:
         except ConnectionResetError:
             pass  # or reset: aborted
         s = scrape(server)
-        assert s.value("internal_dns_tcp_rejected_total") == 1
+        assert s.value("internal_dns_tcp_rejected_total", reason="per_source") == 1
+        assert s.value("internal_dns_tcp_rejected_total", reason="cap") == 0
         assert s.value("internal_dns_tcp_connections") == 1  # the first, still open
         assert tcp_ask(first, "my-app.internal").rcode_text == "NOERROR"
 
@@ -632,8 +640,10 @@ def test_labels_stay_bounded(start_server: StartServer, fake: FakeUpstream) -> N
         "upstream": {fake.address},
         "result": {*RESULTS, *PROBE_RESULTS},
         "kind": {"networks", "apps", "machines", "peers", "regions"},
-        "le": {*(repr(b) for b in DURATION_BUCKETS), "+Inf"},
+        "le": {*(repr(b) for b in DURATION_BUCKETS + PAUSE_BUCKETS), "+Inf"},
         "version": {__import__("internal_dns").__version__},
+        "generation": {"0", "1", "2"},
+        "reason": {*REJECTED, *CLOSED},
     }
     values = set()
     for sample in s.samples:

@@ -24,7 +24,8 @@ MY_APP_STARTED = ["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2",
 
 
 def cache_size(server: RunningServer) -> int:
-    return sum(len(table) for table in server.service.dispatcher.packets.tables.values())
+    """Questions rendered (each may have several exact spellings)."""
+    return server.service.dispatcher.packets.entries()
 
 
 def test_repeated_questions_are_served_from_the_cache(server: RunningServer) -> None:
@@ -184,7 +185,7 @@ def test_forwarded_cache_hits_are_served_again_as_bytes_while_their_ttls_hold(st
         hits = [server.ask("Www.Example.Test", "A") for _ in range(3)]  # the cache, then the exact bytes
         assert [h.msg.answer[0].ttl for h in hits] == [300, 300, 300]
         assert [h.msg.answer[0].name.to_text() for h in hits] == ["Www.Example.Test."] * 3
-        assert stats.hits == 3 and len(server.service.dispatcher.packets.exact) == 1
+        assert stats.hits == 3 and server.service.dispatcher.packets.exact_entries() == 1
         server.advance(1.0)  # one second on: the same bytes would now lie about the TTL
         assert [server.ask("Www.Example.Test", "A").msg.answer[0].ttl for _ in range(2)] == [299, 299]
         server.advance(299.0)  # expired: neither cache may answer

@@ -1,19 +1,25 @@
 """Transports (SPEC §6): UDP and TCP on IPv4 and IPv6 listeners, `::` taking both families, TCP
-framing (pipelining, queries split across writes), the idle timeout and the connection cap.
+framing (pipelining, queries split across writes), and what keeps one TCP client from taking the
+service: the idle timeout, a deadline for each query, the caps in all and per source (an idle
+connection giving way at the cap), backpressure, and the answers owed after a client's FIN.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dns.message
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, on_reactor
 from tests.dnsclient import Reply, make_query, recv_exact
+from tests.fake_upstream import FakeUpstream
 
 StartServer = Callable[..., RunningServer]
 
@@ -218,21 +224,188 @@ def test_silent_and_partial_connections_are_closed_too(start_server: StartServer
         assert set(ask_on(busy).addresses()) == MY_APP
 
 
-def test_connection_cap(start_server: StartServer) -> None:
+def test_at_the_cap_the_longest_idle_connection_gives_way(start_server: StartServer) -> None:
     server = start_server(tcp={"max_connections": 2})
     with connection(server) as first, connection(server) as second:
         ask_on(first)
-        ask_on(second)
-        assert_turned_away(server)  # a third is closed at once, before any query
-        assert set(ask_on(first).addresses()) == MY_APP  # the first two still work
-        assert set(ask_on(second).addresses()) == MY_APP
-        # the first one ends: its EOF reaches us only after the server has let it go
-        first.shutdown(socket.SHUT_WR)
-        assert_closed(first)
-        with connection(server) as fourth:
-            assert set(ask_on(fourth).addresses()) == MY_APP
+        ask_on(second)  # both idle now; `first` the longest
+        with connection(server) as third:
+            assert set(ask_on(third).addresses()) == MY_APP  # let in
+            assert_closed(first)  # it gave way
             assert set(ask_on(second).addresses()) == MY_APP
-            assert_turned_away(server)  # two open again: the cap still holds
+            assert server.service.tcp.closed["evicted"] == 1
+            assert len(server.service.tcp.open) == 2
+
+
+def forwarding_server(start_server: StartServer, fake: FakeUpstream, **tcp: Any) -> RunningServer:
+    return start_server(upstreams=[fake.address], forward={"enabled": True}, tcp=tcp)
+
+
+def test_at_the_cap_busy_connections_keep_their_slots(start_server: StartServer, fake: FakeUpstream) -> None:
+    server = forwarding_server(start_server, fake, max_connections=2)
+    fake.hold = True  # the upstream answers only when released: both connections wait on it
+    queries = [make_query(f"www{i}.example.test", "A") for i in range(2)]
+    with connection(server) as first, connection(server) as second:
+        for sock, query in zip((first, second), queries):
+            sock.sendall(frame(query.to_wire()))
+        fake.wait_for(2)
+        assert_turned_away(server)  # every connection busy: the new one is closed at once
+        assert server.service.tcp.rejected["cap"] == 1
+        fake.release()
+        for sock, query in zip((first, second), queries):
+            assert read_reply(sock).msg.id == query.id
+
+
+def test_a_cap_per_source(start_server: StartServer) -> None:
+    server = start_server(tcp={"max_per_source": 2})
+    with connection(server) as first, connection(server) as second:
+        ask_on(first)
+        ask_on(second)
+        assert_turned_away(server)  # a third from 127.0.0.1
+        assert server.service.tcp.rejected["per_source"] == 1
+        with connection(server, source="127.0.0.5") as other:  # another address is let in
+            assert set(ask_on(other).addresses()) == MY_APP
+        assert set(ask_on(first).addresses()) == MY_APP
+
+
+def test_trickling_connections_from_one_host_do_not_shut_out_the_others(start_server: StartServer) -> None:
+    # 260 connections from one address, each sending a byte now and then (a query's length,
+    # never the query): at most `max_per_source` are let in, none for longer than a query may
+    # take, and a query from elsewhere is answered throughout.
+    server = start_server()  # the defaults: 256 in all, 32 per source, 3 s for a query to arrive
+    tricklers: list[socket.socket] = []
+    try:
+        for _ in range(260):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(3.0)
+            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.connect((server.host, server.port))
+                sock.sendall(b"\x00")
+            except OSError:
+                pass  # turned away already
+            tricklers.append(sock)
+        for round_ in range(3):
+            with connection(server, source="127.0.0.6") as legit:
+                assert set(ask_on(legit).addresses()) == MY_APP, round_
+            assert server.service.tcp.per_source.get("127.0.0.1", 0) <= 32
+            for sock in tricklers:
+                try:
+                    sock.send(b"\x40")
+                except OSError:
+                    pass
+            server.advance(4)  # one more byte every 4 s: past the 3 s a query may take
+        assert server.service.tcp.per_source.get("127.0.0.1", 0) == 0  # every trickler cut off
+        assert server.service.tcp.closed["message_timeout"] >= 32
+        assert server.service.tcp.rejected["per_source"] >= 228
+    finally:
+        for sock in tricklers:
+            sock.close()
+
+
+def test_a_started_query_must_arrive_in_time(start_server: StartServer) -> None:
+    server = start_server(tcp={"message_timeout": 3, "idle_timeout": 10})
+    wire = frame(make_query("my-app.internal", "AAAA").to_wire())
+    with connection(server) as slow, connection(server) as prompt:
+        ask_on(prompt)
+        slow.sendall(wire[:5])
+        ask_on(prompt)  # the server has read those bytes by now
+        server.advance(2)
+        slow.sendall(wire[5:10])  # more bytes, still not the whole query: no extension
+        ask_on(prompt)
+        server.advance(1.5)
+        assert_closed(slow)
+        assert server.service.tcp.closed["message_timeout"] == 1
+        assert set(ask_on(prompt).addresses()) == MY_APP
+
+
+def server_side(server: RunningServer) -> Any:
+    """The one open connection's protocol, as the server holds it."""
+    [protocol] = server.service.tcp.open
+    return protocol
+
+
+def unsent(protocol: Any) -> int:
+    transport = protocol.transport
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_read_from(start_server: StartServer) -> None:
+    server = start_server(tcp={"max_unsent": 65536, "idle_timeout": 10})
+    queries = b"".join(frame(make_query(f"n{i}.internal", "AAAA", want_dnssec=False).to_wire()) for i in range(40_000))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)  # and the kernel holds little for it
+        sock.bind(("127.0.0.1", 0))
+        sock.connect((server.host, server.port))
+        sock.setblocking(False)
+        sent = 0
+        stuck_since = time.monotonic()
+        while sent < len(queries) and time.monotonic() - stuck_since < 1.0:
+            try:
+                n = sock.send(queries[sent : sent + 65536])
+                sent += n
+                stuck_since = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert sent < len(queries)  # the server stopped reading: the client's sends back up
+        protocol = server_side(server)
+        held = on_reactor(server.reactor, lambda: (unsent(protocol), len(protocol._buffer), protocol._reading))
+        assert not held[2]
+        assert held[0] <= 65536 + 1024  # replies waiting: the bound and the reply that crossed it
+        assert held[1] <= 65536 + 2048  # queries read but not yet answered: about one read
+        server.advance(10)  # it does not drain within the idle timeout: cut off
+        sock.setblocking(True)
+        sock.settimeout(3.0)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            while sock.recv(65536):
+                pass
+        assert server.service.tcp.closed["not_draining"] == 1
+
+
+def test_reading_resumes_when_the_client_catches_up(start_server: StartServer) -> None:
+    server = start_server(tcp={"max_unsent": 4096})
+    count = 3000
+    queries = [make_query("my-app.internal" if i % 2 else "nope.internal", "AAAA") for i in range(count)]
+    for i, q in enumerate(queries):
+        q.id = i
+    payload = b"".join(frame(q.to_wire()) for q in queries)
+    with connection(server) as sock:
+        writer = threading.Thread(target=sock.sendall, args=(payload,))
+        writer.start()  # blocks while the server holds back
+        time.sleep(0.3)
+        ids = set()
+        for _ in range(count):
+            ids.add(read_reply(sock).msg.id)
+        writer.join(5)
+        assert ids == set(range(count))  # every query answered once, none lost to the pauses
+        assert set(ask_on(sock).addresses()) == MY_APP
+
+
+def test_queries_before_the_clients_fin_are_answered(server: RunningServer) -> None:
+    queries = [make_query(name, "AAAA") for name in ("my-app.internal", "nope.internal", "api.flycast") * 7]
+    for i, q in enumerate(queries):
+        q.id = i
+    for _ in range(5):
+        with connection(server) as sock:
+            sock.sendall(b"".join(frame(q.to_wire()) for q in queries))
+            sock.shutdown(socket.SHUT_WR)  # the client's FIN, at once
+            assert sorted(read_reply(sock).msg.id for _ in queries) == list(range(len(queries)))
+            assert_closed(sock)  # and then the server closes
+
+
+def test_forwarded_queries_before_the_clients_fin_are_answered(start_server: StartServer, fake: FakeUpstream) -> None:
+    server = forwarding_server(start_server, fake)
+    fake.hold = True
+    queries = [make_query(f"www{i}.example.test", "A") for i in range(5)] + [make_query("my-app.internal", "AAAA")]
+    with connection(server) as sock:
+        sock.sendall(b"".join(frame(q.to_wire()) for q in queries))
+        sock.shutdown(socket.SHUT_WR)
+        assert read_reply(sock).msg.id == queries[-1].id  # the local answer first
+        fake.wait_for(5)
+        fake.release()  # the upstream answers after the client's FIN
+        assert {read_reply(sock).msg.id for _ in range(5)} == {q.id for q in queries[:5]}
+        assert_closed(sock)
 
 
 def test_stopping_the_service_closes_open_connections(start_server: StartServer) -> None:
