@@ -7,7 +7,10 @@ modification times has changed does it read, parse and validate them all.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,23 +30,59 @@ from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 log = Logger()
 
-Row = tuple[str, int, int, int, str]  # path, mtime_ns, size, inode, content hash while racy
+# path, mtime_ns, size, inode, mode and owner (a chmod makes a file readable or not), content
+# hash while racy (or why the file cannot be read)
+Row = tuple[str, int, int, int, tuple[int, int, int], str]
 Fingerprint = tuple[Row, ...]
 # A file modified this recently may change again within the clock tick that stamped it; its
 # content hash joins the fingerprint so that a same-size edit in the same tick is not missed.
 _RACY_SECONDS = 2.0
 
 
+_SUFFIXES = (".yaml", ".yml")
+
+
 def registry_files(root: Path) -> list[Path]:
+    """Every name of a registry file under `root`, hidden names (and what is under them) left
+    out: ending in .yaml or .yml, whatever it turns out to be. A dangling or looping symbolic
+    link, a directory or an unreadable file under such a name is listed too, so that reading it
+    says why it cannot be read: a registry file must never be taken as deleted just because it
+    cannot be read. Symbolic links to folders are not followed (as `find` does not)."""
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise RegistryError([f"{root}: registry folder does not exist"])
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix in (".yaml", ".yml") and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    found: list[Path] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as exc:  # a folder that cannot be listed hides whatever files it holds
+            raise RegistryError([f"{folder}: folder: cannot be read ({exc.strerror or exc})"]) from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if path.suffix in _SUFFIXES:
+                found.append(path)
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+    return sorted(found)
+
+
+def unreadable(path: Path, exc: OSError) -> str:
+    """Why a registry file cannot be read, in words an operator acts on."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        if exc.errno == errno.ELOOP:
+            return f"a symbolic link that loops (to {target})"
+        if exc.errno == errno.ENOENT:
+            return f"a dangling symbolic link (to {target}, which does not exist)"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not a file"
+    return exc.strerror or str(exc)
 
 
 def fingerprint(root: Path, previous: Fingerprint | None = None) -> Fingerprint:
@@ -53,19 +92,21 @@ def fingerprint(root: Path, previous: Fingerprint | None = None) -> Fingerprint:
     for path in registry_files(root):
         try:
             st = path.stat()
-            stat = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+            seen = (str(path), st.st_mtime_ns, st.st_size, st.st_ino, (st.st_mode, st.st_uid, st.st_gid))
             old = before.get(str(path))
             digest = ""
-            if now - st.st_mtime < _RACY_SECONDS:
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime < _RACY_SECONDS:
                 digest = _digest(path)
-            elif old is not None and old[:4] == stat and old[4]:
+            elif old is not None and old[:5] == seen and old[5]:
                 # Leaving the racy window: hash once more, so that an edit made after the last
                 # racy scan is still seen; an unchanged file then drops its hash (see unchanged).
                 current = _digest(path)
-                digest = "" if current == old[4] else current
-        except FileNotFoundError:  # removed between the listing and the stat: it is gone
-            continue
-        rows.append((*stat, digest))
+                digest = "" if current == old[5] else current
+        except OSError as exc:
+            if not os.path.lexists(path):  # removed between the listing and the stat: it is gone
+                continue
+            seen, digest = (str(path), -1, -1, -1, (0, 0, 0)), f"unreadable: {unreadable(path, exc)}"  # read, to be reported
+        rows.append((*seen, digest))
     return tuple(rows)
 
 
@@ -82,7 +123,7 @@ def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
     if seen is None or len(seen) != len(current):
         return False
     for old, new in zip(seen, current):
-        if old[:4] != new[:4] or (old[4] and new[4] and old[4] != new[4]):
+        if old[:5] != new[:5] or (old[5] and new[5] and old[5] != new[5]):
             return False
     return True
 
@@ -113,8 +154,11 @@ def read_documents(root: Path, known: dict[str, tuple[bytes, Document]] | None =
             where = f"line {mark.line + 1}" if mark is not None else "document"
             problems.append(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', None) or exc})")
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: file: cannot be read ({exc})")
+        except OSError as exc:
+            problems.append(f"{path}: file: cannot be read: {unreadable(path, exc)}")
+            continue
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}: file: cannot be read: not UTF-8 text ({exc})")
             continue
         document = Document(str(path), data)
         if known is not None:
@@ -209,6 +253,11 @@ class FilesBackend:
             self._loop.stop()
         self._sink = None
 
+    def reload(self) -> Deferred[None]:
+        """Scan now (SIGHUP), and publish what is found even if the files look unchanged."""
+        self._seen = None
+        return self.check()
+
     def check(self) -> Deferred[None]:
         """One poll: rescan in a thread, publish or reject if anything changed."""
         if self._running is not None:  # a slow scan is still going; let it finish
@@ -229,7 +278,7 @@ class FilesBackend:
             fp = fingerprint(self.root, seen)
         except (RegistryError, OSError) as exc:
             error = exc if isinstance(exc, RegistryError) else RegistryError([f"{self.root}: {exc}"])
-            return ((("!", 0, 0, 0, str(error)),), error)
+            return ((("!", 0, 0, 0, (0, 0, 0), str(error)),), error)
         if unchanged(seen, fp):
             return fp, None
         return fp, build_frozen(self._folder.scan)
