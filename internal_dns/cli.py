@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,11 +209,19 @@ def run_serve(path: str, worker: int | None = None) -> int:
         from internal_dns.workers import Supervisor
 
         return Supervisor(path, config.workers, log=_supervisor_log).run()
+    def load() -> Config:  # what SIGHUP reads again
+        fresh = load_config(path)
+        if worker is not None:
+            from internal_dns.workers import worker_config
+
+            fresh = worker_config(fresh, worker)
+        return fresh
+
     if worker is not None:
         from internal_dns.workers import worker_config
 
         config = worker_config(config, worker)
-    return _serve(config)
+    return _serve(config, load)
 
 
 def _supervisor_log(line: str) -> None:
@@ -220,7 +229,7 @@ def _supervisor_log(line: str) -> None:
     print(f"{stamp} [internal_dns.workers#info] {line}", file=sys.stderr, flush=True)
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, load: Callable[[], Config]) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -229,7 +238,7 @@ def _serve(config: Config) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     log_warnings(config)
     try:
-        service = DnsService(config, reactor)
+        service = DnsService(config, reactor, load=load)
     except Exception as exc:  # a third-party backend that cannot be made, most often
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
@@ -250,10 +259,15 @@ def _serve(config: Config) -> int:
             stopping.append(signum)
             reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
 
+    def on_hangup(signum: int, _: Any) -> None:
+        if not stopping:
+            reactor.callFromThread(service.reload)  # type: ignore[attr-defined]
+
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)  # reload; never the end of the process
     reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
     return exit_code[0]
 

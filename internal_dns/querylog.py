@@ -122,6 +122,25 @@ class QueryLog:
         stream.write("\n".join(batch) + "\n")
         stream.flush()
 
+    def reopen(self) -> Deferred[None]:
+        """Write what is queued, then open the file anew: after logrotate has moved it away, the
+        lines go to a new file of the same name (SIGHUP). If it cannot be opened, the old one
+        goes on."""
+        d = self.flush()
+        d.addCallback(lambda _: self._reopen())
+        return d
+
+    def _reopen(self) -> None:
+        if self._stream is None or self._stream is sys.stdout:
+            return
+        try:
+            stream = open(self.target, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            log.error("query log {target} cannot be opened again: {error}; writing on to the file already open", target=self.target, error=exc)
+            return
+        old, self._stream = self._stream, stream
+        old.close()
+
     def stop(self) -> Deferred[None]:
         if self._loop.running:
             self._loop.stop()

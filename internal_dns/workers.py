@@ -55,6 +55,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         self.log(f"starting {self.count} workers")
         for i in range(self.count):
             self.start(i)
@@ -79,6 +80,13 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _: Any) -> None:
         self.stopping = True
+
+    def _on_hangup(self, signum: int, _: Any) -> None:
+        """Each worker reloads (its config and registry) on its own."""
+        self.log("SIGHUP: telling the workers to reload")
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
 
     def stop(self) -> int:
         self.log("stopping the workers")

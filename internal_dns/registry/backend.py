@@ -50,3 +50,9 @@ class Backend(Protocol):
     def stop(self) -> Deferred[None] | None:
         """Stop watching; no publish or reject happens after the result fires."""
         ...
+
+
+class Reloadable(Protocol):
+    """A backend that can be told to read its whole store again now (SIGHUP); optional."""
+
+    def reload(self) -> object: ...

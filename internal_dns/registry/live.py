@@ -52,6 +52,7 @@ class LiveBackend:
         self.catalog = Catalog()
         self._sink: SnapshotSink | None = None
         self._stopping = threading.Event()
+        self._reload = threading.Event()
         self._thread: threading.Thread | None = None
         self._first: Deferred[None] | None = None
         self._reported: set[str] = set()  # problem lines already logged
@@ -80,6 +81,10 @@ class LiveBackend:
         self._thread.start()
         return self._first
 
+    def reload(self) -> None:
+        """Load everything again (SIGHUP), after the change being waited for (at most `wait`)."""
+        self._reload.set()
+
     def stop(self) -> Deferred[None]:
         self._sink = None  # nothing reaches the server after this
         self._stopping.set()
@@ -95,6 +100,10 @@ class LiveBackend:
         delay = self.retry_first
         while not self._stopping.is_set():
             try:
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._to_reactor(lambda: log.info("registry {store}: loading everything again, as asked", store=self.describe()))
+                    position = None
                 if position is None:
                     entities, position = self.load_all()
                     self._deliver(build_frozen(lambda: self.catalog.load(entities)))

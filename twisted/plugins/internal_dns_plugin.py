@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application.service import IServiceMaker
@@ -43,6 +44,8 @@ class InternalDnsServiceMaker:
                     super().startService()
                 except CannotListenError as exc:  # a port in use: a message, not a traceback
                     raise SystemExit(f"internal-dns: cannot start: {exc}") from None
+                # SIGHUP reloads, as under `internal-dns serve`; twistd leaves it to end the process.
+                signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
 
         log_warnings(options.loaded)
         return TwistdDnsService(options.loaded, reactor)
