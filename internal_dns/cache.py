@@ -6,8 +6,8 @@ query with AD must not be served to one without, nor the other way round.
 
 Entries age on the injected clock; an expired entry stays, for serving stale (RFC 8767) while no
 upstream answers, until `max_stale` seconds past its expiry. The store is bounded by entries and
-by bytes, least recently used out first (lru.py); each entry is a tuple of the reply's bytes and
-two numbers, out of the collector's sight, and the reply is indexed again when it is used.
+by bytes, least recently used out first (lru.py); each entry is a tuple of numbers and the
+reply's bytes, out of the collector's sight, and the reply is indexed again when it is used.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from internal_dns.wire import AD, CD, Query
 
 CacheKey = bytes
 _DO, _CD, _AD = 1, 2, 4
+_STORED, _TTL, _WIRE = 1, 2, 3  # an entry: (size, stored at, TTL, the reply's bytes)
 
 
 def cache_key(q: Query) -> CacheKey:
@@ -69,10 +70,10 @@ class ReplyCache:
     def fresh(self, key: CacheKey, now: float) -> Entry | None:
         """A live entry (counted as a hit), or None (a miss)."""
         value = self.store.peek(key)
-        if value is not None and now - value[1] < value[2]:
+        if value is not None and now - value[_STORED] < value[_TTL]:
             self.store.get(key)  # now the most recently used
             self.stats.hits += 1
-            return Entry(parse_reply(value[0]), value[1], value[2])
+            return Entry(parse_reply(value[_WIRE]), value[_STORED], value[_TTL])
         self.stats.misses += 1
         return None
 
@@ -81,14 +82,14 @@ class ReplyCache:
         value = self.store.peek(key)
         if value is None:
             return None
-        if now - value[1] - value[2] > self.max_stale:
+        if now - value[_STORED] - value[_TTL] > self.max_stale:
             self.store.pop(key)
             return None
         self.stats.stale += 1
-        return Entry(parse_reply(value[0]), value[1], value[2])
+        return Entry(parse_reply(value[_WIRE]), value[_STORED], value[_TTL])
 
     def put(self, key: CacheKey, reply: UpstreamReply, now: float) -> None:
         ttl = reply.cache_ttl()
         if ttl is None or ttl <= 0:
             return
-        self.store.put(key, (reply.wire, now, min(ttl, self.max_ttl), entry_size(key, reply.wire)))
+        self.store.put(key, (entry_size(key, reply.wire), now, min(ttl, self.max_ttl), reply.wire))

@@ -1,10 +1,11 @@
 """A store of finished bytes bounded by entries and by bytes, least recently used out first.
 
 Made for the caches on the query path (rendered replies, forwarded answers), with Python's
-collector in mind: keys are bytes and values are tuples of bytes, numbers and None, which the
-collector stops tracking after its first look at them. A full collection then costs what the
-server's few other objects cost, however full the caches are, instead of walking every entry.
-Each value's last item is its size in bytes as the store counts it.
+collector in mind: keys are bytes and values are flat tuples of bytes, numbers and None, which the
+collector stops tracking the first time it looks at them (a tuple holding another tuple may stay
+tracked for a while: the collector must happen to look at the inner one first). A collection then
+costs what the server's few other objects cost, however full the caches are, instead of walking
+every entry. Each value's first item is its size in bytes as the store counts it.
 
 Past either bound the least recently used entries go one at a time as new ones come in: the
 cache never empties at once.
@@ -56,19 +57,19 @@ class LruStore:
         False, storing nothing, for an entry of more than a sixteenth of `max_bytes`: one big
         answer must not push out thousands of small ones.
         """
-        if value[-1] * 16 > self.max_bytes:
+        if value[0] * 16 > self.max_bytes:
             self.pop(key)
             return False
         old = self.items.get(key)
         if old is not None:
-            self.bytes -= old[-1]
+            self.bytes -= old[0]
         self.items[key] = value
         self.items.move_to_end(key)
-        self.bytes += value[-1]
+        self.bytes += value[0]
         items = self.items
         while len(items) > self.max_entries or (self.bytes > self.max_bytes and len(items) > 1):
             gone, dropped = items.popitem(last=False)
-            self.bytes -= dropped[-1]
+            self.bytes -= dropped[0]
             self.evictions += 1
             if self.on_evict is not None:
                 self.on_evict(gone)
@@ -77,7 +78,7 @@ class LruStore:
     def pop(self, key: bytes) -> tuple[Any, ...] | None:
         value = self.items.pop(key, None)
         if value is not None:
-            self.bytes -= value[-1]
+            self.bytes -= value[0]
         return value
 
     def clear(self) -> None:

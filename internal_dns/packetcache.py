@@ -14,8 +14,8 @@ one store bounded by entries and bytes (lru.py), least recently used out first:
   `reply()`, which both transports call before anything else. The forwarder's cached answers are
   kept here too, as exact entries that hold while their TTLs do.
 
-Entries are tuples of bytes and numbers, which Python's collector stops tracking, so a full cache
-costs a collection nothing. Keys start with a tag naming the view (and, for exact entries, the
+Entries are flat tuples of bytes and numbers, which Python's collector stops tracking the first
+time it looks at them, so a full cache costs a collection nothing. Keys start with a tag naming the view (and, for exact entries, the
 transport): a reload that changes a network retires its views' tags, and what was rendered under
 them is never found again and leaves with the least recently used. Turns are counted per network
 and question in a dict shared by every entry and the full path, so a set rotates by one between
@@ -42,16 +42,21 @@ from internal_dns.records import SOA, Answer
 _COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
 _TAG = struct.Struct("!I")
-_SERIAL = struct.Struct("!I")
+_SERIAL_BYTES = struct.Struct("!I")
 UDP, TCP, RENDERING = 0, 1, 2  # what a tag is for
 MAX_TURNS = 64  # address sets larger than this are rendered per answer, not kept per turn
 MAX_SOURCES = 65536  # sources remembered per listener and transport (a view over a wide CIDR)
 MAX_TURN_COUNTERS = 65536  # names of old snapshots linger among the turn counters; start afresh
 
-# An exact entry: (rests, turn key, serial, where the serial sits in each rest or -1, valid until
-# (forwarded answers; None for ours), counter index, histogram index, size).
-# A rendering: (header, bodies, turn key, serial, where the serial sits in each body or -1,
-# where the question ends, counter index, histogram index, size).
+# An exact entry: (size, turn key, serial, where the serial sits in each reply or -1, valid until
+# (forwarded answers; None for ours), counter index, histogram index, then the reply from byte 2
+# on for each turn (None: not made yet)).
+_SERIAL, _SERIAL_AT, _UNTIL = 2, 3, 4
+EXACT = 7  # where the replies start
+# A rendering: (size, turn key, serial, where the serial sits in each body or -1, the reply's
+# header, where the question ends, counter index, histogram index, then the body for each turn
+# (or None)). The serial and where it sits are at the same places in both.
+RENDERED = 8  # where the bodies start
 
 
 class Clock(Protocol):
@@ -126,19 +131,19 @@ class PacketCache:
         value = self.store.items.get(key)
         if value is None:
             return None
-        rests, turns_at, serial, soa_at, until, cell, histogram, _ = value
+        _, turns_at, serial, _, until, cell, histogram = value[:EXACT]
         if until is not None:  # a forwarded answer: right until its TTLs count down a second
             if self.clock.seconds() >= until:
                 return None
             if self.forward_stats is not None:
                 self.forward_stats.hits += 1
         elif serial != self.serial:  # a reload that left this view's network as it was
-            rests = self._reserial_exact(key, value)
+            value = self._reserial(key, value, EXACT)
         if turns_at is None:
-            rest = rests[0]
+            rest = value[EXACT]
         else:
             turn = self.turns.get(turns_at, 0)
-            rest = rests[turn % len(rests)]
+            rest = value[EXACT + turn % (len(value) - EXACT)]
             if rest is None:
                 return None  # this turn is not rendered yet: the full path renders it
             self.turns[turns_at] = turn + 1
@@ -184,30 +189,30 @@ class PacketCache:
             rendering = self._new_rendering(rkey, end, made)
             if rendering is None:
                 return None
-        header, bodies, turns_at, serial, soa_at, _, cell, histogram, _ = rendering
-        if serial != self.serial:
-            rendering = self._reserial_rendering(rkey, rendering)
-            bodies = rendering[1]
-        turn = self.turns.get(turns_at, 0) % len(bodies) if turns_at is not None else 0
-        body = bodies[turn]
+        if rendering[_SERIAL] != self.serial:
+            rendering = self._reserial(rkey, rendering, RENDERED)
+        _, turns_at, _, soa_at, header, _, cell, histogram = rendering[:RENDERED]
+        count = len(rendering) - RENDERED
+        turn = self.turns.get(turns_at, 0) % count if turns_at is not None else 0
+        body = rendering[RENDERED + turn]
         if body is None:
             made = made or make()
             body = made.render(turn)[end:]
-            bodies = bodies[:turn] + (body,) + bodies[turn + 1 :]
-            self._put(rkey, (header, bodies, turns_at, self.serial, soa_at, end, cell, histogram, entry_size(rkey, header, *bodies)))
+            bodies = _with(rendering[RENDERED:], turn, body)
+            self._put(rkey, (entry_size(rkey, header, *bodies), *rendering[1:RENDERED], *bodies))
         if turns_at is not None:
             self.turns[turns_at] = self.turns.get(turns_at, 0) + 1
         question = data[12:end]
         rest = header + question + body
         ekey = exact_tag + data[2:]
         exact = self.store.peek(ekey)
-        if exact is not None and exact[4] is None and exact[2] == self.serial and len(exact[0]) == len(bodies):
-            rests: tuple[bytes | None, ...] = exact[0]  # other turns of this spelling, already made
+        if exact is not None and exact[_UNTIL] is None and exact[_SERIAL] == self.serial and len(exact) - EXACT == count:
+            rests: tuple[bytes | None, ...] = exact[EXACT:]  # other turns of this spelling, already made
         else:
-            rests = (None,) * len(bodies)
-        rests = rests[:turn] + (rest,) + rests[turn + 1 :]
+            rests = (None,) * count
+        rests = _with(rests, turn, rest)
         at = soa_at + 10 + len(question) if soa_at >= 0 else -1
-        self._put(ekey, (rests, turns_at, self.serial, at, None, cell, histogram, entry_size(ekey, *rests)))
+        self._put(ekey, (entry_size(ekey, *rests), turns_at, self.serial, at, None, cell, histogram, *rests))
         return data[:2] + rest
 
     def remember_forwarded(self, exact_tag: bytes, data: bytes, tcp: bool, reply: bytes, until: float, cell: int, histogram: int) -> bool:
@@ -216,7 +221,7 @@ class PacketCache:
             return False
         key = exact_tag + data[2:]
         rest = reply[2:]
-        return self._put(key, ((rest,), None, 0, -1, until, cell, histogram, entry_size(key, rest)))
+        return self._put(key, (entry_size(key, rest), None, 0, -1, until, cell, histogram, rest))
 
     # --- reloads ------------------------------------------------------------------------------
     def swap(self, serial: int, changed: Callable[[str], bool]) -> None:
@@ -283,29 +288,24 @@ class PacketCache:
             return None
         first = made.render(0)
         soa_at = _serial_offset(first, end, made.answer)
-        bodies = (first[end:],) + (None,) * (count - 1)
-        value = (first[2:12], bodies, made.turn_key, self.serial, soa_at, end, made.cell, made.histogram, entry_size(rkey, first))
+        value = (entry_size(rkey, first), made.turn_key, self.serial, soa_at, first[2:12], end, made.cell, made.histogram, first[end:])
+        value += (None,) * (count - 1)
         return value if self._put(rkey, value) else None
 
-    def _reserial_rendering(self, key: bytes, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        header, bodies, turns_at, _, soa_at, end, cell, histogram, size = value
-        value = (header, _patch(bodies, soa_at, self.serial), turns_at, self.serial, soa_at, end, cell, histogram, size)
+    def _reserial(self, key: bytes, value: tuple[Any, ...], start: int) -> tuple[Any, ...]:
+        """The entry with the current serial in its SOA (from `start` on, the blobs holding it)."""
+        at = value[_SERIAL_AT]
+        blobs = value[start:]
+        if at >= 0:
+            packed = _SERIAL_BYTES.pack(self.serial & 0xFFFFFFFF)
+            blobs = tuple(b if b is None else b[:at] + packed + b[at + 4 :] for b in blobs)
+        value = (*value[:_SERIAL], self.serial, *value[_SERIAL + 1 : start], *blobs)
         self.store.items[key] = value  # in place: the same size, the same place in the order
         return value
 
-    def _reserial_exact(self, key: bytes, value: tuple[Any, ...]) -> tuple[bytes | None, ...]:
-        rests, turns_at, _, soa_at, until, cell, histogram, size = value
-        rests = _patch(rests, soa_at, self.serial)
-        self.store.items[key] = (rests, turns_at, self.serial, soa_at, until, cell, histogram, size)
-        return rests
 
-
-def _patch(blobs: tuple[bytes | None, ...], at: int, serial: int) -> tuple[bytes | None, ...]:
-    """The blobs with the SOA serial at offset `at` replaced (none to replace when `at` < 0)."""
-    if at < 0:
-        return blobs
-    packed = _SERIAL.pack(serial & 0xFFFFFFFF)
-    return tuple(b if b is None else b[:at] + packed + b[at + 4 :] for b in blobs)
+def _with(blobs: tuple[bytes | None, ...], i: int, blob: bytes) -> tuple[bytes | None, ...]:
+    return blobs[:i] + (blob,) + blobs[i + 1 :]
 
 
 def _serial_offset(reply: bytes, end: int, answer: Answer) -> int:

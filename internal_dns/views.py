@@ -74,18 +74,25 @@ class ViewResolver:
         self._configured = PrefixTable((v.source, v.network) for v in views)
         self._resolver_addresses = resolver_addresses
         self.server_region = server_region
-        self._cache: dict[tuple[str, ListenConfig], View | None] = {}
+        # listener → source → view. One View object per (network, region), shared by all the
+        # sources that have it, so that remembering many sources adds no objects for the collector.
+        self._cache: dict[ListenConfig, dict[str, View | None]] = {}
+        self._views: dict[tuple[str, str | None], View] = {}
 
     def resolve(self, host: str, listener: ListenConfig) -> View | None:
-        key = (host, listener)
+        sources = self._cache.get(listener)
+        if sources is None:
+            sources = self._cache[listener] = {}
         try:
-            return self._cache[key]
+            return sources[host]
         except KeyError:
             pass
         view = self._resolve(host, listener)
-        if len(self._cache) > 65536:  # sources are bounded by the network, but be safe
-            self._cache.clear()
-        self._cache[key] = view
+        if view is not None:
+            view = self._views.setdefault((view.network, view.region), view)
+        if len(sources) > 65536:  # sources are bounded by the network, but be safe
+            sources.clear()
+        sources[host] = view
         return view
 
     def _resolve(self, host: str, listener: ListenConfig) -> View | None:
