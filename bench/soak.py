@@ -190,7 +190,12 @@ def kept_awake(enabled: bool) -> Iterator[None]:
         spinner.wait()
 
 
-def figures(out: Path, minutes: float, qps: float, sources: int, size: Size = Size(), keep_awake: bool = False) -> dict[str, Any]:
+SERVERS = ("internal-dns", "dnsmasq")
+
+
+def figures(
+    out: Path, minutes: float, qps: float, sources: int, size: Size = Size(), keep_awake: bool = False, servers: tuple[str, ...] = SERVERS
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     registry = write_registry(out / "soak-registry", size)
     snapshot = load_snapshot(registry)
@@ -201,10 +206,11 @@ def figures(out: Path, minutes: float, qps: float, sources: int, size: Size = Si
     views = [{"source": f"{source_address(i)}/32", "network": network_name(i)} for i in range(sources)]
     results: dict[str, Any] = {"minutes": minutes, "qps": qps, "sources": sources, "mix": MIX, "size": size.describe(), "keep_awake": keep_awake}
     with peers.running(peers.dnsmasq_upstream(out, forward_hosts, workloads.FORWARD_DOMAIN)) as upstream:
-        for start in (
-            lambda: peers.internal_dns(out, registry, upstream=upstream.port, views=views),
-            lambda: peers.dnsmasq_both(out, hosts, records, upstream.port),
-        ):
+        starts = {
+            "internal-dns": lambda: peers.internal_dns(out, registry, upstream=upstream.port, views=views),
+            "dnsmasq": lambda: peers.dnsmasq_both(out, hosts, records, upstream.port),
+        }
+        for start in (starts[name] for name in servers):
             with peers.running(start()) as server, kept_awake(keep_awake):
                 name = "dnsmasq" if server.name.startswith("dnsmasq") else server.name
                 awake = ", the servers' core kept awake" if keep_awake else ""
@@ -220,9 +226,13 @@ def main() -> None:
     parser.add_argument("--qps", type=float, default=2000.0)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--keep-awake", action="store_true", help="keep the servers' core from idling (see above)")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="which to soak, comma-separated (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    results = figures(args.out, args.minutes, args.qps, args.sources, keep_awake=args.keep_awake)
+    servers = tuple(name for name in args.servers.split(",") if name)
+    if not set(servers) <= set(SERVERS):
+        parser.error(f"--servers: choose from {', '.join(SERVERS)}")
+    results = figures(args.out, args.minutes, args.qps, args.sources, keep_awake=args.keep_awake, servers=servers)
     name = "soak-awake.json" if args.keep_awake else "soak.json"
     (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures: {args.out / name}")

@@ -207,7 +207,7 @@ class DnsService(service.Service):
             version=__version__,
             zones=", ".join(f"{z} ({scheme})" for z, scheme in self.config.zones.items()),
         )
-        self.collector_watch.install()
+        self.collector_watch.install(self.clock)
         for listener in self.config.listen:
             self._listen(listener)
         if self.config.metrics is not None:

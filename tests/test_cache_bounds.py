@@ -9,7 +9,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
+from internal_dns.gcwatch import FULL_EVERY, MIDDLE_EVERY, TICK
 from internal_dns.lru import LruStore
+from internal_dns.registry.heap import collector_paused
 from tests.conftest import RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream
 
@@ -106,3 +108,34 @@ def test_an_entry_too_big_for_the_store_is_not_kept() -> None:
         assert store.put(bytes([i]), (200, b"x" * 100))
     assert not store.put(b"big", (1001, b"y"))  # over a sixteenth of the bytes: would push out many
     assert len(store) == 10 and store.peek(b"big") is None and store.evictions == 0
+
+
+def test_collections_run_on_a_timer_taking_the_older_generations_in_turn(start_server: StartServer) -> None:
+    server = start_server()
+    watch = server.service.collector_watch
+
+    def counts() -> list[int]:
+        return [sum(h.counts) for h in watch.pauses]
+
+    before = counts()
+    for _ in range(FULL_EVERY):  # a minute of ticks on the server's clock
+        server.advance(TICK)
+    after = counts()
+    young, middle, full = (a - b for a, b in zip(after, before))
+    assert young >= FULL_EVERY * 0.9 - 1  # the tick's own (each middle or full one is instead of a young one)
+    assert middle >= FULL_EVERY // MIDDLE_EVERY - 1
+    assert full >= 1
+
+
+def test_no_timed_collection_while_the_collector_is_paused(start_server: StartServer) -> None:
+    server = start_server()
+    watch = server.service.collector_watch
+
+    def paused_ticks() -> int:
+        before = sum(sum(h.counts) for h in watch.pauses)
+        with collector_paused():
+            for _ in range(5):
+                server.clock.advance(TICK)
+        return sum(sum(h.counts) for h in watch.pauses) - before
+
+    assert on_reactor(server.reactor, paused_ticks) == 0
