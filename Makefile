@@ -1,5 +1,5 @@
 # `make run`: set up and start the server on the embedded registry. `make test`: set up and run the tests.
-# `make bench`: the benchmark against the peers (bench/run.py).
+# `make bench`: the benchmark against the peers (bench/run.py); `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check test bench etcd system-deps clean
+.PHONY: venv run check test bench soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: system-deps venv
 bench: system-deps venv
 	$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
+# BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.
+soak: system-deps venv
+	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
 # One etcd member in the foreground, its data kept in .etcd/ across runs (`rm -rf .etcd` forgets it),
 # for a config with `registry: {backend: etcd}` (README, "etcd"). Ctrl-C stops it.

@@ -4,6 +4,7 @@ Names baseline, and dnsmasq (answering from a hosts file, or forwarding with its
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,17 +29,37 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    """A port free for both UDP and TCP on loopback."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+    """A port free for both UDP and TCP on loopback, for a process started next to bind.
+
+    Drawn at random from below the kernel's ephemeral range: a port handed out by bind(0) or an
+    outgoing connection could be taken again by another program's next one before the process
+    binds it, while one below the range is only ever taken by a program that asks for it by
+    number.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 20000), low)
+        if _is_free(port):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _is_free(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            udp.bind(("127.0.0.1", port))
+            tcp.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
 
 
 @dataclass

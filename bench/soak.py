@@ -41,7 +41,7 @@ OUT = Path(__file__).resolve().parent / "out"
 MIX = {"internal": 0.55, "nxdomain": 0.20, "forwarded": 0.15, "forwarded_random": 0.05, "garbage": 0.05}
 TIMED = ("internal", "nxdomain", "forwarded", "forwarded_random")
 RSS_EVERY = 5.0  # seconds between two samples of the server's resident memory
-WARM_UP = 0.2  # the share of the run (at least a minute, when the run allows) left out of the slope
+WARM_UP = 0.3  # the share of the run left out of the slope: the caches fill first
 
 
 def source_address(i: int) -> str:
@@ -89,14 +89,16 @@ class RssSampler(threading.Thread):
                 return
             self.stopped.wait(RSS_EVERY)
 
-    def figures(self, seconds: float) -> dict[str, float]:
-        warm = min(seconds * WARM_UP, 60.0) if seconds >= 120 else seconds * WARM_UP
+    def figures(self, seconds: float) -> dict[str, Any]:
+        warm = seconds * WARM_UP
         later = [(t, r) for t, r in self.samples if t >= warm]
         return {
             "rss_start_mib": round(self.samples[0][1], 1),
+            "warm_up_seconds": round(warm),
             "rss_after_warm_up_mib": round(later[0][1], 1) if later else float("nan"),
             "rss_end_mib": round(self.samples[-1][1], 1),
             "rss_slope_mib_per_min": round(slope(later) * 60, 3) if len(later) >= 2 else float("nan"),
+            "rss_samples": [(round(t), round(r, 1)) for t, r in self.samples],
         }
 
 
@@ -161,8 +163,8 @@ def report(name: str, r: dict[str, Any]) -> str:
     if g:
         lines.append(f"    garbage: {g['sent']} sent, {g['answered']} answered ({', '.join(f'{k} {v}' for k, v in sorted(g['rcodes'].items()))})")
     lines.append(
-        f"    RSS {r['rss_start_mib']:.1f} MiB at the start, {r['rss_after_warm_up_mib']:.1f} after warm-up, {r['rss_end_mib']:.1f} at the end:"
-        f" {r['rss_slope_mib_per_min']:+.3f} MiB/min after warm-up"
+        f"    RSS {r['rss_start_mib']:.1f} MiB at the start, {r['rss_after_warm_up_mib']:.1f} after warm-up ({r['warm_up_seconds']} s),"
+        f" {r['rss_end_mib']:.1f} at the end: {r['rss_slope_mib_per_min']:+.3f} MiB/min after warm-up"
     )
     if r.get("collector"):
         c = r["collector"]
@@ -232,6 +234,7 @@ def main() -> None:
     servers = tuple(name for name in args.servers.split(",") if name)
     if not set(servers) <= set(SERVERS):
         parser.error(f"--servers: choose from {', '.join(SERVERS)}")
+    args.out = args.out.resolve()  # the servers' configs name files in it, relative to themselves
     results = figures(args.out, args.minutes, args.qps, args.sources, keep_awake=args.keep_awake, servers=servers)
     name = "soak-awake.json" if args.keep_awake else "soak.json"
     (args.out / name).write_text(json.dumps(results, indent=2) + "\n")

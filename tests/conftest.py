@@ -24,6 +24,7 @@ from internal_dns.registry.model import RegistryError, Snapshot
 from internal_dns.server import DnsService
 from tests.dnsclient import Reply, exchange, make_query
 from tests.fake_upstream import FakeUpstream
+from tests.processes import Process
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_ZONES = ROOT / "zones"
@@ -169,6 +170,16 @@ def log_lines() -> Iterator[list[str]]:
     globalLogPublisher.addObserver(observer)
     yield lines
     globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Processes a test starts (tests/processes.py); each is stopped afterwards, with whatever it
+    started."""
+    started: list[Process] = []
+    yield started
+    for proc in started:
+        proc.kill_all()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from bench.peers import free_port  # noqa: F401  (dnsmasq needs a fixed number)
 from tests.dnsclient import Reply, make_query
 
 ZONE = "example.test."
@@ -348,21 +349,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
         data += chunk
     return data
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port free on `host` for UDP and TCP just now (dnsmasq needs a fixed number)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
-            try:
-                other.bind((host, port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free port found")
 
 
 class Dnsmasq:

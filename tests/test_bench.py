@@ -5,6 +5,7 @@ no test here times anything."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -12,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import dnsperf, peers, workloads
+from bench import dnsperf, peers, soak, workloads
 from bench.generate import Size
 from bench.run import Files, prepare
 
@@ -84,3 +85,20 @@ def test_dnsperf_runs_and_is_read(files: Files, servers: dict[str, peers.Server]
     paced = dnsperf.run(servers["internal-dns"].port, files.queries["a"], seconds=1, max_qps=500, verbose=True, cpus=None)
     assert set(paced.percentiles_ms) == {"p50", "p99", "p99.9"}
     assert 0 < paced.percentiles_ms["p50"] <= paced.percentiles_ms["p99"] <= paced.percentiles_ms["p99.9"]
+
+
+def test_the_soak_sends_every_kind_and_reads_both_servers(tmp_path: Path) -> None:
+    # A few seconds of the soak's load on a small registry: every kind answered on both servers,
+    # garbage partly answered (FORMERR, NOTIMP) and partly not (replies, runts), the figures read.
+    results = soak.figures(tmp_path, minutes=0.05, qps=300, sources=2, size=SMALL)
+    for name in soak.SERVERS:
+        kinds = results[name]["kinds"]
+        for kind in soak.TIMED:
+            assert kinds[kind]["sent"] > 0 and kinds[kind]["answered"] == kinds[kind]["sent"], (name, kind, kinds[kind])
+            assert kinds[kind]["p50_ms"] <= kinds[kind]["max_ms"]
+        assert 0 < kinds["garbage"]["answered"] <= kinds["garbage"]["sent"] or name == "dnsmasq"
+        assert results[name]["rss_end_mib"] > 0
+    assert set(kinds["nxdomain"]["rcodes"]) == {"NXDOMAIN"}  # dnsmasq's too: random names exist nowhere
+    assert results["internal-dns"]["kinds"]["nxdomain"]["rcodes"] == {"NXDOMAIN": results["internal-dns"]["kinds"]["nxdomain"]["sent"]}
+    collector = results["internal-dns"]["collector"]
+    assert collector["generation_0"]["collections"] > 0 and collector["longest_pause_ms"] > 0

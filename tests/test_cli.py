@@ -12,38 +12,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dns.exception
 import dns.message
 import dns.query
 import pytest
 import yaml
 
 from bench.peers import free_port
-from tests.dnsclient import Reply
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
-INTERNAL_DNS = str(BIN / "internal-dns")
-TWISTD = str(BIN / "twistd")
-START_WAIT = 20.0  # seconds a started process may take to answer
-STOP_WAIT = 15.0
+from tests.processes import INTERNAL_DNS, ROOT, STOP_WAIT, TWISTD, Process, ask, serve
 
 MY_APP = sorted(["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"])
-
-
-def port_is_free(port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", port))
-            tcp.bind(("127.0.0.1", port))
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -71,50 +51,6 @@ def write_config(folder: Path, port: int, **overrides: Any) -> Path:
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-def ask(port: int, name: str, rdtype: str = "AAAA", timeout: float = 0.5) -> Reply:
-    query = dns.message.make_query(name, rdtype)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(query.to_wire(), ("127.0.0.1", port))
-        wire, _ = sock.recvfrom(65535)
-    return Reply.decode(wire)
-
-
-def wait_until_answering(proc: subprocess.Popen[str], port: int) -> Reply:
-    """Poll with a query until the process answers (bounded); fail early if it exits."""
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"exited with {proc.returncode} before answering:\n{out}\n{err}")
-        try:
-            reply = ask(port, "my-app.internal")
-        except (OSError, dns.exception.DNSException):  # not bound yet: refused or no reply
-            time.sleep(0.1)
-            continue
-        if reply.rcode_text != "SERVFAIL":  # SERVFAIL until the first snapshot has loaded
-            return reply
-        time.sleep(0.1)
-    pytest.fail(f"no answer on port {port} within {START_WAIT}s")
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Started processes; any still running after the test is killed (by its own pid)."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(STOP_WAIT)
-
-
-def start(processes: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    processes.append(proc)
-    return proc
 
 
 # --- check ---------------------------------------------------------------------------------
@@ -211,11 +147,9 @@ def test_check_a_config_naming_what_the_registry_lacks(tmp_path: Path, registry:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_answers_and_stops_cleanly(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]], signum: int) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port)
-    proc = start(processes, INTERNAL_DNS, "serve", "-c", str(config))
-    reply = wait_until_answering(proc, port)
+def test_serve_answers_and_stops_cleanly(tmp_path: Path, registry: Path, processes: list[Process], signum: int) -> None:
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port))
+    reply = ask(port, "my-app.internal", timeout=3)
     assert (reply.rcode_text, reply.flag("AA"), sorted(reply.addresses())) == ("NOERROR", True, MY_APP)
     over_tcp = dns.query.tcp(dns.message.make_query("_apps.internal", "TXT"), "127.0.0.1", port=port, timeout=5)
     assert [b"".join(rd.strings) for rrset in over_tcp.answer for rd in rrset] == [b"api,cron,docs,my-app"]
@@ -225,7 +159,6 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, registry: Path, process
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert f"UDP Port {port} Closed" in err and f"TCP Port {port} Closed" in err
-    assert port_is_free(port)
 
 
 def test_serve_with_a_broken_config_exits_with_the_message(tmp_path: Path, registry: Path) -> None:
@@ -256,17 +189,14 @@ def test_serve_on_a_port_in_use_exits_with_a_clear_message(tmp_path: Path, regis
     assert f"cannot start: Couldn't listen on 127.0.0.1:{port}" in result.stderr
     assert "Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
-    assert port_is_free(port)  # the half that did bind was let go
 
 
 # --- twistd --------------------------------------------------------------------------------
 
 
-def test_twistd_plugin_answers_and_stops_on_sigterm(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port)
-    proc = start(processes, TWISTD, "-n", "--pidfile=", "internal-dns", "-c", str(config))
-    reply = wait_until_answering(proc, port)
+def test_twistd_plugin_answers_and_stops_on_sigterm(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port), twistd)
+    reply = ask(port, "my-app.internal", timeout=3)
     assert (reply.rcode_text, reply.flag("AA"), sorted(reply.addresses())) == ("NOERROR", True, MY_APP)
 
     proc.send_signal(signal.SIGTERM)
@@ -276,7 +206,10 @@ def test_twistd_plugin_answers_and_stops_on_sigterm(tmp_path: Path, registry: Pa
     log = out + err
     assert "Traceback" not in log
     assert f"UDP Port {port} Closed" in log and "Server Shut Down." in log
-    assert port_is_free(port)
+
+
+def twistd(config: Path) -> list[str]:
+    return [TWISTD, "-n", "--pidfile=", "internal-dns", "-c", str(config)]
 
 
 def test_twistd_plugin_with_a_bad_config_exits_non_zero_with_the_reason(tmp_path: Path, registry: Path) -> None:

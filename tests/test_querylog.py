@@ -25,9 +25,8 @@ from twisted.internet import task
 from internal_dns.config import load_config
 from tests.conftest import ROOT, RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream
-from tests.test_cli import (  # noqa: F401  (fixtures)
-    INTERNAL_DNS, STOP_WAIT, ask, free_port, processes, registry, run, start, wait_until_answering, write_config,
-)
+from tests.processes import INTERNAL_DNS, STOP_WAIT, Process, ask, serve
+from tests.test_cli import registry, run, write_config  # noqa: F401  (fixtures)
 
 StartServer = Callable[..., RunningServer]
 FIELDS = ["time", "client", "view", "name", "type", "zone", "rcode", "duration_ms", "transport"]
@@ -93,11 +92,11 @@ def test_no_query_log_when_off(start_server: StartServer) -> None:
 # --- as an operator runs it --------------------------------------------------------------------------
 
 
-def serve_and_ask(processes: list[subprocess.Popen[str]], config: Path, port: int) -> tuple[str, str, float, float]:  # noqa: F811
-    """Start `internal-dns serve`, ask one authoritative and one forwarded question, stop it:
-    (its standard output, its standard error, and the wall-clock span of the questions)."""
-    proc = start(processes, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
+def serve_and_ask(processes: list[Process], folder: Path, **overrides: Any) -> tuple[str, str, float, float]:
+    """Start `internal-dns serve` on a config of these overrides, ask one authoritative and one
+    forwarded question, stop it: (its standard output, its standard error, and the wall-clock
+    span of the questions)."""
+    proc, port = serve(processes, folder, lambda port: write_config(folder, port, **overrides))
     before = datetime.now(timezone.utc).timestamp()
     assert ask(port, "my-app.internal").rcode_text == "NOERROR"
     assert ask(port, "www.example.test", "A", timeout=3).addresses("A") == ["192.0.2.10"]
@@ -108,10 +107,8 @@ def serve_and_ask(processes: list[subprocess.Popen[str]], config: Path, port: in
     return out, err, before, after
 
 
-def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]], fake: FakeUpstream) -> None:  # noqa: F811
-    port = free_port()
-    config = write_config(tmp_path, port, query_log="-", upstreams=[fake.address])
-    out, err, before, after = serve_and_ask(processes, config, port)
+def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
+    out, err, before, after = serve_and_ask(processes, tmp_path, query_log="-", upstreams=[fake.address])
     assert "query log: standard output" in err
     lines = [json.loads(line) for line in out.splitlines()]  # standard output holds nothing else
     assert all(list(line) == FIELDS for line in lines)
@@ -129,23 +126,20 @@ def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes:
     )
 
 
-def test_no_query_log_on_standard_output_when_off(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]], fake: FakeUpstream) -> None:  # noqa: F811
-    port = free_port()
-    config = write_config(tmp_path, port, upstreams=[fake.address])
-    out, err, _, _ = serve_and_ask(processes, config, port)
+def test_no_query_log_on_standard_output_when_off(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
+    out, err, _, _ = serve_and_ask(processes, tmp_path, upstreams=[fake.address])
     assert out == ""
     assert "query log" not in err
 
 
-def test_relative_path_is_relative_to_the_config_file(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]], fake: FakeUpstream) -> None:  # noqa: F811
+def test_relative_path_is_relative_to_the_config_file(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
     (tmp_path / "logs").mkdir()
-    port = free_port()
-    config = write_config(tmp_path, port, query_log="logs/queries.log", upstreams=[fake.address])
+    config = write_config(tmp_path, 5353, query_log="logs/queries.log", upstreams=[fake.address])
     target = tmp_path / "logs" / "queries.log"
     assert load_config(config).query_log == str(target)
     checked = run(INTERNAL_DNS, "check", "-c", str(config))  # run from the repository, not tmp_path
     assert checked.returncode == 0, checked.stderr
-    _, err, _, _ = serve_and_ask(processes, config, port)  # also from the repository
+    _, err, _, _ = serve_and_ask(processes, tmp_path, query_log="logs/queries.log", upstreams=[fake.address])  # also from the repository
     assert f"query log: {target}" in err
     names = [json.loads(line)["name"] for line in target.read_text().splitlines()]
     assert names[-2:] == ["my-app.internal.", "www.example.test."]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,7 +25,8 @@ import yaml
 from bench.peers import free_port
 from internal_dns.registry.model import RegistryError, Snapshot
 from tests.conftest import EMBEDDED_ZONES, RunningServer
-from tests.test_cli import INTERNAL_DNS, ROOT, run
+from tests.processes import INTERNAL_DNS, Process, serve
+from tests.test_cli import run
 
 BILLING = {"fdaa:0:22:a7b:10:4c1d:2e3f:2", "fdaa:0:22:a7b:11:9a8b:7c6d:2"}
 
@@ -127,45 +126,45 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_dropped(tmp_path: Path) -> None:
+def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_dropped(tmp_path: Path, processes: list[Process]) -> None:
     registry = tmp_path / "zones"
     shutil.copytree(EMBEDDED_ZONES, registry)
     more = registry / "more"
     more.mkdir()
     (registry / "other-org.yaml").rename(more / "other-org.yaml")  # in a folder of its own
-    port, metrics = free_port(), free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "listen": [{"address": "127.0.0.1", "port": port}],
-                "registry": {"path": "zones", "poll_interval": 0.1},
-                "views": [{"source": "127.0.0.2/32", "network": "other-org"}],
-                "metrics": {"address": "127.0.0.1", "port": metrics},
-                "forward": {"enabled": False},
-            }
+    chosen = {}
+
+    def config_for(port: int) -> Path:
+        chosen["metrics"] = free_port()  # a port of its own on each attempt: either may be taken
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "listen": [{"address": "127.0.0.1", "port": port}],
+                    "registry": {"path": "zones", "poll_interval": 0.1},
+                    "views": [{"source": "127.0.0.2/32", "network": "other-org"}, {"source": "127.0.0.0/8", "network": "personal"}],
+                    "metrics": {"address": "127.0.0.1", "port": chosen["metrics"]},
+                    "forward": {"enabled": False},
+                }
+            )
         )
-    )
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(without_file_override([INTERNAL_DNS, "serve", "-c", str(config)]), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: _billing(port) == BILLING, "the first answers")
-        path = more / "other-org.yaml"
-        for broken, line, rejections in (
-            (path, f"{path}: file: cannot be read: Permission denied", 1),
-            (more, f"{more}: folder: cannot be read (Permission denied)", 2),
-        ):
-            broken.chmod(0o000)
-            wait_for(lambda: metric(metrics, "internal_dns_registry_rejected_total") >= rejections, f"the rejection of {broken}")
-            assert _billing(port) == BILLING  # still served
-            assert line in log.read_text()
-            broken.chmod(0o755 if broken.is_dir() else 0o644)  # a chmod alone, the content as it was
-            wait_for(lambda: metric(metrics, "internal_dns_registry_generation") >= rejections + 1, "the snapshot after the mend")
-            assert _billing(port) == BILLING
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        return config
+
+    proc, port = serve(processes, tmp_path, config_for, lambda config: without_file_override([INTERNAL_DNS, "serve", "-c", str(config)]))
+    metrics = chosen["metrics"]
+    wait_for(lambda: _billing(port) == BILLING, "the first answers")
+    path = more / "other-org.yaml"
+    for broken, line, rejections in (
+        (path, f"{path}: file: cannot be read: Permission denied", 1),
+        (more, f"{more}: folder: cannot be read (Permission denied)", 2),
+    ):
+        broken.chmod(0o000)
+        wait_for(lambda: metric(metrics, "internal_dns_registry_rejected_total") >= rejections, f"the rejection of {broken}")
+        assert _billing(port) == BILLING  # still served
+        assert line in proc.stderr()
+        broken.chmod(0o755 if broken.is_dir() else 0o644)  # a chmod alone, the content as it was
+        wait_for(lambda: metric(metrics, "internal_dns_registry_generation") >= rejections + 1, "the snapshot after the mend")
+        assert _billing(port) == BILLING
 
 
 def _billing(port: int) -> set[str]:

@@ -6,7 +6,6 @@ logging what takes a restart; it never ends the process. Run as an operator runs
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,18 +16,10 @@ import dns.query
 import pytest
 import yaml
 
-from bench.peers import free_port
-from tests.test_cli import INTERNAL_DNS, ROOT, STOP_WAIT, TWISTD, ask, processes, registry, wait_until_answering, write_config  # noqa: F401
+from tests.processes import STOP_WAIT, Process, ask, serve
+from tests.test_cli import registry, twistd, write_config  # noqa: F401
 
 WAIT = 15.0
-
-
-def serve(processes: list[subprocess.Popen[str]], tmp_path: Path, *command: str) -> tuple[subprocess.Popen[str], Path]:
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(list(command), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
-    processes.append(proc)
-    return proc, log
 
 
 def eventually(condition: Callable[[], Any], what: str) -> Any:
@@ -50,11 +41,16 @@ def stop_machine(registry: Path, mid: str) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def hangup(proc: subprocess.Popen[str], log: Path, count: int) -> None:
+def hangup(proc: Process, count: int) -> None:
     """SIGHUP, then wait until the server has logged its `count`th reload."""
     proc.send_signal(signal.SIGHUP)
-    eventually(lambda: log.read_text().count("reloading: the config from") >= count, f"reload {count}")
-    assert proc.poll() is None, log.read_text()
+    eventually(lambda: output(proc).count("reloading: the config from") >= count, f"reload {count}")
+    assert proc.poll() is None, output(proc)
+
+
+def output(proc: Process) -> str:
+    """What it logged: twistd logs to standard output, `internal-dns serve` to standard error."""
+    return proc.stdout() + proc.stderr()
 
 
 def server_id(port: int) -> str:
@@ -69,39 +65,31 @@ def addresses(port: int) -> set[str]:
 
 @pytest.mark.parametrize("runner", ["serve", "twistd"])
 def test_sighup_reloads_the_registry_at_once_and_never_ends_the_process(
-    tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]], runner: str
+    tmp_path: Path, registry: Path, processes: list[Process], runner: str
 ) -> None:
-    port = free_port()
     # A poll so rare that only the signal can explain a reload within the test.
-    config = write_config(tmp_path, port, registry={"backend": "files", "path": "zones/", "poll_interval": 3600})
-    command = [INTERNAL_DNS, "serve", "-c", str(config)] if runner == "serve" else [TWISTD, "-n", "--pidfile=", "internal-dns", "-c", str(config)]
-    proc, log = serve(processes, tmp_path, *command)
-    wait_until_answering(proc, port)
+    rare_polls = {"backend": "files", "path": "zones/", "poll_interval": 3600}
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port, registry=rare_polls), twistd if runner == "twistd" else None)
     before = addresses(port)
     assert len(before) == 3
     stop_machine(registry, "148e21dad76789")
-    hangup(proc, log, 1)
+    hangup(proc, 1)
     eventually(lambda: len(addresses(port)) == 2, "the stopped machine to leave the answer")
     for n in (2, 3, 4):  # again and again: still serving
-        hangup(proc, log, n)
+        hangup(proc, n)
         assert len(addresses(port)) == 2
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(STOP_WAIT) in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped on
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in proc.stdout() + proc.stderr()
 
 
-def test_sighup_applies_the_config_keys_that_can_change_and_names_the_others(
-    tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]
-) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port)
-    proc, log = serve(processes, tmp_path, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
+def test_sighup_applies_the_config_keys_that_can_change_and_names_the_others(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port))
     assert ask(port, "my-app.internal").msg.answer[0].ttl == 5
     assert server_id(port) == "cli-test"
-    write_config(tmp_path, port, ttl=30, server_id="renamed", listen=[{"address": "127.0.0.1", "port": free_port()}])
-    hangup(proc, log, 1)
-    text = eventually(lambda: "config: applied" in log.read_text() and log.read_text(), "the config to be applied")
+    write_config(tmp_path, port, ttl=30, server_id="renamed", listen=[{"address": "127.0.0.1", "port": port + 1}])
+    hangup(proc, 1)
+    text = eventually(lambda: "config: applied" in proc.stderr() and proc.stderr(), "the config to be applied")
     assert "config: applied server_id, ttl" in text
     assert "config: listen changed: takes effect when the server is restarted" in text
     assert ask(port, "my-app.internal").msg.answer[0].ttl == 30  # rendered again, with the new TTL
@@ -109,46 +97,39 @@ def test_sighup_applies_the_config_keys_that_can_change_and_names_the_others(
     assert proc.poll() is None
 
 
-def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port)
-    proc, log = serve(processes, tmp_path, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
+def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port))
+    config = tmp_path / "config.yaml"
     config.write_text("listen: [{address: nowhere}]\nttl: 99\n")
-    hangup(proc, log, 1)
-    eventually(lambda: "config not reloaded, the running one stays" in log.read_text(), "the refusal")
-    assert f"{config}: listen[0].address: not an IP address: 'nowhere'" in log.read_text()
+    hangup(proc, 1)
+    eventually(lambda: "config not reloaded, the running one stays" in proc.stderr(), "the refusal")
+    assert f"{config}: listen[0].address: not an IP address: 'nowhere'" in proc.stderr()
     reply = ask(port, "my-app.internal")
     assert reply.msg.answer[0].ttl == 5 and len(reply.addresses()) == 3
     assert proc.poll() is None
 
 
-def test_sighup_reopens_the_query_log(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port, query_log="queries.log")
-    proc, log = serve(processes, tmp_path, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
+def test_sighup_reopens_the_query_log(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port, query_log="queries.log"))
     queries = tmp_path / "queries.log"
     ask(port, "before.internal")
     eventually(lambda: queries.exists() and "before.internal." in queries.read_text(), "the first line")
     rotated = tmp_path / "queries.log.1"
     queries.rename(rotated)  # as logrotate does, then it signals
-    hangup(proc, log, 1)
+    hangup(proc, 1)
     eventually(queries.exists, "the new file")
     ask(port, "after.internal")
     eventually(lambda: "after.internal." in queries.read_text(), "the line in the new file")
     assert "after.internal." not in rotated.read_text()
 
 
-def test_the_workers_supervisor_passes_sighup_on(tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port, workers=2, registry={"backend": "files", "path": "zones/", "poll_interval": 3600})
-    proc, log = serve(processes, tmp_path, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
-    eventually(lambda: log.read_text().count("listening on 127.0.0.1") >= 2, "both workers")
+def test_the_workers_supervisor_passes_sighup_on(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+    rare_polls = {"backend": "files", "path": "zones/", "poll_interval": 3600}
+    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port, workers=2, registry=rare_polls))
+    eventually(lambda: proc.stderr().count("listening on 127.0.0.1") >= 2, "both workers")
     stop_machine(registry, "148e21dad76789")
     proc.send_signal(signal.SIGHUP)
-    eventually(lambda: log.read_text().count("reloading: the config from") >= 2, "both workers to reload")
+    eventually(lambda: proc.stderr().count("reloading: the config from") >= 2, "both workers to reload")
     # Each worker answers a share of the queries (by flow): every one of them now has two addresses.
     eventually(lambda: all(len(addresses(port)) == 2 for _ in range(20)), "both workers' answers")
     assert proc.poll() is None

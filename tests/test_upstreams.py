@@ -18,9 +18,8 @@ import pytest
 from internal_dns.upstream import Upstream, resolv_conf_upstreams
 from tests.conftest import ROOT, RunningServer
 from tests.fake_upstream import FakeUpstream
-from tests.test_cli import (  # noqa: F401  (fixtures)
-    INTERNAL_DNS, STOP_WAIT, free_port, processes, registry, run, start, wait_until_answering, write_config,
-)
+from tests.processes import INTERNAL_DNS, STOP_WAIT, Process, serve
+from tests.test_cli import free_port, registry, run, write_config  # noqa: F401  (fixtures)
 from tests.test_metrics import METRICS, scrape
 
 StartServer = Callable[..., RunningServer]
@@ -69,18 +68,14 @@ def test_repeated_resolv_conf_nameservers_are_asked_once(start_server: StartServ
     assert series_of(server, "internal_dns_upstream_healthy") == [{"upstream": "127.0.0.1:53"}, {"upstream": "[::1]:53"}]
 
 
-def test_check_and_serve_warn_of_a_repeated_upstream(
-    tmp_path: Path, registry: Path, processes: list[subprocess.Popen[str]]  # noqa: F811
-) -> None:
-    port = free_port()
+def test_check_and_serve_warn_of_a_repeated_upstream(tmp_path: Path, registry: Path, processes: list[Process]) -> None:  # noqa: F811
     upstream = f"127.0.0.1:{free_port()}"  # never asked: only names in the zones are
-    config = write_config(tmp_path, port, upstreams=[upstream, upstream])
+    config = write_config(tmp_path, 5353, upstreams=[upstream, upstream])
     warning = f"config warning: {config}: upstreams[1]: '{upstream}' repeats upstreams[0]; ignored"
     checked = run(INTERNAL_DNS, "check", "-c", str(config))
     assert checked.returncode == 0, checked.stderr
     assert warning in checked.stderr
-    proc = start(processes, INTERNAL_DNS, "serve", "-c", str(config))
-    wait_until_answering(proc, port)
+    proc, _ = serve(processes, tmp_path, lambda port: write_config(tmp_path, port, upstreams=[upstream, upstream]))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=STOP_WAIT)
     assert proc.returncode == 0, err
