@@ -23,6 +23,7 @@ from internal_dns.http import operator_site
 from internal_dns.querylog import QueryLog
 from internal_dns.forward import Forwarder
 from internal_dns.gcwatch import CollectorWatch
+from internal_dns.malloc import fix_mmap_threshold
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.model import Snapshot
@@ -208,6 +209,7 @@ class DnsService(service.Service):
             zones=", ".join(f"{z} ({scheme})" for z, scheme in self.config.zones.items()),
         )
         self.collector_watch.install(self.clock)
+        fix_mmap_threshold()  # process-wide, and idempotent
         for listener in self.config.listen:
             self._listen(listener)
         if self.config.metrics is not None:

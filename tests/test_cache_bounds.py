@@ -139,3 +139,10 @@ def test_no_timed_collection_while_the_collector_is_paused(start_server: StartSe
         return sum(sum(h.counts) for h in watch.pauses) - before
 
     assert on_reactor(server.reactor, paused_ticks) == 0
+
+
+def test_glibc_takes_the_fixed_mmap_threshold() -> None:
+    # Debian's C library is glibc, which has mallopt; the call is idempotent, as a server's start is.
+    from internal_dns.malloc import fix_mmap_threshold
+
+    assert fix_mmap_threshold() and fix_mmap_threshold()
