@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
-DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3
+DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv run check test bench soak etcd system-deps clean
@@ -24,7 +24,8 @@ run: venv
 check: venv
 	$(BIN)/internal-dns check -c $(CONFIG)
 
-# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, etcd, the sqlite3 shell.
+# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, etcd, the sqlite3 shell; ip (network
+# namespaces), gcc and musl-gcc (glibc's and musl's resolvers as clients), systemd-analyze (the unit).
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

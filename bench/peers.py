@@ -143,12 +143,14 @@ def internal_dns(
     workers: int = 1,
     cpus: str | None = SERVER_CPU,
     views: list[dict[str, str]] | None = None,
+    address: str = "127.0.0.1",
 ) -> Server:
-    """internal-dns on a files registry folder, or on the `registry:` config given; every loopback
-    source is asked in the view of `net0000` unless `views` says otherwise."""
+    """internal-dns on a files registry folder, or on the `registry:` config given, listening on
+    `address` (asked on 127.0.0.1 all the same); every loopback source is asked in the view of
+    `net0000` unless `views` says otherwise."""
     port, metrics = free_port(), free_port()
     config: dict[str, object] = {
-        "listen": [{"address": "127.0.0.1", "port": port}],
+        "listen": [{"address": address, "port": port}],
         "registry": {"backend": "files", "path": str(registry)} if isinstance(registry, Path) else registry,
         "zones": {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"},
         "views": views if views is not None else [{"source": "127.0.0.0/8", "network": "net0000"}],

@@ -3,7 +3,8 @@ same registry and query files, each under the same dnsperf load.
 
 Workloads: (a) `<app>.internal` AAAA; (b) a mix of every SPEC form with 10% NXDOMAIN and 10%
 NODATA; (c) forwarded names answered from a cache (the upstream: a local dnsmasq); (d) (a) over
-TCP. Then latency at a fixed load (half of internal-dns's peak on (a)), the scale figures
+TCP. Then latency at a fixed load (half of internal-dns's peak on (a)), (a) on a wildcard listener
+against one bound to the address asked, the scale figures
 (`bench/scale.py`), `workers:`, and the live stores (`bench/stores.py`: propagation of changes
 through SQLite and etcd, and a million machines loaded from each). Prints a table per workload and writes JSON (and a PNG chart
 when matplotlib is installed: the `bench` extra) to the output folder.
@@ -39,6 +40,7 @@ SHORT = {"a": "<app>.internal\nAAAA", "b": "every form\n(20% negative)", "c": "f
 # (workload, peer, least ratio internal-dns / peer): the targets
 TARGETS = [("a", TWISTED, 4.0), ("a", DNSMASQ, 0.5), ("b", TWISTED, 3.0), ("c", DNSMASQ, 0.5)]
 P99_TARGET_MS = 2.0
+WILDCARD_TARGET = 0.9
 
 
 @dataclass
@@ -118,6 +120,18 @@ def latency_figures(out: Path, files: Files, qps: int, seconds: float) -> dict[s
     return results
 
 
+def wildcard_figures(out: Path, files: Files, seconds: float) -> dict[str, dnsperf.Result]:
+    """Workload (a) on a listener bound to 127.0.0.1 and on wildcard ones (0.0.0.0, and :: taking
+    IPv4 as mapped addresses; every query read with its destination and answered from it), all
+    asked on 127.0.0.1."""
+    results = {}
+    for address in ("127.0.0.1", "0.0.0.0", "::"):
+        with peers.running(peers.internal_dns(out, files.registry, address=address)) as server:
+            results[address] = dnsperf.run(server.port, files.queries["a"], seconds=seconds)
+            print(f"  listening on {address:<10} {results[address].qps:>10,.0f} qps", flush=True)
+    return results
+
+
 def workers_figures(out: Path, files: Files, seconds: float, workers: int) -> dict[str, dnsperf.Result]:
     """Workload (a) with 1 and with N processes, neither pinned to a core."""
     results = {}
@@ -143,7 +157,9 @@ def table(by_workload: dict[str, dict[str, dnsperf.Result]]) -> str:
     return "\n".join(lines)
 
 
-def targets(by_workload: dict[str, dict[str, dnsperf.Result]], latency: dict[str, dnsperf.Result]) -> list[dict[str, Any]]:
+def targets(
+    by_workload: dict[str, dict[str, dnsperf.Result]], latency: dict[str, dnsperf.Result], wildcard: dict[str, dnsperf.Result] | None = None
+) -> list[dict[str, Any]]:
     checks = []
     for workload, peer, least in TARGETS:
         ratio = by_workload[workload][INTERNAL].qps / by_workload[workload][peer].qps
@@ -151,6 +167,11 @@ def targets(by_workload: dict[str, dict[str, dnsperf.Result]], latency: dict[str
     if INTERNAL in latency:
         p99 = latency[INTERNAL].percentiles_ms["p99"]
         checks.append({"target": f"p99 <= {P99_TARGET_MS} ms at half load", "value": round(p99, 3), "met": p99 <= P99_TARGET_MS})
+    if wildcard:
+        for address in ("0.0.0.0", "::"):
+            ratio = wildcard[address].qps / wildcard["127.0.0.1"].qps
+            target = f"(a) on a wildcard listener ({address}) >= {WILDCARD_TARGET}x on 127.0.0.1"
+            checks.append({"target": target, "value": round(ratio, 2), "met": ratio >= WILDCARD_TARGET})
     return checks
 
 
@@ -202,6 +223,8 @@ def main() -> None:
     half = int(by_workload["a"][INTERNAL].qps / 2)
     print(f"latency at half of internal-dns's peak on (a): {half:,} qps", flush=True)
     latency = latency_figures(out, files, half, args.seconds)
+    print("a wildcard listener against one bound to the address asked, workload (a):", flush=True)
+    wildcard = wildcard_figures(out, files, args.seconds)
 
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -210,7 +233,8 @@ def main() -> None:
         "seconds": args.seconds,
         "workloads": {w: {name: r.as_dict() for name, r in results.items()} for w, results in by_workload.items()},
         "latency_at_half_load": {"qps": half, **{name: r.as_dict() for name, r in latency.items()}},
-        "targets": targets(by_workload, latency),
+        "wildcard": {address: r.as_dict() for address, r in wildcard.items()},
+        "targets": targets(by_workload, latency, wildcard),
     }
     if args.workers > 1:
         print(f"workers (neither run pinned; dnsperf shares the {os.cpu_count()} cores):", flush=True)

@@ -244,13 +244,19 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
         return 1
     exit_code = [0]
 
+    def cannot_start(exc: BaseException) -> None:  # a listener that cannot bind, most often
+        print(f"cannot start: {exc}", file=sys.stderr)
+        exit_code[0] = 1
+        reactor.stop()  # type: ignore[attr-defined]
+
     def start() -> None:
         try:
-            service.startService()
-        except Exception as exc:  # a listener that cannot bind, most often
-            print(f"cannot start: {exc}", file=sys.stderr)
-            exit_code[0] = 1
-            reactor.stop()  # type: ignore[attr-defined]
+            service.startService()  # binds once the registry has loaded: later
+        except Exception as exc:
+            cannot_start(exc)
+            return
+        assert service.ready is not None
+        service.ready.addErrback(lambda failure: cannot_start(failure.value))
 
     stopping = []
 

@@ -107,12 +107,13 @@ class Config:
     query_log: str | None = None  # a path (relative to the config file), or "-" for standard output; None: off
     server_id: str = field(default_factory=socket.gethostname)
     workers: int = 1  # processes sharing the listeners (SO_REUSEPORT)
+    reuse_port: bool = True  # listeners shared with a server started on the same config (upgrades)
     warnings: tuple[str, ...] = ()  # what was accepted but is likely a mistake, for `check` and the log
 
 
 _TOP_KEYS = {
     "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id", "forward", "cache", "packet_cache", "query_log", "workers",
+    "edns_payload", "tcp", "server_id", "forward", "cache", "packet_cache", "query_log", "workers", "reuse_port",
 }
 
 
@@ -296,6 +297,9 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
             query_log = str(base / query_log)  # relative to the config file, as registry.path is
 
     workers = r.integer(top.get("workers", 1), "workers", 1, 256)
+    reuse_port = r.boolean(top.get("reuse_port", True), "reuse_port")
+    if workers > 1 and not reuse_port:
+        raise r.fail("reuse_port", "workers share their listeners through SO_REUSEPORT: it cannot be off when workers > 1")
     if workers > 1:
         for i, listener in enumerate(listen):
             if listener.port == 0:  # each worker would get a port of its own
@@ -323,6 +327,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         packet_cache=packet_cache,
         query_log=query_log,
         workers=workers,
+        reuse_port=reuse_port,
         warnings=tuple(warnings),
         **kwargs,
     )

@@ -68,18 +68,23 @@ class Dispatcher:
 
         self.packets.swap(snapshot.serial, changed)
 
-    def respond(self, data: bytes, host: str, listener: ListenConfig, tcp: bool, hosts: dict[str, bytes]) -> bytes | Deferred[bytes] | None:
+    def respond(
+        self, data: bytes, host: str, local: str | None, listener: ListenConfig, tcp: bool, hosts: dict[str, bytes]
+    ) -> bytes | Deferred[bytes] | None:
         """What both transports call with each query: the packet cache first (`hosts` is the
-        source → tag map of this listener and transport), then the full path."""
+        source → tag map of this listener, destination and transport), then the full path.
+        `local` is the address the query was sent to, on a wildcard listener (else None)."""
         started = perf_counter()
         tag = hosts.get(host)
         if tag is not None:
             reply = self.packets.reply(tag, data, started)
             if reply is not None:
                 return reply
-        return self.handle(data, host, listener, tcp, started)
+        return self.handle(data, host, listener, tcp, started, local)
 
-    def handle(self, data: bytes, host: str, listener: ListenConfig, tcp: bool, started: float | None = None) -> bytes | Deferred[bytes] | None:
+    def handle(
+        self, data: bytes, host: str, listener: ListenConfig, tcp: bool, started: float | None = None, local: str | None = None
+    ) -> bytes | Deferred[bytes] | None:
         started = perf_counter() if started is None else started
         try:
             q = parse_query(data)
@@ -93,10 +98,10 @@ class Dispatcher:
             self.counters.dropped += 1
             return None
         resolver = self.resolver
-        view = resolver.resolve(host, listener) if resolver is not None else None
+        view = resolver.resolve(host, listener, local) if resolver is not None else None
         zone = self.zones.match(q.labels)
         try:
-            reply = self._dispatch(q, view, zone, tcp, host, listener)
+            reply = self._dispatch(q, view, zone, tcp, host, listener, local)
         except Exception:  # a bug must cost one answer, never the server
             log.failure("internal error answering {name}", name=q.name)
             reply = self._refuse(q, SERVFAIL, tcp)
@@ -121,7 +126,7 @@ class Dispatcher:
         return reply
 
     def _dispatch(
-        self, q: Query, view: View | None, zone: Zone | None, tcp: bool, host: str, listener: ListenConfig
+        self, q: Query, view: View | None, zone: Zone | None, tcp: bool, host: str, listener: ListenConfig, local: str | None
     ) -> bytes | Deferred[bytes]:
         if q.opcode != 0:
             return self._refuse(q, NOTIMP, tcp)
@@ -155,7 +160,7 @@ class Dispatcher:
                 histogram = self.counters.histogram(FORWARD, transport)
                 tag = self.packets.tag(view.network, view.region, TCP if tcp else UDP)
                 if self.packets.remember_forwarded(tag, q.data, tcp, reply, until, cell, histogram):
-                    self.packets.bind(listener, tcp, host, tag)
+                    self.packets.bind(listener, tcp, local, host, tag)
             return reply
         if resolver is None:
             return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
@@ -181,7 +186,7 @@ class Dispatcher:
         cached = self.packets.answer(tag, self.packets.tag(view.network, view.region, RENDERING), q.data, tcp, make)
         if cached is not None:  # and the next such question is served by the transport itself
             if self.query_log is None:  # with a query log every query takes this path, to be logged
-                self.packets.bind(listener, tcp, host, tag)
+                self.packets.bind(listener, tcp, local, host, tag)
             return cached
         result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
         return self._render(q, result, view, tcp, self._turn(turns_at, result))

@@ -116,7 +116,7 @@ class PacketCache:
         self.store = LruStore(max_entries, max_bytes, on_evict=self._evicted)
         self.serial = 0
         self.turns: dict[bytes, int] = {}
-        self.sources: dict[tuple[object, bool], dict[str, bytes]] = {}  # (listener, tcp) → host → exact tag
+        self.sources: dict[tuple[object, bool, str | None], dict[str, bytes]] = {}  # (listener, tcp, destination) → host → exact tag
         self.forward_stats: HitCounter | None = None  # the forwarder's cache: a hit here is a hit there
         self._tags: dict[tuple[str, str | None, int], bytes] = {}  # (network, region, 0 udp / 1 tcp / 2 rendering) → tag
         self._live: dict[bytes, int] = {}  # tag → entries under it
@@ -152,9 +152,10 @@ class PacketCache:
         self.counters.histograms[histogram].observe(perf_counter() - started)
         return data[:2] + rest
 
-    def for_listener(self, listener: object, tcp: bool) -> dict[str, bytes]:
-        """The source → exact tag map a transport looks in first."""
-        return self.sources.setdefault((listener, tcp), {})
+    def for_listener(self, listener: object, tcp: bool, local: str | None = None) -> dict[str, bytes]:
+        """The source → exact tag map a transport looks in first: one per listener and transport,
+        and on wildcard listeners per destination too (which may choose the view)."""
+        return self.sources.setdefault((listener, tcp, local), {})
 
     # --- the full path ------------------------------------------------------------------------
     def tag(self, network: str, region: str | None, kind: int) -> bytes:
@@ -167,9 +168,9 @@ class PacketCache:
             self._live[found] = 0
         return found
 
-    def bind(self, listener: object, tcp: bool, host: str, tag: bytes) -> None:
-        """Queries from this source on this listener look under this tag first."""
-        hosts = self.for_listener(listener, tcp)
+    def bind(self, listener: object, tcp: bool, local: str | None, host: str, tag: bytes) -> None:
+        """Queries from this source on this listener (to this destination) look under this tag first."""
+        hosts = self.for_listener(listener, tcp, local)
         if len(hosts) >= MAX_SOURCES:
             hosts.clear()
         hosts[host] = tag

@@ -1,4 +1,12 @@
-"""Twisted carries the bytes: UDP and TCP listeners around the Dispatcher, and the service that runs them."""
+"""The service: registry backend → store → dispatcher → listeners, started and stopped in an order
+that lets a new server take over from a running one without losing a query (SPEC §9).
+
+Starting, the registry is loaded first and only then are the listeners bound: with SO_REUSEPORT
+(`reuse_port`, on by default) a server started beside a running one on the same config shares
+its sockets, and must not answer SERVFAIL for its share while its registry loads. Stopping, every
+UDP socket steps aside (udp.py) and TCP stops accepting, what was received is answered (from the
+upstreams too), and only then does the rest stop.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,6 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from internal_dns.config import Config, ConfigError, ListenConfig, load_config
@@ -28,7 +35,9 @@ from internal_dns.registry.backend import Backend
 from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.store import SnapshotStore
+from internal_dns.systemd import SystemdNotifier
 from internal_dns.tcp import DnsStreamFactory, TcpConnections
+from internal_dns.udp import DRAIN_GRACE, UdpListener
 from internal_dns.upstream import Upstream, resolv_conf_upstreams
 
 log = Logger()
@@ -39,34 +48,6 @@ _EPHEMERAL_ATTEMPTS = 20
 LIVE_KEYS = frozenset({"zones", "views", "region", "ttl", "edns_payload", "tcp", "server_id", "query_log"})
 _BACKLOG = 1024
 _SOCKET_BUFFER = 4 * 1024 * 1024
-
-
-class DnsDatagramProtocol(DatagramProtocol):
-    noisy = False
-
-    def __init__(self, dispatcher: Dispatcher, listener: ListenConfig):
-        self.respond = dispatcher.respond
-        self.listener = listener
-        self.hosts = dispatcher.packets.for_listener(listener, False)
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        reply = self.respond(data, addr[0], self.listener, False, self.hosts)
-        if isinstance(reply, bytes):
-            self._send(reply, addr)
-        elif reply is not None:  # forwarded: the reply comes later
-            reply.addCallback(self._send_later, addr)
-
-    def _send(self, reply: bytes, addr: Any) -> None:
-        try:
-            # The socket directly: Twisted's write() re-validates the address string, which
-            # recvfrom() has just produced, at a cost of microseconds.
-            self.transport.socket.sendto(reply, addr)
-        except OSError:
-            pass  # a full send buffer drops the reply, as a lost datagram; the client retries
-
-    def _send_later(self, reply: bytes, addr: Any) -> None:
-        if self.transport is not None:  # the listener may have closed meanwhile
-            self._send(reply, addr)
 
 
 class DnsService(service.Service):
@@ -97,9 +78,12 @@ class DnsService(service.Service):
             self.dispatcher.packets.forward_stats = self.forwarder.cache.stats
         self.tcp = TcpConnections(config.tcp, self.clock)
         self.collector_watch = CollectorWatch()
-        self.ports: list[Any] = []
+        self.udp: list[UdpListener] = []
+        self.tcp_ports: list[Any] = []
         self.http_port: Any = None
         self.ready: defer.Deferred[None] | None = None
+        self.serving = False  # listeners bound, a snapshot loaded: what systemd is told as READY=1
+        self._notify = SystemdNotifier(self.reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -203,6 +187,7 @@ class DnsService(service.Service):
         )
 
     def start(self) -> defer.Deferred[None]:
+        """Fires once the listeners are bound: after the registry's first load (or its failure)."""
         log.info(
             "internal-dns {version} starting: zones {zones}",
             version=__version__,
@@ -210,11 +195,11 @@ class DnsService(service.Service):
         )
         self.collector_watch.install(self.clock)
         fix_mmap_threshold()  # process-wide, and idempotent
-        for listener in self.config.listen:
-            self._listen(listener)
         if self.config.metrics is not None:
             m = self.config.metrics
-            self.http_port = self.reactor.listenTCP(m.port, operator_site(self), interface=m.address)
+            with bound_socket(m.address, m.port, socket.SOCK_STREAM, self.config.reuse_port) as sock:
+                sock.listen(_BACKLOG)
+                self.http_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, operator_site(self))
             host = self.http_port.getHost()
             log.info("metrics on http://{address}:{port}/metrics (and /healthz, /readyz)", address=host.host, port=host.port)
         self._start_query_log()
@@ -226,57 +211,78 @@ class DnsService(service.Service):
                 upstreams=", ".join(u.label for u in self.forwarder.upstreams),
                 cache=f"up to {self.config.cache.max_entries} answers" if self.config.cache.enabled else "off",
             )
-        return self.backend.start(self.store)
+        self._notify.send("STATUS=loading the registry")
+        d = self.backend.start(self.store)
+        d.addCallback(lambda _: self._open_listeners())
+        return d
+
+    def _open_listeners(self) -> None:
+        if self.store.current is None:
+            log.warn("the registry has not loaded: listening anyway; private names answer SERVFAIL until it does")
+        for listener in self.config.listen:
+            self._listen(listener)
+        self.store.listeners.append(self._serving)
+        if self.store.current is not None:
+            self._serving(self.store.current)
+        self._notify.start_watchdog()
+
+    def _serving(self, snapshot: Snapshot) -> None:
+        """A snapshot is being served on bound listeners: ready, for systemd (once)."""
+        if not self.serving and self.udp:
+            self.serving = True
+            self._notify.send(f"READY=1\nSTATUS=serving {snapshot.counts()['machines']} machines")
 
     def _listen(self, listener: ListenConfig) -> None:
         # A port of 0 lets UDP pick one and TCP takes the same number; that number can already be
         # in use on the TCP side (another socket's ephemeral port), so pick again a few times.
         attempts = _EPHEMERAL_ATTEMPTS if listener.port == 0 else 1
+        packets = self.dispatcher.packets
         for attempt in range(attempts):
-            udp = self._listen_udp(listener, listener.port)
-            port = udp.getHost().port
-            hosts = self.dispatcher.packets.for_listener(listener, True)
-            factory = DnsStreamFactory(self.dispatcher.respond, hosts, listener, self.tcp, self.clock)
+            sock = bound_socket(listener.address, listener.port, socket.SOCK_DGRAM, self.config.reuse_port)
+            port = sock.getsockname()[1]
+            factory = DnsStreamFactory(
+                self.dispatcher.respond, lambda local, li=listener: packets.for_listener(li, True, local), listener, self.tcp, self.clock
+            )
             try:
-                tcp = self._listen_tcp(listener, port, factory)
+                with bound_socket(listener.address, port, socket.SOCK_STREAM, self.config.reuse_port) as stream:
+                    stream.listen(_BACKLOG)
+                    tcp = self.reactor.adoptStreamPort(stream.fileno(), stream.family, factory)
             except CannotListenError:
-                udp.stopListening()
+                sock.close()
                 if attempt + 1 == attempts:
                     raise
                 continue
             except Exception:
-                udp.stopListening()
+                sock.close()
                 raise
             break
-        self.ports += [udp, tcp]
+        udp = UdpListener(self.reactor, sock, listener, self.dispatcher.respond, lambda local, li=listener: packets.for_listener(li, False, local))
+        udp.start()
+        self.udp.append(udp)
+        self.tcp_ports.append(tcp)
         log.info("listening on {address} port {port} (UDP and TCP)", address=listener.address, port=port)
 
-    def _listen_udp(self, listener: ListenConfig, port: int) -> Any:
-        protocol = DnsDatagramProtocol(self.dispatcher, listener)
-        with bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.workers > 1) as sock:
-            return self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65535)
-
-    def _listen_tcp(self, listener: ListenConfig, port: int, factory: DnsStreamFactory) -> Any:
-        with bound_socket(listener.address, port, socket.SOCK_STREAM, self.config.workers > 1) as sock:
-            sock.listen(_BACKLOG)
-            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-
     def bound_ports(self) -> list[tuple[str, int]]:
-        return [(p.getHost().host, p.getHost().port) for p in self.ports[::2]]
+        return [(str(u.listener.address), u.port) for u in self.udp]
 
     def stop(self) -> defer.Deferred[None]:
-        log.info("stopping: closing listeners")
-        # Listeners first, so no query arrives at a half-stopped server.
-        stops = [defer.maybeDeferred(p.stopListening) for p in self.ports]
-        self.ports = []
+        """Step aside, answer what was received, then stop; fires when stopped."""
+        log.info("stopping: new queries go elsewhere; answering those received")
+        self._notify.send("STOPPING=1")
+        self._notify.stop_watchdog()
+        self.serving = False
+        if self.store.listeners.count(self._serving):
+            self.store.listeners.remove(self._serving)
+        for port in self.tcp_ports:
+            port.doRead()  # accept what completed its handshake (when the kernel does not hand it on)
+        stops = [defer.maybeDeferred(port.stopListening) for port in self.tcp_ports]
+        self.tcp_ports = []
         if self.http_port is not None:
             stops.append(defer.maybeDeferred(self.http_port.stopListening))
             self.http_port = None
-        # Open TCP connections would otherwise go on answering from a stopped service.
-        self.tcp.abort_all()
-        if self.forwarder is not None:
-            self.forwarder.stop()
-        d = defer.gatherResults(stops, consumeErrors=True)
+        drains = [udp.drain(self.clock) for udp in self.udp] + [self.tcp.drain(DRAIN_GRACE)]
+        d = defer.gatherResults(stops + drains, consumeErrors=True)
+        d.addCallback(lambda _: self._close())
         d.addCallback(lambda _: self.backend.stop())
         query_log, self.dispatcher.query_log = self.dispatcher.query_log, None
         if query_log is not None:
@@ -285,15 +291,26 @@ class DnsService(service.Service):
         d.addCallback(lambda _: log.info("stopped"))
         return d
 
+    def _close(self) -> None:
+        for udp in self.udp:
+            log.info("(UDP Port {port} Closed)", port=udp.port)
+            udp.close()
+        self.udp = []
+        self.tcp.abort_all()  # none should be left; a client that never reads is
+        if self.forwarder is not None:
+            self.forwarder.stop()
+
 
 def bound_socket(address: str, port: int, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
     """A socket bound for a listener, made here rather than by Twisted so that it can have:
 
     - IPv4 too on `::` (SPEC §6), whatever the host's bindv6only default;
-    - SO_REUSEPORT when `workers:` processes share the port (the kernel spreads queries by flow);
+    - SO_REUSEPORT, so that a new server can take over from a running one on the same config,
+      and `workers:` processes share the port (the kernel spreads queries by flow);
     - generous UDP buffers, so a burst waits in the kernel rather than being dropped.
 
-    The caller adopts it into the reactor (which keeps a duplicate) and closes this one.
+    A TCP socket is adopted into the reactor (which keeps a duplicate) and closed by the caller;
+    a UDP one is read by a UdpListener, which owns it.
     """
     ip = ipaddress.ip_address(address)
     sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, kind)

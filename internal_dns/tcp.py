@@ -14,17 +14,19 @@ answered in any order, and the limits that keep one client from taking the servi
   queries already read wait in its buffer. A client that does not drain its replies within
   `idle_timeout` is cut off (abort: a close would wait for the flush forever).
 - **Half-close**: after the client's FIN, every query it sent before is answered (from the
-  upstreams too), and then the connection is closed.
+  upstreams too), and then the connection is closed. Stopping the server (`drain`) does the same
+  to every connection: nothing more is read, what was read is answered, then it closes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -38,8 +40,9 @@ _LENGTH = struct.Struct("!H")
 REJECTED = ("cap", "per_source")  # why a new connection was closed at once
 CLOSED = ("idle", "message_timeout", "not_draining", "evicted")  # why the server closed an open one
 
-# (data, host, listener, tcp, hosts) → the reply, a Deferred of it, or None (no reply)
-Respond = Callable[[bytes, str, ListenConfig, bool, dict[str, bytes]], "bytes | Deferred[bytes] | None"]
+# (data, host, local address or None, listener, tcp, hosts) → the reply, a Deferred of it, or None
+Respond = Callable[[bytes, str, "str | None", ListenConfig, bool, dict[str, bytes]], "bytes | Deferred[bytes] | None"]
+HostsFor = Callable[["str | None"], dict[str, bytes]]
 
 
 class TcpConnections:
@@ -86,6 +89,32 @@ class TcpConnections:
         for conn in list(self.open):
             conn.abort()
 
+    def drain(self, grace: float) -> Deferred[None]:
+        """After `grace` seconds (a connection accepted as the listener closed has its query on
+        the way), stop reading every connection, answer what each has read, and close them; fires
+        when all have closed. One still open `idle_timeout` later (a client not reading its
+        replies) is cut off."""
+        done: Deferred[None] = Deferred()
+        if not self.open:
+            done.callback(None)  # nothing accepted: nothing can arrive any more
+            return done
+        self.clock.callLater(grace, self._drain_now, done)
+        return done
+
+    def _drain_now(self, done: Deferred[None]) -> None:
+        waiting = [conn.drain() for conn in list(self.open)]
+        if not waiting:
+            done.callback(None)
+            return
+        timer = self.clock.callLater(self.settings.idle_timeout, self.abort_all)
+
+        def closed(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            done.callback(None)
+
+        gatherResults(waiting, consumeErrors=True).addBoth(closed)
+
     def _give_way(self) -> DnsStreamProtocol | None:
         """The connection idle longest; else the one stalled longest inside a query."""
         stalled = None
@@ -115,6 +144,9 @@ class DnsStreamProtocol(Protocol):
 
     def __init__(self) -> None:
         self.host = ""
+        self.local: str | None = None  # the address the client connected to, on a wildcard listener
+        self.hosts: dict[str, bytes] = {}
+        self._closed: Deferred[None] | None = None
         self._buffer = b""
         self._timer: IDelayedCall | None = None
         self._last_active = 0.0
@@ -129,6 +161,9 @@ class DnsStreamProtocol(Protocol):
     # --- the connection's life ----------------------------------------------------------------
     def connectionMade(self) -> None:
         self.host = self.transport.getPeer().host
+        if self.factory.wildcard:
+            self.local = unmapped(self.transport.getHost().host)
+        self.hosts = self.factory.hosts_for(self.local)
         connections = self.factory.connections
         if not connections.admit(self):
             self.transport.abortConnection()
@@ -146,6 +181,16 @@ class DnsStreamProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        closed, self._closed = self._closed, None
+        if closed is not None:
+            closed.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """As after the client's FIN: read nothing more, answer what was read, then close."""
+        self._closed = Deferred()
+        closed = self._closed
+        self.readConnectionLost()
+        return closed
 
     def abort(self) -> None:
         self.transport.abortConnection()
@@ -162,8 +207,9 @@ class DnsStreamProtocol(Protocol):
         self._process()
 
     def readConnectionLost(self) -> None:
+        if self._read_closed:
+            return
         self._read_closed = True
-        self._reading = False
         self._process()
 
     def writeConnectionLost(self) -> None:
@@ -172,7 +218,7 @@ class DnsStreamProtocol(Protocol):
     def _process(self) -> None:
         """Answer the whole queries in the buffer, as long as the client keeps up."""
         factory = self.factory
-        respond, listener, hosts = factory.respond, factory.listener, factory.hosts
+        respond, listener, hosts, local = factory.respond, factory.listener, self.hosts, self.local
         while not self._blocked() and len(self._buffer) >= 2:
             (length,) = _LENGTH.unpack_from(self._buffer)
             if len(self._buffer) < 2 + length:
@@ -180,7 +226,7 @@ class DnsStreamProtocol(Protocol):
             message, self._buffer = self._buffer[2 : 2 + length], self._buffer[2 + length :]
             self._message_since = None
             self._active()
-            reply = respond(message, self.host, listener, True, hosts)
+            reply = respond(message, self.host, local, listener, True, hosts)
             if isinstance(reply, bytes):
                 self._write(reply)
             elif reply is not None:  # forwarded: answered when it comes, in any order
@@ -299,10 +345,16 @@ class DnsStreamFactory(Factory):
     protocol = DnsStreamProtocol
     noisy = False
 
-    def __init__(self, respond: Respond, hosts: dict[str, bytes], listener: ListenConfig, connections: TcpConnections, clock: IReactorTime):
+    def __init__(self, respond: Respond, hosts_for: HostsFor, listener: ListenConfig, connections: TcpConnections, clock: IReactorTime):
         self.respond = respond
-        self.hosts = hosts  # the packet cache's source → tag map for this listener over TCP
+        self.hosts_for = hosts_for  # destination → the packet cache's source → tag map, over TCP
         self.listener = listener
+        self.wildcard = ipaddress.ip_address(listener.address).is_unspecified
         self.connections = connections
         self.clock = clock
+
+
+def unmapped(address: str) -> str:
+    """An IPv4 client of a dual-stack socket appears as ::ffff:a.b.c.d: the IPv4 address."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
 

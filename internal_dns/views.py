@@ -74,20 +74,25 @@ class ViewResolver:
         self._configured = PrefixTable((v.source, v.network) for v in views)
         self._resolver_addresses = resolver_addresses
         self.server_region = server_region
-        # listener → source → view. One View object per (network, region), shared by all the
-        # sources that have it, so that remembering many sources adds no objects for the collector.
-        self._cache: dict[ListenConfig, dict[str, View | None]] = {}
+        # (listener, destination) → source → view. One View object per (network, region), shared
+        # by all the sources that have it, so that remembering many sources adds no objects for
+        # the collector.
+        self._cache: dict[tuple[ListenConfig, str | None], dict[str, View | None]] = {}
         self._views: dict[tuple[str, str | None], View] = {}
 
-    def resolve(self, host: str, listener: ListenConfig) -> View | None:
-        sources = self._cache.get(listener)
+    def resolve(self, host: str, listener: ListenConfig, local: str | None = None) -> View | None:
+        """The view of a query from `host` on `listener`; `local` is the address it was sent to
+        when the listener is a wildcard one (None on a listener bound to one address)."""
+        sources = self._cache.get((listener, local))
         if sources is None:
-            sources = self._cache[listener] = {}
+            if len(self._cache) > 65536:  # destinations come and go with networks; start afresh
+                self._cache.clear()
+            sources = self._cache[(listener, local)] = {}
         try:
             return sources[host]
         except KeyError:
             pass
-        view = self._resolve(host, listener)
+        view = self._resolve(host, listener, local)
         if view is not None:
             view = self._views.setdefault((view.network, view.region), view)
         if len(sources) > 65536:  # sources are bounded by the network, but be safe
@@ -95,17 +100,24 @@ class ViewResolver:
         sources[host] = view
         return view
 
-    def _resolve(self, host: str, listener: ListenConfig) -> View | None:
+    def _resolve(self, host: str, listener: ListenConfig, local: str | None) -> View | None:
         ip = parse_source(host)
         if ip is None:
             return None
-        network = self._networks.lookup(ip) or self._configured.lookup(ip) or self.listener_network(listener)
+        network = self._networks.lookup(ip) or self._configured.lookup(ip) or self.listener_network(listener, local)
         if network is None or network not in self.snapshot.networks:
             return None
         region = self.snapshot.networks[network].owners.get(ip)  # the querier's own, if it is one of the network's
         return View(network, region or listener.region or self.server_region)
 
-    def listener_network(self, listener: ListenConfig) -> str | None:
+    def listener_network(self, listener: ListenConfig, local: str | None = None) -> str | None:
+        """The network of a query no source claims: on a wildcard listener the one whose resolver
+        address it was sent to, else the listener's own `network`; on a listener bound to one
+        address its `network`, else the network whose resolver address that is."""
+        if local is not None:
+            ip = parse_source(local)
+            found = self._resolver_addresses.get(ip) if ip is not None else None
+            return found or listener.network
         if listener.network is not None:
             return listener.network
         ip = parse_source(listener.address)

@@ -10,6 +10,7 @@ scrape target of its own); a query log file gets the suffix `.I`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -48,7 +49,10 @@ class Supervisor:
         return [sys.executable, "-m", "internal_dns.cli", "serve", "-c", self.config_path, "--worker", str(index)]
 
     def start(self, index: int) -> None:
-        self.children[index] = subprocess.Popen(self.command(index))
+        # Under systemd each worker feeds the watchdog itself (NotifyAccess=all): WATCHDOG_PID
+        # names the supervisor, which would make a worker think the watchdog is not its own.
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
+        self.children[index] = subprocess.Popen(self.command(index), env=env)
         self.started_at[index] = time.monotonic()
         self.log(f"worker {index} started (pid {self.children[index].pid})")
 

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -96,6 +97,18 @@ class Process:
         self.popen.wait()
 
 
+def eventually(condition: Callable[[], Any], what: str, seconds: float = 15.0, every: float = 0.05) -> Any:
+    """condition()'s first true value, asked every `every` seconds; the test fails after `seconds`.
+    For what another process does in its own time (a real clock, not the test's)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def ask(port: int, name: str, rdtype: str = "AAAA", timeout: float = 0.5, host: str = "127.0.0.1") -> Reply:
     query = dns.message.make_query(name, rdtype)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -130,23 +143,45 @@ def wait_until_answering(proc: Process, port: int, name: str = "my-app.internal"
     pytest.fail(f"no answer on port {port} within {START_WAIT}s")
 
 
+def wait_until_listening(proc: Process, port: int) -> None:
+    """Until the process says it listens on `port` (for a server whose answers are not yet due)."""
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        log = proc.stdout() + proc.stderr()
+        if "Address already in use" in log:
+            proc.kill_all()
+            raise PortTaken(log)
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode} before listening:\n{log}")
+        if f" port {port} (UDP and TCP)" in log:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"not listening on port {port} within {START_WAIT}s")
+
+
 def serve(
     processes: list[Process],
     folder: Path,
     config_for: Callable[[int], Path],
     command: Callable[[Path], list[str]] | None = None,
     ports: Callable[[], int] = free_port,
+    env: dict[str, str] | None = None,
+    answering: bool = True,
 ) -> tuple[Process, int]:
-    """A server started on a free port and answering: (its process, the port). `config_for(port)`
-    writes its config; `command(config)` is what runs (default: `internal-dns serve -c`)."""
+    """A server started on a free port and answering (or, `answering` off, listening): (its
+    process, the port). `config_for(port)` writes its config; `command(config)` is what runs
+    (default: `internal-dns serve -c`)."""
     for _ in range(ATTEMPTS):
         port = ports()
         config = config_for(port)
         args = command(config) if command is not None else [INTERNAL_DNS, "serve", "-c", str(config)]
-        proc = Process(args, folder, name="server")
+        proc = Process(args, folder, name="server", env=env)
         processes.append(proc)
         try:
-            wait_until_answering(proc, port)
+            if answering:
+                wait_until_answering(proc, port)
+            else:
+                wait_until_listening(proc, port)
         except PortTaken:
             continue
         return proc, port

@@ -47,14 +47,15 @@ def test_startup_logs_listeners_registry_and_upstreams(start_server: StartServer
     assert counts["networks"] > 0 and counts["machines"] == 17
     expected = [
         f"internal-dns {__version__} starting: zones internal (fly), flycast (flycast), railway.internal (railway)",
-        f"listening on 127.0.0.1 port {port4} (UDP and TCP)",
-        f"listening on ::1 port {port6} (UDP and TCP)",
         f"metrics on http://127.0.0.1:{http}/metrics (and /healthz, /readyz)",
         f"query log: {tmp_path / 'queries.log'}",
         f"registry: files under {server.config.registry.path}",
         f"forwarding to {fake.address}, {other.address}; cache up to 10000 answers",
         f"registry snapshot 1 loaded (serial {server.snapshot.serial}): {counts['networks']} networks, "
         f"{counts['apps']} apps, {counts['machines']} machines, {counts['peers']} peers, {counts['regions']} regions",
+        # the listeners only once the registry serves: a second server never answers SERVFAIL
+        f"listening on 127.0.0.1 port {port4} (UDP and TCP)",
+        f"listening on ::1 port {port6} (UDP and TCP)",
     ]
     assert [line for line in log_lines if line in expected] == expected  # each once, in this order
 
@@ -90,6 +91,6 @@ def test_stop_closes_the_listeners_before_the_backend_stops(start_server: StartS
         except ConnectionResetError:
             pass
     assert seen["udp"] and seen["tcp"] and seen["http"]  # every listener closed already
-    assert "stopping: closing listeners" in seen["logged"] and "stopped" not in seen["logged"]
+    assert "stopping: new queries go elsewhere; answering those received" in seen["logged"] and "stopped" not in seen["logged"]
     assert log_lines[-1] == "stopped"
-    assert on_reactor(server.reactor, lambda: server.service.ports) == []
+    assert on_reactor(server.reactor, lambda: (server.service.udp, server.service.tcp_ports)) == ([], [])

@@ -6,7 +6,6 @@ logging what takes a restart; it never ends the process. Run as an operator runs
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,14 @@ import pytest
 import yaml
 
 from tests.processes import STOP_WAIT, Process, ask, serve
+from tests.processes import eventually as processes_eventually
 from tests.test_cli import registry, twistd, write_config  # noqa: F401
 
 WAIT = 15.0
 
 
 def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    return processes_eventually(condition, what, WAIT)
 
 
 def stop_machine(registry: Path, mid: str) -> None:

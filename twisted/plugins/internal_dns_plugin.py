@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Any
 
 from twisted.application.service import IServiceMaker
@@ -44,8 +46,17 @@ class InternalDnsServiceMaker:
                     super().startService()
                 except CannotListenError as exc:  # a port in use: a message, not a traceback
                     raise SystemExit(f"internal-dns: cannot start: {exc}") from None
+                assert self.ready is not None
+                self.ready.addErrback(self._cannot_start)  # the DNS listeners bind once the registry loads
                 # SIGHUP reloads, as under `internal-dns serve`; twistd leaves it to end the process.
                 signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
+
+            def _cannot_start(self, failure: Any) -> None:
+                # twistd offers no way to end with a status of one's choosing from the reactor,
+                # and a supervisor must see this failure: say why, then leave at once.
+                print(f"internal-dns: cannot start: {failure.getErrorMessage()}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(1)
 
         log_warnings(options.loaded)
         return TwistdDnsService(options.loaded, reactor)
