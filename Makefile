@@ -47,7 +47,7 @@ soak: system-deps venv
 	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
 # One etcd member in the foreground, its data kept in .etcd/ across runs (`rm -rf .etcd` forgets it),
-# for a config with `registry: {backend: etcd}` (README, "etcd"). Ctrl-C stops it.
+# for a config with `registry: {backend: etcd}` (docs/registry.md, "etcd"). Ctrl-C stops it.
 etcd: system-deps
 	@echo "etcd on http://127.0.0.1:2379, data in .etcd/; Ctrl-C stops it"
 	etcd --name internal-dns --data-dir .etcd \

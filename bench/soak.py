@@ -35,7 +35,7 @@ from bench import peers, workloads
 from bench.dnsperf import LOAD_CPU, taskset
 from bench.generate import Size, network_name, write_registry
 from internal_dns.registry.files import load_snapshot
-from internal_dns.views import View
+from internal_dns.authority.views import View
 
 OUT = Path(__file__).resolve().parent / "out"
 MIX = {"internal": 0.55, "nxdomain": 0.20, "forwarded": 0.15, "forwarded_random": 0.05, "garbage": 0.05}

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from internal_dns.answer import Zones, answer
+from internal_dns.authority.answer import Zones, answer
 from internal_dns.records import A, AAAA, NOERROR, NXDOMAIN, TXT
 from internal_dns.registry.model import Snapshot
-from internal_dns.views import View
+from internal_dns.authority.views import View
 
 VIEW_NETWORK = "net0000"
 ZONES = {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}

@@ -16,7 +16,7 @@ import yaml
 from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
 from internal_dns.crosscheck import cross_check
-from internal_dns.querylog import unwritable
+from internal_dns.ops.querylog import unwritable
 from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.catalog import Catalog
 from internal_dns.registry.model import SECTIONS, RegistryError, Snapshot
@@ -206,19 +206,19 @@ def run_serve(path: str, worker: int | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if config.workers > 1 and worker is None:
-        from internal_dns.workers import Supervisor
+        from internal_dns.ops.workers import Supervisor
 
         return Supervisor(path, config.workers, log=_supervisor_log).run()
     def load() -> Config:  # what SIGHUP reads again
         fresh = load_config(path)
         if worker is not None:
-            from internal_dns.workers import worker_config
+            from internal_dns.ops.workers import worker_config
 
             fresh = worker_config(fresh, worker)
         return fresh
 
     if worker is not None:
-        from internal_dns.workers import worker_config
+        from internal_dns.ops.workers import worker_config
 
         config = worker_config(config, worker)
     return _serve(config, load)
@@ -226,7 +226,7 @@ def run_serve(path: str, worker: int | None = None) -> int:
 
 def _supervisor_log(line: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    print(f"{stamp} [internal_dns.workers#info] {line}", file=sys.stderr, flush=True)
+    print(f"{stamp} [internal_dns.ops.workers#info] {line}", file=sys.stderr, flush=True)
 
 
 def _serve(config: Config, load: Callable[[], Config]) -> int:

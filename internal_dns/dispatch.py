@@ -13,19 +13,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from internal_dns.answer import Zone, Zones, answer
+from internal_dns.authority.answer import Zone, Zones, answer
 from internal_dns.config import Config, ListenConfig
-from internal_dns.forward import Forwarder
+from internal_dns.forward.forwarder import Forwarder
 from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
 )
-from internal_dns.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
-from internal_dns.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
-from internal_dns.querylog import QueryLog
+from internal_dns.ops.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.authority.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
+from internal_dns.ops.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
-from internal_dns.reverse import PrivateReverse, is_reverse, served_prefix
-from internal_dns.views import View, ViewResolver
+from internal_dns.authority.reverse import PrivateReverse, is_reverse, served_prefix
+from internal_dns.authority.views import View, ViewResolver
 from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
 log = Logger()

@@ -26,19 +26,19 @@ from internal_dns.config import Config, ConfigError, ListenConfig, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns import __version__
 from internal_dns.dispatch import Dispatcher
-from internal_dns.http import operator_site
-from internal_dns.querylog import QueryLog
-from internal_dns.forward import Forwarder
-from internal_dns.gcwatch import CollectorWatch
-from internal_dns.malloc import fix_mmap_threshold
+from internal_dns.ops.http import operator_site
+from internal_dns.ops.querylog import QueryLog
+from internal_dns.forward.forwarder import Forwarder
+from internal_dns.ops.gcwatch import CollectorWatch
+from internal_dns.ops.malloc import fix_mmap_threshold
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.store import SnapshotStore
-from internal_dns.systemd import SystemdNotifier
-from internal_dns.tcp import DnsStreamFactory, TcpConnections
-from internal_dns.udp import DRAIN_GRACE, UdpListener
-from internal_dns.upstream import Upstream, resolv_conf_upstreams
+from internal_dns.ops.systemd import SystemdNotifier
+from internal_dns.transport.tcp import DnsStreamFactory, TcpConnections
+from internal_dns.transport.udp import DRAIN_GRACE, UdpListener
+from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 
 log = Logger()
 

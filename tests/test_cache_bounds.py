@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
-from internal_dns.gcwatch import FULL_EVERY, MIDDLE_EVERY, TICK
+from internal_dns.ops.gcwatch import FULL_EVERY, MIDDLE_EVERY, TICK
 from internal_dns.lru import LruStore
 from internal_dns.registry.heap import collector_paused
 from tests.conftest import RunningServer, on_reactor
@@ -143,6 +143,6 @@ def test_no_timed_collection_while_the_collector_is_paused(start_server: StartSe
 
 def test_glibc_takes_the_fixed_mmap_threshold() -> None:
     # Debian's C library is glibc, which has mallopt; the call is idempotent, as a server's start is.
-    from internal_dns.malloc import fix_mmap_threshold
+    from internal_dns.ops.malloc import fix_mmap_threshold
 
     assert fix_mmap_threshold() and fix_mmap_threshold()

@@ -20,8 +20,8 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from internal_dns.reverse import PrivateReverse, served_prefix
-from internal_dns.upstream import Upstream, resolv_conf_upstreams
+from internal_dns.authority.reverse import PrivateReverse, served_prefix
+from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 from tests.conftest import RunningServer, on_reactor
 from tests.dnsclient import Reply, exchange, make_query
 from tests.fake_upstream import NSID, SPOOFED, FakeUpstream, Pending

@@ -16,7 +16,7 @@ import dns.rdatatype
 import pytest
 from twisted.internet.defer import Deferred
 
-from internal_dns.upstream import Upstream
+from internal_dns.forward.upstream import Upstream
 from tests.conftest import RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream, Pending
 from tests.test_metrics import http_get

@@ -23,10 +23,10 @@ import dns.opcode
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from internal_dns.gcwatch import PAUSE_BUCKETS
-from internal_dns.metrics import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
-from internal_dns.tcp import CLOSED, REJECTED
-from internal_dns.upstream import PROBE_RESULTS, RESULTS
+from internal_dns.ops.gcwatch import PAUSE_BUCKETS
+from internal_dns.ops.metrics import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
+from internal_dns.transport.tcp import CLOSED, REJECTED
+from internal_dns.forward.upstream import PROBE_RESULTS, RESULTS
 from tests.conftest import RunningServer, on_reactor, write_yaml
 from tests.dnsclient import Reply, make_query
 from tests.fake_upstream import FakeUpstream, Pending

@@ -7,7 +7,7 @@ prefix 127.18.0.0/16 (a source inside a network's prefix selects that network's 
 machines `ip4`s in it; peers only have `ip6`, so the peer case gives a network the prefix `::/120`
 and a peer the address ::1, asked over an IPv6 listener.
 
-Expected orders are computed here, independently of internal_dns.geo: haversine distances on the
+Expected orders are computed here, independently of internal_dns.authority.geo: haversine distances on the
 coordinates of zones/regions.yaml, the same region at distance 0, ties to the lower machine id.
 """
 

@@ -1,4 +1,4 @@
-"""README's metrics table lists every family a running server exposes, and nothing it does not."""
+"""docs/operations.md's metrics table lists every family a running server exposes, and nothing it does not."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ StartServer = Callable[..., RunningServer]
 
 
 def documented() -> set[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/operations.md").read_text()
     section = text.split("## Metrics, health and query logs", 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
     for row in section.splitlines():

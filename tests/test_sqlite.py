@@ -118,8 +118,8 @@ def my_app(server: RunningServer) -> list[str]:
 
 def test_the_schema_is_documented_as_created(db: Path) -> None:
     assert textwrap.indent(SCHEMA, "    ") in (sqlite.__doc__ or "")
-    readme = README.read_text()
-    section = readme[readme.index("### SQLite") :]
+    page = (README.parent / "docs" / "registry.md").read_text()
+    section = page[page.index("## SQLite") :]
     statements = re.findall(r"^CREATE TABLE .*?\);$", section, re.S | re.M)
     assert len(statements) == 6 and all(statement in SCHEMA for statement in statements)
     assert re.search(r"^CREATE TRIGGER machines_update .*?END;$", section, re.S | re.M).group(0) in SCHEMA  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from internal_dns.upstream import Upstream, resolv_conf_upstreams
+from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 from tests.conftest import ROOT, RunningServer
 from tests.fake_upstream import FakeUpstream
 from tests.processes import INTERNAL_DNS, STOP_WAIT, Process, serve

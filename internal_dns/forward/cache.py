@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from internal_dns.lru import LruStore, entry_size
-from internal_dns.relay import UpstreamReply, parse_reply
+from internal_dns.forward.relay import UpstreamReply, parse_reply
 from internal_dns.wire import AD, CD, Query
 
 CacheKey = bytes

@@ -21,8 +21,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
 from internal_dns.config import parse_hostport
-from internal_dns.metrics import Histogram
-from internal_dns.relay import UpstreamReply, parse_reply, same_question
+from internal_dns.ops.metrics import Histogram
+from internal_dns.forward.relay import UpstreamReply, parse_reply, same_question
 from internal_dns.wire import Malformed
 
 RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry", "noedns_retry")

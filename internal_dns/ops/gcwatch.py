@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from internal_dns.metrics import Histogram
+from internal_dns.ops.metrics import Histogram
 
 # Seconds: a young collection takes tens of microseconds; a full one over a big heap, hundreds of ms.
 PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -36,7 +36,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from internal_dns.lru import LruStore, entry_size
-from internal_dns.metrics import QueryCounters
+from internal_dns.ops.metrics import QueryCounters
 from internal_dns.records import SOA, Answer
 
 _COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from internal_dns.records import Node
 from internal_dns.registry.model import Snapshot
-from internal_dns.schemes import fly, flycast, railway
-from internal_dns.views import View
+from internal_dns.authority.schemes import fly, flycast, railway
+from internal_dns.authority.views import View
 
 Scheme = Callable[[Snapshot, View, tuple[str, ...]], Node | None]
 

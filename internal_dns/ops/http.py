@@ -8,7 +8,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from internal_dns.metrics import registry_for
+from internal_dns.ops.metrics import registry_for
 
 if TYPE_CHECKING:
     from internal_dns.server import DnsService

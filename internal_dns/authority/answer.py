@@ -12,8 +12,8 @@ from internal_dns.records import (
     ANY, NOERROR, NS, NXDOMAIN, SOA, Answer, Node, RecordSet, RRset, name_wire, soa_rdata,
 )
 from internal_dns.registry.model import Snapshot
-from internal_dns.schemes import SCHEMES, Scheme
-from internal_dns.views import View
+from internal_dns.authority.schemes import SCHEMES, Scheme
+from internal_dns.authority.views import View
 
 
 @dataclass(frozen=True, slots=True)
