@@ -20,7 +20,7 @@ import yaml
 from bench import peers, propagation
 from bench.etcd import etcd
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes
-from internal_dns.config import RegistryConfig
+from internal_dns.registry.settings import RegistryConfig
 from internal_dns.registry import plugins
 
 PREFIX = "/internal-dns/"

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from internal_dns.registry import plugins
+from internal_dns.registry.settings import RegistryConfig
 
 SCHEMES = ("fly", "flycast", "railway")
 class ConfigError(Exception):
@@ -27,15 +28,6 @@ class ListenConfig:
     port: int
     network: str | None = None  # the view of queries no prefix or `views:` entry claims
     region: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryConfig:
-    backend: str = "files"
-    path: Path = Path("zones")
-    poll_interval: float | None = None  # None: the backend's own default (files: 1 s)
-    max_age: float = 120.0  # /readyz fails when the registry has not been confirmed for this long
-    options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
 
 
 @dataclass(frozen=True, slots=True)

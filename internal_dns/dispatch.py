@@ -6,6 +6,8 @@ and write back what it returns (None: stay silent).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from time import perf_counter
 from typing import Any
 
@@ -13,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from internal_dns.authority.answer import Zone, Zones, answer
 from internal_dns.config import Config, ListenConfig
 from internal_dns.forward.forwarder import Forwarder
@@ -20,7 +23,7 @@ from internal_dns.records import (
     ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
     RRset, soa_rdata, txt_rdata,
 )
-from internal_dns.ops.metrics import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.counting import FORWARD, INVALID, QueryCounters, rcode_label, type_label
 from internal_dns.authority.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
 from internal_dns.ops.querylog import QueryLog
 from internal_dns.registry.model import Snapshot
@@ -67,6 +70,27 @@ class Dispatcher:
             return before is None or network not in snapshot.networks or before.networks.get(network) is not snapshot.networks[network]
 
         self.packets.swap(snapshot.serial, changed)
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.counters
+        requests = CounterMetricFamily("internal_dns_requests", "DNS requests received.", labels=["zone", "type", "transport"])
+        for (zone, qtype, transport), n in sorted(counters.requests().items()):
+            requests.add_metric([zone, qtype, transport], n)
+        yield requests
+        responses = CounterMetricFamily("internal_dns_responses", "DNS responses sent, by rcode.", labels=["zone", "rcode"])
+        for (zone, rcode), n in sorted(counters.responses().items()):
+            responses.add_metric([zone, rcode], n)
+        yield responses
+        durations = HistogramMetricFamily(
+            "internal_dns_request_duration_seconds", "Time from a query's arrival to its reply.", labels=["zone", "transport"]
+        )
+        for (zone, transport), h in sorted(counters.durations.items()):
+            durations.add_metric([zone, transport], h.buckets(), h.total)
+        yield durations
+        yield CounterMetricFamily("internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped)
+        if self.query_log is not None:
+            yield from self.query_log.collect()
+        yield from self.packets.collect()
 
     def respond(
         self, data: bytes, host: str, local: str | None, listener: ListenConfig, tcp: bool, hosts: dict[str, bytes]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.application import service
@@ -22,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from prometheus_client.core import Metric
 from internal_dns.config import Config, ConfigError, ListenConfig, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns import __version__
@@ -199,7 +200,7 @@ class DnsService(service.Service):
             m = self.config.metrics
             with bound_socket(m.address, m.port, socket.SOCK_STREAM, self.config.reuse_port) as sock:
                 sock.listen(_BACKLOG)
-                self.http_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, operator_site(self))
+                self.http_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, operator_site(self.collect, self.readiness))
             host = self.http_port.getHost()
             log.info("metrics on http://{address}:{port}/metrics (and /healthz, /readyz)", address=host.host, port=host.port)
         self._start_query_log()
@@ -261,6 +262,37 @@ class DnsService(service.Service):
         self.udp.append(udp)
         self.tcp_ports.append(tcp)
         log.info("listening on {address} port {port} (UDP and TCP)", address=listener.address, port=port)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every part's metric families, for the operator's /metrics."""
+        yield from self.dispatcher.collect()
+        yield from self.collector_watch.collect()
+        yield from self.tcp.collect()
+        yield from self.store.collect()
+        if self.forwarder is not None:
+            yield from self.forwarder.collect()
+
+    def readiness(self) -> list[str]:
+        """Why the server is not ready to serve (/readyz); empty when it is."""
+        reasons = []
+        store = self.store
+        if store.current is None:
+            reason = "no registry snapshot loaded yet"
+            if store.last_error is not None:
+                reason += f" (last attempt: {store.last_error})"
+            reasons.append(reason)
+        else:
+            age = store.age()
+            limit = self.config.registry.max_age
+            if age is not None and age > limit:
+                reasons.append(f"registry snapshot is {age:.0f}s old, over the {limit:.0f}s limit ({self.backend.describe()})")
+        if store.unreachable_since is not None:
+            down = self.clock.seconds() - store.unreachable_since
+            reasons.append(f"registry store unreachable for {down:.0f}s ({store.unreachable_reason}); serving the last snapshot")
+        forwarder = self.forwarder
+        if forwarder is not None and not forwarder.healthy():
+            reasons.append("every upstream is down: " + ", ".join(u.label for u in forwarder.upstreams))
+        return reasons
 
     def bound_ports(self) -> list[tuple[str, int]]:
         return [(str(u.listener.address), u.port) for u in self.udp]

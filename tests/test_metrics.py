@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from internal_dns.ops.gcwatch import PAUSE_BUCKETS
-from internal_dns.ops.metrics import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
+from internal_dns.counting import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
 from internal_dns.transport.tcp import CLOSED, REJECTED
 from internal_dns.forward.upstream import PROBE_RESULTS, RESULTS
 from tests.conftest import RunningServer, on_reactor, write_yaml

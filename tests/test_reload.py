@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-import internal_dns.registry.files as files
+import internal_dns.registry.files.folder as files
 from internal_dns.registry.model import RegistryError, Snapshot
 from tests.conftest import RunningServer, on_reactor, write_yaml
 

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from internal_dns.lru import LruStore, entry_size
-from internal_dns.ops.metrics import QueryCounters
+from internal_dns.counting import QueryCounters
 from internal_dns.records import SOA, Answer
 
 _COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
@@ -250,6 +251,18 @@ class PacketCache:
             hosts.clear()
 
     # --- counts -------------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=self.entries())
+        yield GaugeMetricFamily(
+            "internal_dns_packet_cache_bytes", "Bytes the packet cache holds, as counted against packet_cache.max_bytes.", value=self.store.bytes
+        )
+        yield CounterMetricFamily(
+            "internal_dns_packet_cache_evictions", "Packet cache entries dropped for the size caps (entries, bytes).", value=self.store.evictions
+        )
+        yield CounterMetricFamily(
+            "internal_dns_packet_cache_invalidated", "Rendered replies dropped because a reload changed their network.", value=self.invalidated
+        )
+
     def entries(self) -> int:
         """Questions rendered, in every view (each may have several exact spellings)."""
         return sum(self._live.get(tag, 0) for (_, _, kind), tag in self._tags.items() if kind == RENDERING)

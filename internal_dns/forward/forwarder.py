@@ -13,7 +13,7 @@ until it answers. When every upstream fails the client gets a stale cached answe
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -22,6 +22,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from internal_dns.forward.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.config import CacheConfig, ForwardConfig
 from internal_dns.records import FORMERR, NOTIMP, NS, REFUSED, SERVFAIL, Answer
@@ -75,6 +76,32 @@ class Forwarder:
         self.stats = ForwardStats()
 
     # --- lifecycle ----------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        results = CounterMetricFamily("internal_dns_forward_requests", "Queries sent upstream, by upstream and result.", labels=["upstream", "result"])
+        healthy = GaugeMetricFamily("internal_dns_upstream_healthy", "1 while an upstream is up, 0 while marked down.", labels=["upstream"])
+        durations = HistogramMetricFamily("internal_dns_forward_request_duration_seconds", "Time an upstream took to answer.", labels=["upstream"])
+        probes = CounterMetricFamily(
+            "internal_dns_upstream_probes", "Health checks (`. NS` probes) of upstreams, by result.", labels=["upstream", "result"]
+        )
+        for u in self.upstreams:
+            for result, n in sorted(u.results.items()):
+                results.add_metric([u.label, result], n)
+            for result, n in sorted(u.probes.items()):
+                probes.add_metric([u.label, result], n)
+            healthy.add_metric([u.label], 0 if u.down else 1)
+            durations.add_metric([u.label], u.durations.buckets(), u.durations.total)
+        yield results
+        yield durations
+        yield healthy
+        yield probes
+        yield CounterMetricFamily("internal_dns_forward_shared", "Queries that joined an identical one in flight.", value=self.stats.deduplicated)
+        yield CounterMetricFamily(
+            "internal_dns_forward_over_capacity", "Queries answered SERVFAIL at once: too many in flight.", value=self.stats.in_flight_rejected
+        )
+        yield GaugeMetricFamily("internal_dns_forward_in_flight", "Distinct questions waiting on an upstream.", value=len(self.flights))
+        if self.cache is not None:
+            yield from self.cache.collect()
+
     def start(self) -> None:
         self._stopped = False
 

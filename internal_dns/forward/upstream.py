@@ -21,7 +21,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
 from internal_dns.config import parse_hostport
-from internal_dns.ops.metrics import Histogram
+from internal_dns.counting import Histogram
 from internal_dns.forward.relay import UpstreamReply, parse_reply, same_question
 from internal_dns.wire import Malformed
 

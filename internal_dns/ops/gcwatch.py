@@ -19,6 +19,8 @@ other objects.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gc
 from time import perf_counter
 from typing import Any
@@ -26,7 +28,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from internal_dns.ops.metrics import Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from internal_dns.counting import Histogram
 
 # Seconds: a young collection takes tens of microseconds; a full one over a big heap, hundreds of ms.
 PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -57,6 +60,15 @@ class CollectorWatch:
         self._started = 0.0
 
         self._timed: LoopingCall | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        pauses = HistogramMetricFamily(
+            "internal_dns_gc_pause_seconds", "Pauses of Python's garbage collector (every thread stops), by generation.", labels=["generation"]
+        )
+        for generation, h in enumerate(self.pauses):
+            pauses.add_metric([str(generation)], h.buckets(), h.total)
+        yield pauses
+        yield GaugeMetricFamily("internal_dns_gc_longest_pause_seconds", "The longest collector pause since the server started.", value=self.longest)
 
     def install(self, clock: IReactorTime) -> None:
         if self._callback not in gc.callbacks:

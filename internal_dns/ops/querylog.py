@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
+from prometheus_client.core import CounterMetricFamily, Metric
 
 
 def unwritable(target: str) -> str | None:
@@ -42,6 +43,10 @@ def unwritable(target: str) -> str | None:
 
 
 class QueryLog:
+    def collect(self) -> Iterator[Metric]:
+        # lines the log drops rather than grow memory must not go unseen
+        yield CounterMetricFamily("internal_dns_query_log_dropped", "Query log lines dropped: the writer fell too far behind.", value=self.dropped)
+
     def __init__(
         self,
         target: str,

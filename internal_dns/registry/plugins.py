@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 from internal_dns.registry.backend import Backend
 from internal_dns.registry.catalog import RawEntity
-
-if TYPE_CHECKING:
-    from internal_dns.config import RegistryConfig
+from internal_dns.registry.settings import RegistryConfig
 
 GROUP = "internal_dns.backends"
 
@@ -66,31 +64,10 @@ def names() -> tuple[str, ...]:
 def load(name: str) -> BackendPlugin:
     for entry in entry_points(group=GROUP):
         if entry.name == name:
-            plugin = entry.load()
-            if not hasattr(plugin, "backend") and callable(plugin):
-                return _FactoryOnly(plugin)  # an entry point naming just a factory of Backends
-            return plugin  # type: ignore[no-any-return]
+            plugin: BackendPlugin = entry.load()
+            return plugin
     raise ValueError(f"unknown registry backend {name!r} (known: {', '.join(names())})")
 
 
 def make_backend(config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend:
     return load(config.backend).backend(config, reactor, clock)
-
-
-class _FactoryOnly:
-    """A plugin that is a callable (config, reactor, clock) -> Backend, taking any options."""
-
-    options = None
-
-    def __init__(self, factory: Any):
-        self.factory = factory
-
-    def check(self, options: Mapping[str, Any]) -> None:
-        pass
-
-    def backend(self, config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend:
-        backend: Backend = self.factory(config, reactor, clock)
-        return backend
-
-    def store(self, config: RegistryConfig) -> Store:
-        raise ValueError(f"the {config.backend} backend offers no store for the registry command")

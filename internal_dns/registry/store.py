@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from internal_dns.registry.model import RegistryError, Snapshot
 
 log = Logger()
@@ -78,6 +79,29 @@ class SnapshotStore:
     def leave_out(self, problems: list[str]) -> None:
         """A lenient backend's entities that are not served (each logged by the backend once)."""
         self.left_out = problems
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.current
+        entities = GaugeMetricFamily("internal_dns_registry_entities", "Entities in the served snapshot.", labels=["kind"])
+        if snapshot is not None:
+            for kind, n in snapshot.counts().items():
+                entities.add_metric([kind], n)
+        yield entities
+        yield GaugeMetricFamily("internal_dns_registry_generation", "Snapshots loaded since start.", value=self.generation)
+        yield GaugeMetricFamily("internal_dns_registry_serial", "SOA serial of the served snapshot.", value=snapshot.serial if snapshot else 0)
+        age = self.age()
+        yield GaugeMetricFamily(
+            "internal_dns_registry_snapshot_age_seconds",
+            "Seconds since the registry was last known to match the served snapshot (NaN before the first).",
+            value=age if age is not None else float("nan"),
+        )
+        yield CounterMetricFamily("internal_dns_registry_rejected", "Snapshots rejected by validation.", value=self.rejections)
+        yield GaugeMetricFamily(
+            "internal_dns_registry_store_up", "1 while the registry's store can be read, 0 while it cannot.", value=0 if self.unreachable_since is not None else 1
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_registry_left_out", "Entities a live store holds that do not fit and are not served.", value=len(self.left_out)
+        )
 
     def age(self) -> float | None:
         """Seconds since the backend last showed the served snapshot to be current."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -32,6 +32,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from internal_dns.config import ListenConfig, TcpConfig
 
 log = Logger()
@@ -80,6 +81,26 @@ class TcpConnections:
                 self.per_source[conn.host] = left
             else:
                 del self.per_source[conn.host]
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("internal_dns_tcp_connections", "TCP connections open.", value=len(self.open))
+        rejected = CounterMetricFamily(
+            "internal_dns_tcp_rejected",
+            "TCP connections closed at once: every connection busy (cap), or too many from one address (per_source).",
+            labels=["reason"],
+        )
+        for reason, n in self.rejected.items():
+            rejected.add_metric([reason], n)
+        yield rejected
+        closed = CounterMetricFamily(
+            "internal_dns_tcp_closed",
+            "TCP connections the server closed: idle, a query not whole in time (message_timeout), replies not read (not_draining), "
+            "or given way to a new connection (evicted).",
+            labels=["reason"],
+        )
+        for reason, n in self.closed.items():
+            closed.add_metric([reason], n)
+        yield closed
 
     def active(self, conn: DnsStreamProtocol) -> None:
         if conn in self.open:

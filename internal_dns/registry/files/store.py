@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from internal_dns.registry.catalog import RawEntity, entities_of
-from internal_dns.registry.files import load_documents
+from internal_dns.registry.files.folder import load_documents
 from internal_dns.registry.model import SECTIONS
 
 NEW_FILE = "registry.yaml"

@@ -1,0 +1,34 @@
+"""The `files` backend as a package: the folder read (`folder`), the server's backend that polls
+it (`backend`), and the registry command's store (`store`); this module is its entry point of
+`internal_dns.backends`, and the face the rest of the project reads a folder through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from internal_dns.registry.files.backend import FilesBackend
+from internal_dns.registry.files.folder import load_documents, load_snapshot
+from internal_dns.registry.files.store import FilesStore
+
+__all__ = ["PLUGIN", "FilesBackend", "FilesStore", "load_documents", "load_snapshot"]
+
+
+class FilesPlugin:
+    """The `files` backend as an entry point of `internal_dns.backends`."""
+
+    options: dict[str, str] = {}  # path and poll_interval are the common keys
+
+    def check(self, options: Any) -> None:
+        pass
+
+    def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> FilesBackend:
+        return FilesBackend(config.path, clock, config.poll_interval or 1.0)
+
+    def store(self, config: Any) -> Any:
+        return FilesStore(config.path)
+
+
+PLUGIN = FilesPlugin()

@@ -1,0 +1,116 @@
+"""The `files` backend: every *.yaml file under a folder, merged, re-read when one changes.
+
+The folder is polled on a timer (an injected clock, so tests advance time instead of sleeping);
+each poll runs in a worker thread: it stats the files, and only when the set of names, sizes or
+modification times has changed does it read, parse and validate them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from internal_dns.registry.backend import SnapshotSink
+from internal_dns.registry.files import folder
+from internal_dns.registry.files.folder import Fingerprint
+from internal_dns.registry.heap import build_frozen
+from internal_dns.registry.model import RegistryError, Snapshot
+
+log = Logger()
+
+
+class FilesBackend:
+    def __init__(
+        self,
+        root: Path,
+        clock: IReactorTime,
+        poll_interval: float = 1.0,
+        defer_to_thread: Callable[..., Deferred[Any]] = threads.deferToThread,
+    ):
+        self.root = root
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._defer_to_thread = defer_to_thread
+        self._seen: Fingerprint | None = None
+        self._sink: SnapshotSink | None = None
+        self._rejected = False  # the folder holds a registry that failed validation
+        self._folder = folder.Folder(root)
+        self._loop: LoopingCall | None = None
+        self._running: Deferred[None] | None = None
+        self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
+
+    def describe(self) -> str:
+        return f"files under {self.root}"
+
+    def start(self, sink: SnapshotSink) -> Deferred[None]:
+        self._sink = sink
+        first = self.check()
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = self.clock
+        self._loop.start(self.poll_interval, now=False)
+        return first
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._sink = None
+
+    def reload(self) -> Deferred[None]:
+        """Scan now (SIGHUP), and publish what is found even if the files look unchanged."""
+        self._seen = None
+        return self.check()
+
+    def check(self) -> Deferred[None]:
+        """One poll: rescan in a thread, publish or reject if anything changed."""
+        if self._running is not None:  # a slow scan is still going; let it finish
+            # A Deferred of their own: a caller's callbacks or timeout must not touch the scan's.
+            follower: Deferred[None] = Deferred()
+            self._followers.append(follower)
+            return follower
+        seen = self._seen
+        d = self._defer_to_thread(self._scan, seen)
+        self._running = d  # before the callbacks: a synchronous defer_to_thread has fired already
+        d.addCallbacks(self._scanned, self._failed)
+        d.addBoth(self._done)
+        return d
+
+    def _scan(self, seen: Fingerprint | None) -> tuple[Fingerprint, Snapshot | RegistryError | None]:
+        """Runs in a worker thread: the reactor never waits on the disk."""
+        try:
+            fp = folder.fingerprint(self.root, seen)
+        except (RegistryError, OSError) as exc:
+            error = exc if isinstance(exc, RegistryError) else RegistryError([f"{self.root}: {exc}"])
+            return ((("!", 0, 0, 0, (0, 0, 0), str(error)),), error)
+        if folder.unchanged(seen, fp):
+            return fp, None
+        return fp, build_frozen(self._folder.scan)
+
+    def _scanned(self, result: tuple[Fingerprint, Snapshot | RegistryError | None]) -> None:
+        fp, outcome = result
+        if self._sink is None:  # stopped while the scan ran
+            return
+        self._seen = fp  # even when unchanged: it may have dropped the hashes of settled files
+        if isinstance(outcome, RegistryError):
+            self._rejected = True
+            self._sink.reject(outcome)
+        elif outcome is not None:
+            self._rejected = False
+            self._sink.publish(outcome)
+        elif not self._rejected:
+            self._sink.confirm()  # the folder still holds what is being served
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("registry scan of {root} failed", failure, root=self.root)
+
+    def _done(self, _: Any) -> None:
+        self._running = None
+        followers, self._followers = self._followers, []
+        for follower in followers:
+            follower.callback(None)

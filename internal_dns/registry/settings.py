@@ -1,0 +1,18 @@
+"""The `registry:` section of the config, as the registry and its backends read it: the keys every
+backend shares, and the backend's own under `options`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    backend: str = "files"
+    path: Path = Path("zones")
+    poll_interval: float | None = None  # None: the backend's own default (files: 1 s)
+    max_age: float = 120.0  # /readyz fails when the registry has not been confirmed for this long
+    options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
