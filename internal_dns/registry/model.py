@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Protocol
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MACHINE_ID = re.compile(r"^[0-9a-f]{1,63}$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no trailing newline
+_MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
 
 DEFAULT_PROCESS_GROUP = "app"
 STARTED = "started"

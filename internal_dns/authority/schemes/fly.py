@@ -12,7 +12,7 @@ from internal_dns.authority.views import View
 
 # Any positive N without a leading zero (SPEC §3), however large: a label is at most 63 bytes,
 # so int() stays cheap, and N beyond the machine count returns them all.
-_TOP = re.compile(r"^top([1-9][0-9]*)$")
+_TOP = re.compile(r"top([1-9][0-9]*)\Z")  # \Z: "$" would let "top1\n" through
 
 
 def _addresses(machines: Iterable[Machine]) -> Node:
