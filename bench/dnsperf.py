@@ -45,8 +45,22 @@ def run(
 ) -> Result:
     """One dnsperf run against 127.0.0.1:port; with `verbose`, latency percentiles too."""
     command = [
-        *taskset(cpus), "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-        "-c", str(clients), "-q", str(outstanding), "-t", "2", "-m", "tcp" if tcp else "udp",
+        *taskset(cpus),
+        "dnsperf",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(queries),
+        "-c",
+        str(clients),
+        "-q",
+        str(outstanding),
+        "-t",
+        "2",
+        "-m",
+        "tcp" if tcp else "udp",
     ]
     command += ["-n", str(passes)] if passes is not None else ["-l", str(seconds)]
     if max_qps is not None:

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from bench.peers import free_port
 
@@ -23,11 +23,25 @@ def etcd(folder: Path, quota_gb: int = 8) -> Iterator[str]:
     client, peer = free_port(), free_port()
     url = f"http://127.0.0.1:{client}"
     command = [
-        "etcd", "--name", "bench", "--data-dir", str(folder / "data"),
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
-        "--quota-backend-bytes", str(quota_gb * 1024**3), "--max-request-bytes", str(16 * 1024 * 1024),
+        "etcd",
+        "--name",
+        "bench",
+        "--data-dir",
+        str(folder / "data"),
+        "--listen-client-urls",
+        url,
+        "--advertise-client-urls",
+        url,
+        "--listen-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-cluster",
+        f"bench=http://127.0.0.1:{peer}",
+        "--quota-backend-bytes",
+        str(quota_gb * 1024**3),
+        "--max-request-bytes",
+        str(16 * 1024 * 1024),
     ]
     with (folder / "etcd.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log)
@@ -35,7 +49,9 @@ def etcd(folder: Path, quota_gb: int = 8) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(urllib.request.Request(f"{url}/v3/maintenance/status", data=b"{}", method="POST"), timeout=1) as r:
+                with urllib.request.urlopen(
+                    urllib.request.Request(f"{url}/v3/maintenance/status", data=b"{}", method="POST"), timeout=1
+                ) as r:
                     json.load(r)
                 break
             except OSError:

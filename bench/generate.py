@@ -63,7 +63,9 @@ def network_document(k: int, size: Size, regions: list[str]) -> dict[str, object
     host = 0
     for i in range(k, size.apps, size.networks):
         host += 1
-        apps.append({"name": app_name(i), "network": network_name(k), "flycast": [{"ip": str(p6.network_address + (1 << 64) + host)}]})
+        apps.append(
+            {"name": app_name(i), "network": network_name(k), "flycast": [{"ip": str(p6.network_address + (1 << 64) + host)}]}
+        )
         for j in range(size.machines_per_app):
             host += 1
             machines.append(
@@ -79,7 +81,12 @@ def network_document(k: int, size: Size, regions: list[str]) -> dict[str, object
                 }
             )
     peers = [
-        {"name": "laptop", "network": network_name(k), "ip6": str(p6.network_address + (3 << 64) + 1), "region": rng.choice(regions)},
+        {
+            "name": "laptop",
+            "network": network_name(k),
+            "ip6": str(p6.network_address + (3 << 64) + 1),
+            "region": rng.choice(regions),
+        },
         {"name": "ci", "network": network_name(k), "ip6": str(p6.network_address + (3 << 64) + 2)},
         {"name": "interactive-1", "network": network_name(k), "ip6": str(p6.network_address + (3 << 64) + 3)},
     ]

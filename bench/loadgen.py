@@ -86,7 +86,9 @@ def garbage(qid: int, rng: random.Random) -> bytes:
     if shape == 0:
         body = rng.randbytes(rng.randrange(0, 120))
     elif shape == 1:  # a header claiming records that are not there
-        body = struct.pack("!HHHHH", 0x0100, rng.randrange(2, 9), rng.randrange(0, 5), 0, rng.randrange(0, 3)) + rng.randbytes(rng.randrange(0, 40))
+        body = struct.pack("!HHHHH", 0x0100, rng.randrange(2, 9), rng.randrange(0, 5), 0, rng.randrange(0, 3)) + rng.randbytes(
+            rng.randrange(0, 40)
+        )
     elif shape == 2:  # a name that runs past the end of the packet
         body = struct.pack("!HHHHH", 0x0100, 1, 0, 0, 0) + bytes([63]) + rng.randbytes(20)
     else:  # a reply, which gets no reply

@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import dns.exception
 import dns.message
@@ -123,7 +123,9 @@ class Server:
 
 def _spawn(command: list[str], log: Path, cpus: str | None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen([*taskset(cpus), *command], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        return subprocess.Popen(
+            [*taskset(cpus), *command], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+        )
 
 
 @contextmanager
@@ -182,7 +184,16 @@ def twisted_names(out: Path, data: Path, *, upstream: int | None = None) -> Serv
 def dnsmasq(out: Path, lines: list[str], name: str = "dnsmasq", cpus: str | None = SERVER_CPU) -> Server:
     port = free_port()
     conf = out / f"{name}-{port}.conf"
-    common = [f"port={port}", "listen-address=127.0.0.1", "bind-interfaces", "no-resolv", "no-hosts", "pid-file=", "user=root", "group=root"]
+    common = [
+        f"port={port}",
+        "listen-address=127.0.0.1",
+        "bind-interfaces",
+        "no-resolv",
+        "no-hosts",
+        "pid-file=",
+        "user=root",
+        "group=root",
+    ]
     conf.write_text("\n".join(common + lines) + "\n")
     return Server(name, port, _spawn(["dnsmasq", "-k", f"--conf-file={conf}"], out / f"{name}-{port}.log", cpus))
 
@@ -204,7 +215,14 @@ def dnsmasq_both(out: Path, hosts: Path, records: Path, upstream: int) -> Server
     """dnsmasq as a host's resolver: the private names from a hosts file, the rest forwarded."""
     return dnsmasq(
         out,
-        [f"addn-hosts={hosts}", f"conf-file={records}", "local=/internal/", "local=/flycast/", "local-ttl=5",
-         f"server=127.0.0.1#{upstream}", "cache-size=10000"],
+        [
+            f"addn-hosts={hosts}",
+            f"conf-file={records}",
+            "local=/internal/",
+            "local=/flycast/",
+            "local-ttl=5",
+            f"server=127.0.0.1#{upstream}",
+            "cache-size=10000",
+        ],
         name="dnsmasq-both",
     )

@@ -116,7 +116,10 @@ def latency_figures(out: Path, files: Files, qps: int, seconds: float) -> dict[s
         with peers.running(start()) as server:
             results[server.name] = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=qps, verbose=True)
             p = results[server.name].percentiles_ms
-            print(f"  {server.name:<16} at {qps:,} qps: p50 {p['p50']:.3f} ms, p99 {p['p99']:.3f} ms, p99.9 {p['p99.9']:.3f} ms", flush=True)
+            print(
+                f"  {server.name:<16} at {qps:,} qps: p50 {p['p50']:.3f} ms, p99 {p['p99']:.3f} ms, p99.9 {p['p99.9']:.3f} ms",
+                flush=True,
+            )
     return results
 
 
@@ -158,7 +161,9 @@ def table(by_workload: dict[str, dict[str, dnsperf.Result]]) -> str:
 
 
 def targets(
-    by_workload: dict[str, dict[str, dnsperf.Result]], latency: dict[str, dnsperf.Result], wildcard: dict[str, dnsperf.Result] | None = None
+    by_workload: dict[str, dict[str, dnsperf.Result]],
+    latency: dict[str, dnsperf.Result],
+    wildcard: dict[str, dnsperf.Result] | None = None,
 ) -> list[dict[str, Any]]:
     checks = []
     for workload, peer, least in TARGETS:
@@ -208,7 +213,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes for the workers: figure (1 = skip)")
     parser.add_argument("--no-scale", action="store_true", help="skip the 100,000-machine figures")
     parser.add_argument("--no-stores", action="store_true", help="skip the SQLite and etcd figures")
-    parser.add_argument("--store-machines", type=int, default=1_000_000, help="machines of the live stores' scale run (0: skip it)")
+    parser.add_argument(
+        "--store-machines", type=int, default=1_000_000, help="machines of the live stores' scale run (0: skip it)"
+    )
     parser.add_argument("--store-changes", type=int, default=200, help="changes timed for propagation")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -253,7 +260,10 @@ def main() -> None:
         print(f"  {'met    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     drawn = chart(report, out / "bench.png")
-    print(f"\nfigures: {out / 'results.json'}" + (f", chart: {out / 'bench.png'}" if drawn else " (pip install '.[bench]' for the chart)"))
+    print(
+        f"\nfigures: {out / 'results.json'}"
+        + (f", chart: {out / 'bench.png'}" if drawn else " (pip install '.[bench]' for the chart)")
+    )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def reload(server: peers.Server, registry: Path, network: str, probe: Probe) -> 
         "worst_probe_ms": round(probe.worst_between(started, time.perf_counter()), 2),
         "packet_cache_before": metric(before, "internal_dns_packet_cache_entries"),
         "packet_cache_after": metric(text, "internal_dns_packet_cache_entries"),
-        "invalidated": metric(text, "internal_dns_packet_cache_invalidated_total") - metric(before, "internal_dns_packet_cache_invalidated_total"),
+        "invalidated": metric(text, "internal_dns_packet_cache_invalidated_total")
+        - metric(before, "internal_dns_packet_cache_invalidated_total"),
     }
 
 
@@ -115,7 +116,10 @@ def figures(out: Path, seconds: float, base_qps: float) -> dict[str, Any]:
         probe = Probe(server.port, f"{workloads.app_questions(load_snapshot(registry))[0].name}.")
         probe.start()
         time.sleep(0.5)
-        report["reloads"] = [reload(server, registry, network_name(SCALE.networks // 2), probe), reload(server, registry, workloads.VIEW_NETWORK, probe)]
+        report["reloads"] = [
+            reload(server, registry, network_name(SCALE.networks // 2), probe),
+            reload(server, registry, workloads.VIEW_NETWORK, probe),
+        ]
         probe.stop()
         report["probe_lost"] = probe.lost
         for r in report["reloads"]:

@@ -34,8 +34,8 @@ from typing import Any
 from bench import peers, workloads
 from bench.dnsperf import LOAD_CPU, taskset
 from bench.generate import Size, network_name, write_registry
-from internal_dns.registry.files import load_snapshot
 from internal_dns.authority.views import View
+from internal_dns.registry.files import load_snapshot
 
 OUT = Path(__file__).resolve().parent / "out"
 MIX = {"internal": 0.55, "nxdomain": 0.20, "forwarded": 0.15, "forwarded_random": 0.05, "garbage": 0.05}
@@ -56,7 +56,9 @@ def plan(snapshot: Any, sources: int, port: int, qps: float, seconds: float) -> 
         apps = snapshot.networks[net].app_names[:20]
         by_source[source_address(i)] = {
             "internal": [[q.name, q.rdtype] for q in positive + nodata],
-            "nxdomain": [["{}.internal", "AAAA"]] + [[f"{{}}.vm.{a}.internal", "AAAA"] for a in apps] + [[f"x{{}}.{a}.internal", "AAAA"] for a in apps],
+            "nxdomain": [["{}.internal", "AAAA"]]
+            + [[f"{{}}.vm.{a}.internal", "AAAA"] for a in apps]
+            + [[f"x{{}}.{a}.internal", "AAAA"] for a in apps],
             "forwarded": [[q.name, q.rdtype] for q in workloads.forward_questions()],
             "forwarded_random": [[f"r{{}}.{workloads.FORWARD_DOMAIN}", "A"]],
         }
@@ -117,13 +119,19 @@ def collector_figures(metrics: str) -> dict[str, Any]:
     longest = re.search(r"^internal_dns_gc_longest_pause_seconds (\S+)$", metrics, re.MULTILINE)
     if longest is not None:
         out["longest_pause_ms"] = round(float(longest.group(1)) * 1000, 3)
-    samples = {(name, labels): float(value) for name, labels, value in re.findall(r"^(internal_dns_gc_pause_seconds_\w+)\{([^}]*)\} (\S+)$", metrics, re.MULTILINE)}
+    samples = {
+        (name, labels): float(value)
+        for name, labels, value in re.findall(r"^(internal_dns_gc_pause_seconds_\w+)\{([^}]*)\} (\S+)$", metrics, re.MULTILINE)
+    }
     for generation in "012":
         count = samples.get(("internal_dns_gc_pause_seconds_count", f'generation="{generation}"'))
         if count is None:
             continue
         total = samples[("internal_dns_gc_pause_seconds_sum", f'generation="{generation}"')]
-        within = {bound: samples.get(("internal_dns_gc_pause_seconds_bucket", f'generation="{generation}",le="{bound}"'), count) for bound in ("0.001", "0.005")}
+        within = {
+            bound: samples.get(("internal_dns_gc_pause_seconds_bucket", f'generation="{generation}",le="{bound}"'), count)
+            for bound in ("0.001", "0.005")
+        }
         out[f"generation_{generation}"] = {
             "collections": int(count),
             "seconds": round(total, 3),
@@ -161,7 +169,9 @@ def report(name: str, r: dict[str, Any]) -> str:
             )
     g = r["kinds"].get("garbage")
     if g:
-        lines.append(f"    garbage: {g['sent']} sent, {g['answered']} answered ({', '.join(f'{k} {v}' for k, v in sorted(g['rcodes'].items()))})")
+        lines.append(
+            f"    garbage: {g['sent']} sent, {g['answered']} answered ({', '.join(f'{k} {v}' for k, v in sorted(g['rcodes'].items()))})"
+        )
     lines.append(
         f"    RSS {r['rss_start_mib']:.1f} MiB at the start, {r['rss_after_warm_up_mib']:.1f} after warm-up ({r['warm_up_seconds']} s),"
         f" {r['rss_end_mib']:.1f} at the end: {r['rss_slope_mib_per_min']:+.3f} MiB/min after warm-up"
@@ -196,7 +206,13 @@ SERVERS = ("internal-dns", "dnsmasq")
 
 
 def figures(
-    out: Path, minutes: float, qps: float, sources: int, size: Size = Size(), keep_awake: bool = False, servers: tuple[str, ...] = SERVERS
+    out: Path,
+    minutes: float,
+    qps: float,
+    sources: int,
+    size: Size = Size(),
+    keep_awake: bool = False,
+    servers: tuple[str, ...] = SERVERS,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     registry = write_registry(out / "soak-registry", size)
@@ -206,7 +222,14 @@ def figures(
     seconds = minutes * 60
     load = plan(snapshot, sources, 0, qps, seconds)
     views = [{"source": f"{source_address(i)}/32", "network": network_name(i)} for i in range(sources)]
-    results: dict[str, Any] = {"minutes": minutes, "qps": qps, "sources": sources, "mix": MIX, "size": size.describe(), "keep_awake": keep_awake}
+    results: dict[str, Any] = {
+        "minutes": minutes,
+        "qps": qps,
+        "sources": sources,
+        "mix": MIX,
+        "size": size.describe(),
+        "keep_awake": keep_awake,
+    }
     with peers.running(peers.dnsmasq_upstream(out, forward_hosts, workloads.FORWARD_DOMAIN)) as upstream:
         starts = {
             "internal-dns": lambda: peers.internal_dns(out, registry, upstream=upstream.port, views=views),

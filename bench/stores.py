@@ -20,8 +20,8 @@ import yaml
 from bench import peers, propagation
 from bench.etcd import etcd
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes
-from internal_dns.registry.settings import RegistryConfig
 from internal_dns.registry import plugins
+from internal_dns.registry.settings import RegistryConfig
 
 PREFIX = "/internal-dns/"
 CHUNK = 20_000  # entities per Store.write: bounded memory and progress to print
@@ -89,8 +89,15 @@ def scale(out: Path, backend: str, size: Size, changes: int) -> dict[str, Any]:
             try:
                 seconds = server.wait_ready(600)
                 rss, peak = server.rss_mb()
-                result = {"size": size.describe(), "load_seconds": round(seconds, 1), "rss_mb": round(rss), "peak_rss_mb": round(peak)}
-                print(f"  {backend}: {size.describe()} loaded in {seconds:.1f} s, RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
+                result = {
+                    "size": size.describe(),
+                    "load_seconds": round(seconds, 1),
+                    "rss_mb": round(rss),
+                    "peak_rss_mb": round(peak),
+                }
+                print(
+                    f"  {backend}: {size.describe()} loaded in {seconds:.1f} s, RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True
+                )
                 result["propagation"] = propagation.measure(store, [server], changes, propagation.APP)
                 print(f"  {backend} at that size: {fmt(result['propagation'])}", flush=True)
                 return result

@@ -15,9 +15,9 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from internal_dns.authority.answer import Zones, answer
-from internal_dns.records import A, AAAA, NOERROR, NXDOMAIN, TXT
-from internal_dns.registry.model import Snapshot
 from internal_dns.authority.views import View
+from internal_dns.records import AAAA, NOERROR, NXDOMAIN, TXT, A
+from internal_dns.registry.model import Snapshot
 
 VIEW_NETWORK = "net0000"
 ZONES = {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}
@@ -57,20 +57,38 @@ def every_form(snapshot: Snapshot, network: str = VIEW_NETWORK) -> tuple[list[Qu
         app = net.apps[name]
         started = app.started
         first = started[0] if started else None
-        aaaa = [f"{name}.internal", f"global.{name}.internal", f"top2.nearest.of.{name}.internal",
-                f"app.process.{name}.internal", f"primary.role.kv._metadata.{name}.internal",
-                f"{name}.flycast", f"{name}.railway.internal"]
+        aaaa = [
+            f"{name}.internal",
+            f"global.{name}.internal",
+            f"top2.nearest.of.{name}.internal",
+            f"app.process.{name}.internal",
+            f"primary.role.kv._metadata.{name}.internal",
+            f"{name}.flycast",
+            f"{name}.railway.internal",
+        ]
         if first is not None:
             aaaa += [f"{first.region}.{name}.internal", f"{first.id}.vm.{name}.internal"]
         positive += [Question(n, "AAAA") for n in aaaa]
         positive.append(Question(f"{name}.railway.internal", "A"))
         positive += [Question(f"{form}.{name}.internal", "TXT") for form in ("vms", "all.vms", "regions", "all.regions")]
-        nxdomain += [Question(f"ffffffffffffff.vm.{name}.internal", "AAAA"), Question(f"top0.nearest.of.{name}.internal", "AAAA"),
-                     Question(f"nosuch-{name}.internal", "AAAA")]
-        nodata += [Question(f"{name}.internal", "A"), Question(f"{name}.internal", "TXT"), Question(f"vms.{name}.internal", "AAAA"),
-                   Question(f"vm.{name}.internal", "AAAA")]
-    positive += [Question("_apps.internal", "TXT"), Question("_peer.internal", "TXT"), Question("laptop._peer.internal", "AAAA"),
-                 Question("_instances.internal", "TXT"), Question("all._instances.internal", "TXT")]
+        nxdomain += [
+            Question(f"ffffffffffffff.vm.{name}.internal", "AAAA"),
+            Question(f"top0.nearest.of.{name}.internal", "AAAA"),
+            Question(f"nosuch-{name}.internal", "AAAA"),
+        ]
+        nodata += [
+            Question(f"{name}.internal", "A"),
+            Question(f"{name}.internal", "TXT"),
+            Question(f"vms.{name}.internal", "AAAA"),
+            Question(f"vm.{name}.internal", "AAAA"),
+        ]
+    positive += [
+        Question("_apps.internal", "TXT"),
+        Question("_peer.internal", "TXT"),
+        Question("laptop._peer.internal", "AAAA"),
+        Question("_instances.internal", "TXT"),
+        Question("all._instances.internal", "TXT"),
+    ]
     nxdomain += [Question("interactive-1._peer.internal", "AAAA")] + [Question(f"{n}.internal", "AAAA") for n in other_apps]
     return positive, nxdomain, nodata
 
@@ -101,7 +119,9 @@ def write_queries(path: Path, questions: Iterable[Question]) -> Path:
 # --- the same records for the peers -------------------------------------------------------
 
 
-def records(snapshot: Snapshot, questions: Iterable[Question], ttl: int, view: View | None = None) -> dict[str, dict[str, list[object]]]:
+def records(
+    snapshot: Snapshot, questions: Iterable[Question], ttl: int, view: View | None = None
+) -> dict[str, dict[str, list[object]]]:
     """name → type → values, as internal-dns answers each question in the view (NXDOMAIN left out;
     a name that exists gets an entry even with no records, so the peers answer NODATA for it)."""
     zones = Zones(ZONES)

@@ -17,8 +17,8 @@ from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns.ops.querylog import unwritable
-from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.catalog import Catalog
+from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.model import SECTIONS, RegistryError, Snapshot
 
 DEFAULT_CONFIG = "config.yaml"
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _registry_parser(commands: Any) -> None:
     registry = commands.add_parser(
-        "registry", help="list, change, import or export the registry, on whatever backend the config names",
+        "registry",
+        help="list, change, import or export the registry, on whatever backend the config names",
         description="Every change is checked against the whole registry first, and refused (exit 1) when it would add a problem.",
     )
     registry.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
@@ -79,7 +80,9 @@ def run_registry(args: argparse.Namespace) -> int:
             kind = edit.kind_of(args.kind) if args.kind else None
             for e in store.read():
                 if e.kind in SECTIONS and (kind is None or e.kind == kind):
-                    print(f"{edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)} {json.dumps(e.data, sort_keys=True, default=str)}")
+                    print(
+                        f"{edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)} {json.dumps(e.data, sort_keys=True, default=str)}"
+                    )
             return 0
         if args.action == "export":
             text = edit.export(store.read())
@@ -209,6 +212,7 @@ def run_serve(path: str, worker: int | None = None) -> int:
         from internal_dns.ops.workers import Supervisor
 
         return Supervisor(path, config.workers, log=_supervisor_log).run()
+
     def load() -> Config:  # what SIGHUP reads again
         fresh = load_config(path)
         if worker is not None:

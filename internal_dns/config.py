@@ -16,6 +16,8 @@ from internal_dns.registry import plugins
 from internal_dns.registry.settings import RegistryConfig
 
 SCHEMES = ("fly", "flycast", "railway")
+
+
 class ConfigError(Exception):
     def __init__(self, path: str, key: str, reason: str):
         self.path, self.key, self.reason = path, key, reason
@@ -104,8 +106,23 @@ class Config:
 
 
 _TOP_KEYS = {
-    "listen", "registry", "zones", "views", "region", "upstreams", "metrics", "ttl",
-    "edns_payload", "tcp", "server_id", "forward", "cache", "packet_cache", "query_log", "workers", "reuse_port",
+    "listen",
+    "registry",
+    "zones",
+    "views",
+    "region",
+    "upstreams",
+    "metrics",
+    "ttl",
+    "edns_payload",
+    "tcp",
+    "server_id",
+    "forward",
+    "cache",
+    "packet_cache",
+    "query_log",
+    "workers",
+    "reuse_port",
 }
 
 
@@ -179,7 +196,9 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     reg_path = Path(r.text(reg_raw.get("path", "zones"), "registry.path"))
     if not reg_path.is_absolute():
         reg_path = base / reg_path  # relative to the config file, not the working directory
-    poll = r.number(reg_raw["poll_interval"], "registry.poll_interval", 0.01) if reg_raw.get("poll_interval") is not None else None
+    poll = (
+        r.number(reg_raw["poll_interval"], "registry.poll_interval", 0.01) if reg_raw.get("poll_interval") is not None else None
+    )
     max_age = r.number(reg_raw.get("max_age", 120.0), "registry.max_age", 1.0)
     common = ("backend", "path", "poll_interval", "max_age")
     options = {k: v for k, v in reg_raw.items() if k not in common}
@@ -241,7 +260,9 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         )
 
     tcp_raw = r.mapping(top.get("tcp", {}), "tcp")
-    r.unknown(tcp_raw, {"idle_timeout", "max_connections", "max_per_source", "message_timeout", "max_unsent", "max_pipelined"}, "tcp")
+    r.unknown(
+        tcp_raw, {"idle_timeout", "max_connections", "max_per_source", "message_timeout", "max_unsent", "max_pipelined"}, "tcp"
+    )
     tcp_default = TcpConfig()
     tcp = TcpConfig(
         r.number(tcp_raw.get("idle_timeout", tcp_default.idle_timeout), "tcp.idle_timeout", 0.1),
@@ -253,7 +274,9 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     )
 
     fw = r.mapping(top.get("forward", {}), "forward")
-    r.unknown(fw, {"enabled", "timeout", "deadline", "max_in_flight", "fail_threshold", "probe_interval", "resolv_conf"}, "forward")
+    r.unknown(
+        fw, {"enabled", "timeout", "deadline", "max_in_flight", "fail_threshold", "probe_interval", "resolv_conf"}, "forward"
+    )
     forward = ForwardConfig(
         r.boolean(fw.get("enabled", True), "forward.enabled"),
         r.number(fw.get("timeout", 1.5), "forward.timeout", 0.01),

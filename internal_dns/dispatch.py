@@ -7,34 +7,48 @@ and write back what it returns (None: stay silent).
 from __future__ import annotations
 
 from collections.abc import Iterator
-
 from time import perf_counter
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from internal_dns.authority.answer import Zone, Zones, answer
-from internal_dns.config import Config, ListenConfig
-from internal_dns.forward.forwarder import Forwarder
-from internal_dns.records import (
-    ANY, AXFR, BADVERS, CH, FORMERR, IN, IXFR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, SOA, TXT, Answer,
-    RRset, soa_rdata, txt_rdata,
-)
-from internal_dns.counting import FORWARD, INVALID, QueryCounters, rcode_label, type_label
 from internal_dns.authority.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
-from internal_dns.ops.querylog import QueryLog
-from internal_dns.registry.model import Snapshot
 from internal_dns.authority.reverse import PrivateReverse, is_reverse, served_prefix
 from internal_dns.authority.views import View, ViewResolver
+from internal_dns.config import Config, ListenConfig
+from internal_dns.counting import FORWARD, INVALID, QueryCounters, rcode_label, type_label
+from internal_dns.forward.forwarder import Forwarder
+from internal_dns.ops.querylog import QueryLog
+from internal_dns.records import (
+    ANY,
+    AXFR,
+    BADVERS,
+    CH,
+    FORMERR,
+    IN,
+    IXFR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    SOA,
+    TXT,
+    Answer,
+    RRset,
+    soa_rdata,
+    txt_rdata,
+)
+from internal_dns.registry.model import Snapshot
 from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
 log = Logger()
 
 _CHAOS_ID_NAMES = {("id", "server"), ("hostname", "bind")}
-
 
 
 class Dispatcher:
@@ -67,7 +81,11 @@ class Dispatcher:
 
         def changed(network: str) -> bool:
             # The builder kept the very same index object for a network whose data is equal.
-            return before is None or network not in snapshot.networks or before.networks.get(network) is not snapshot.networks[network]
+            return (
+                before is None
+                or network not in snapshot.networks
+                or before.networks.get(network) is not snapshot.networks[network]
+            )
 
         self.packets.swap(snapshot.serial, changed)
 
@@ -87,7 +105,9 @@ class Dispatcher:
         for (zone, transport), h in sorted(counters.durations.items()):
             durations.add_metric([zone, transport], h.buckets(), h.total)
         yield durations
-        yield CounterMetricFamily("internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped)
+        yield CounterMetricFamily(
+            "internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped
+        )
         if self.query_log is not None:
             yield from self.query_log.collect()
         yield from self.packets.collect()

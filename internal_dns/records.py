@@ -100,8 +100,4 @@ def txt(value: str) -> RecordSet:
 
 
 def soa_rdata(zone: str, serial: int, ttl: int) -> bytes:
-    return (
-        name_wire(zone)
-        + name_wire("hostmaster." + zone)
-        + struct.pack("!IIIII", serial & 0xFFFFFFFF, 3600, 600, 86400, ttl)
-    )
+    return name_wire(zone) + name_wire("hostmaster." + zone) + struct.pack("!IIIII", serial & 0xFFFFFFFF, 3600, 600, 86400, ttl)

@@ -16,30 +16,30 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client.core import Metric
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from prometheus_client.core import Metric
+from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, ListenConfig, load_config
 from internal_dns.crosscheck import cross_check
-from internal_dns import __version__
 from internal_dns.dispatch import Dispatcher
-from internal_dns.ops.http import operator_site
-from internal_dns.ops.querylog import QueryLog
 from internal_dns.forward.forwarder import Forwarder
+from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 from internal_dns.ops.gcwatch import CollectorWatch
+from internal_dns.ops.http import operator_site
 from internal_dns.ops.malloc import fix_mmap_threshold
-from internal_dns.registry.backend import Backend
-from internal_dns.registry.plugins import make_backend
-from internal_dns.registry.model import Snapshot
-from internal_dns.registry.store import SnapshotStore
+from internal_dns.ops.querylog import QueryLog
 from internal_dns.ops.systemd import SystemdNotifier
+from internal_dns.registry.backend import Backend
+from internal_dns.registry.model import Snapshot
+from internal_dns.registry.plugins import make_backend
+from internal_dns.registry.store import SnapshotStore
 from internal_dns.transport.tcp import DnsStreamFactory, TcpConnections
 from internal_dns.transport.udp import DRAIN_GRACE, UdpListener
-from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 
 log = Logger()
 
@@ -111,13 +111,19 @@ class DnsService(service.Service):
         if reload is not None:
             reload()
         else:
-            log.warn("the {backend} backend cannot be told to reload; it goes on as it does", backend=self.config.registry.backend)
+            log.warn(
+                "the {backend} backend cannot be told to reload; it goes on as it does", backend=self.config.registry.backend
+            )
 
     def reconfigure(self, new: Config) -> set[str]:
         """Apply the keys of a new config that can change while serving, and return them; log
         the others."""
         old = self.config
-        changed = [f.name for f in dataclasses.fields(Config) if f.name not in ("path", "warnings") and getattr(old, f.name) != getattr(new, f.name)]
+        changed = [
+            f.name
+            for f in dataclasses.fields(Config)
+            if f.name not in ("path", "warnings") and getattr(old, f.name) != getattr(new, f.name)
+        ]
         for key in changed:
             if key not in LIVE_KEYS:
                 log.warn("config: {key} changed: takes effect when the server is restarted", key=key)
@@ -151,7 +157,9 @@ class DnsService(service.Service):
             self.dispatcher.query_log.start()
         except OSError as exc:
             self.dispatcher.query_log = None
-            log.error("query log {target} cannot be opened: {error}; queries are not logged", target=self.config.query_log, error=exc)
+            log.error(
+                "query log {target} cannot be opened: {error}; queries are not logged", target=self.config.query_log, error=exc
+            )
             return
         log.info("query log: {target}", target="standard output" if self.config.query_log == "-" else self.config.query_log)
 
@@ -200,7 +208,9 @@ class DnsService(service.Service):
             m = self.config.metrics
             with bound_socket(m.address, m.port, socket.SOCK_STREAM, self.config.reuse_port) as sock:
                 sock.listen(_BACKLOG)
-                self.http_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, operator_site(self.collect, self.readiness))
+                self.http_port = self.reactor.adoptStreamPort(
+                    sock.fileno(), sock.family, operator_site(self.collect, self.readiness)
+                )
             host = self.http_port.getHost()
             log.info("metrics on http://{address}:{port}/metrics (and /healthz, /readyz)", address=host.host, port=host.port)
         self._start_query_log()
@@ -242,7 +252,11 @@ class DnsService(service.Service):
             sock = bound_socket(listener.address, listener.port, socket.SOCK_DGRAM, self.config.reuse_port)
             port = sock.getsockname()[1]
             factory = DnsStreamFactory(
-                self.dispatcher.respond, lambda local, li=listener: packets.for_listener(li, True, local), listener, self.tcp, self.clock
+                self.dispatcher.respond,
+                lambda local, li=listener: packets.for_listener(li, True, local),
+                listener,
+                self.tcp,
+                self.clock,
             )
             try:
                 with bound_socket(listener.address, port, socket.SOCK_STREAM, self.config.reuse_port) as stream:
@@ -257,7 +271,13 @@ class DnsService(service.Service):
                 sock.close()
                 raise
             break
-        udp = UdpListener(self.reactor, sock, listener, self.dispatcher.respond, lambda local, li=listener: packets.for_listener(li, False, local))
+        udp = UdpListener(
+            self.reactor,
+            sock,
+            listener,
+            self.dispatcher.respond,
+            lambda local, li=listener: packets.for_listener(li, False, local),
+        )
         udp.start()
         self.udp.append(udp)
         self.tcp_ports.append(tcp)
@@ -365,7 +385,10 @@ def bound_socket(address: str, port: int, kind: socket.SocketKind, reuse_port: b
 
 def _grow_buffers(sock: socket.socket) -> None:
     # Past net.core.rmem_max only the FORCE options get through, and only with CAP_NET_ADMIN.
-    for option, forced in ((socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)), (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))):
+    for option, forced in (
+        (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
+        (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)),
+    ):
         for opt in (forced, option):
             if opt is None:
                 continue

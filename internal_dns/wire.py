@@ -163,9 +163,7 @@ def rrset_wire(q: Query, rrset: RRset, rotation: int) -> bytes:
         rdatas = rdatas[k:] + rdatas[:k]
     pointer = 0xC000 | q.owner_offset(rrset.skip)
     pack = _RR_FIXED.pack
-    return b"".join(
-        pack(pointer, rrset.rtype, rrset.rclass, rrset.ttl, len(rd)) + rd for rd in rdatas
-    )
+    return b"".join(pack(pointer, rrset.rtype, rrset.rclass, rrset.ttl, len(rd)) + rd for rd in rdatas)
 
 
 def opt_wire(payload: int, do: bool, rcode: int) -> bytes:

@@ -16,9 +16,9 @@ import dns.message
 import pytest
 import yaml
 from twisted.internet import task
-from twisted.python.failure import Failure
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from internal_dns.config import Config, parse_config
 from internal_dns.registry.model import RegistryError, Snapshot
@@ -90,14 +90,41 @@ class RunningServer:
         self.host, self.port = ports[0]
 
     # --- asking -----------------------------------------------------------------------------
-    def ask(self, name: str, rdtype: str | int = "AAAA", *, source: str | None = "127.0.0.1", tcp: bool = False, host: str | None = None, port: int | None = None, **query_options: Any) -> Reply:
+    def ask(
+        self,
+        name: str,
+        rdtype: str | int = "AAAA",
+        *,
+        source: str | None = "127.0.0.1",
+        tcp: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+        **query_options: Any,
+    ) -> Reply:
         return self.send(make_query(name, rdtype, **query_options), source=source, tcp=tcp, host=host, port=port)
 
-    def send(self, query: dns.message.Message | bytes, *, source: str | None = "127.0.0.1", tcp: bool = False, host: str | None = None, port: int | None = None) -> Reply:
+    def send(
+        self,
+        query: dns.message.Message | bytes,
+        *,
+        source: str | None = "127.0.0.1",
+        tcp: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> Reply:
         wire = query if isinstance(query, bytes) else query.to_wire()
         return Reply.decode(self.raw(wire, source=source, tcp=tcp, host=host, port=port))
 
-    def raw(self, wire: bytes, *, source: str | None = "127.0.0.1", tcp: bool = False, host: str | None = None, port: int | None = None, timeout: float = 3.0) -> bytes:
+    def raw(
+        self,
+        wire: bytes,
+        *,
+        source: str | None = "127.0.0.1",
+        tcp: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+        timeout: float = 3.0,
+    ) -> bytes:
         return exchange(wire, port or self.port, host=host or self.host, source=source, tcp=tcp, timeout=timeout)
 
     # --- time and the registry --------------------------------------------------------------

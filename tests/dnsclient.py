@@ -18,7 +18,9 @@ import dns.rdatatype
 import dnslib
 
 
-def exchange(wire: bytes, port: int, *, host: str = "127.0.0.1", source: str | None = None, tcp: bool = False, timeout: float = 3.0) -> bytes:
+def exchange(
+    wire: bytes, port: int, *, host: str = "127.0.0.1", source: str | None = None, tcp: bool = False, timeout: float = 3.0
+) -> bytes:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
     with socket.socket(family, kind) as sock:
@@ -75,12 +77,7 @@ class Reply:
 
     def txt(self) -> list[str]:
         """Each TXT record's character-strings concatenated back into its value."""
-        return [
-            b"".join(rd.strings).decode()
-            for rrset in self.msg.answer
-            if rrset.rdtype == dns.rdatatype.TXT
-            for rd in rrset
-        ]
+        return [b"".join(rd.strings).decode() for rrset in self.msg.answer if rrset.rdtype == dns.rdatatype.TXT for rd in rrset]
 
     def txt_strings(self) -> list[list[bytes]]:
         return [list(rd.strings) for rrset in self.msg.answer if rrset.rdtype == dns.rdatatype.TXT for rd in rrset]
@@ -125,6 +122,14 @@ class Reply:
             assert opts[0].rclass == m.payload
 
 
-def make_query(name: str, rdtype: str | int = "AAAA", *, rdclass: str = "IN", edns: int | bool = 0, payload: int = 1232, want_dnssec: bool = False) -> dns.message.Message:
+def make_query(
+    name: str,
+    rdtype: str | int = "AAAA",
+    *,
+    rdclass: str = "IN",
+    edns: int | bool = 0,
+    payload: int = 1232,
+    want_dnssec: bool = False,
+) -> dns.message.Message:
     use_edns = edns if not isinstance(edns, bool) else (0 if edns else -1)
     return dns.message.make_query(name, rdtype, rdclass, use_edns=use_edns, payload=payload, want_dnssec=want_dnssec)

@@ -43,10 +43,27 @@ class EtcdServer:
         url = f"http://127.0.0.1:{client_port or self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         command = [
-            ETCD, "--name", "test", "--data-dir", str(self.data_dir / "data"),
-            "--listen-client-urls", url, "--advertise-client-urls", url,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"test={peer}",
-            "--quota-backend-bytes", str(2 * 1024**3), "--log-outputs", str(self.data_dir / "etcd.log"), "--logger", "zap",
+            ETCD,
+            "--name",
+            "test",
+            "--data-dir",
+            str(self.data_dir / "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"test={peer}",
+            "--quota-backend-bytes",
+            str(2 * 1024**3),
+            "--log-outputs",
+            str(self.data_dir / "etcd.log"),
+            "--logger",
+            "zap",
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_WITHIN

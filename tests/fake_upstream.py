@@ -186,8 +186,17 @@ class FakeUpstream:
         q = query.question[0]
         with self._arrived:
             self.received.append(
-                Received("tcp" if conn else "udp", query.id, source_port, q.name.to_text(), q.rdtype,
-                         query.flags, query.edns, query.ednsflags & dns.flags.DO != 0, query.payload)
+                Received(
+                    "tcp" if conn else "udp",
+                    query.id,
+                    source_port,
+                    q.name.to_text(),
+                    q.rdtype,
+                    query.flags,
+                    query.edns,
+                    query.ednsflags & dns.flags.DO != 0,
+                    query.payload,
+                )
             )
             self._arrived.notify_all()
         mode = self.tcp_mode if conn is not None and self.tcp_mode is not None else self.mode
@@ -227,7 +236,9 @@ class FakeUpstream:
             response.set_rcode(self.noedns_rcode)
             return response.to_wire()
         if query.edns >= 0:
-            response.use_edns(0, dns.flags.DO if do and self.echo_do else 0, 1232, query.payload, options=[dns.edns.NSIDOption(NSID)])
+            response.use_edns(
+                0, dns.flags.DO if do and self.echo_do else 0, 1232, query.payload, options=[dns.edns.NSIDOption(NSID)]
+            )
         # Like a real server: a UDP reply stops at the asker's payload (512 without EDNS), with TC.
         limit = 65535 if tcp else max(512, query.payload if query.edns >= 0 else 512)
         if mode in ("servfail", "refused", "formerr"):
@@ -314,7 +325,9 @@ class Pending:
         self.sock.sendall(struct.pack("!H", len(wire)) + wire if tcp else wire)
 
     @classmethod
-    def ask(cls, server: Any, name: str, rdtype: str = "A", *, source: str = "127.0.0.1", tcp: bool = False, **options: Any) -> Pending:
+    def ask(
+        cls, server: Any, name: str, rdtype: str = "A", *, source: str = "127.0.0.1", tcp: bool = False, **options: Any
+    ) -> Pending:
         """Like `RunningServer.ask`, without waiting for the reply."""
         return cls(server.host, server.port, make_query(name, rdtype, **options), source=source, tcp=tcp)
 
@@ -360,13 +373,23 @@ class Dnsmasq:
         self.log = tmp / "dnsmasq.log"
         self.proc = subprocess.Popen(
             [
-                binary, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}",
-                "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-                "--local=/dnsmasq.test/", "--local-ttl=300", "--user=root", "--pid-file=",
+                binary,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                f"--port={port}",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local=/dnsmasq.test/",
+                "--local-ttl=300",
+                "--user=root",
+                "--pid-file=",
                 "--host-record=www.dnsmasq.test,192.0.2.53,2001:db8::53",
                 "--txt-record=txt.dnsmasq.test,served by dnsmasq",
                 "--mx-host=dnsmasq.test,mx.dnsmasq.test,10",
-                "--log-queries", f"--log-facility={self.log}",
+                "--log-queries",
+                f"--log-facility={self.log}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

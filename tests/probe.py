@@ -69,7 +69,11 @@ def probe(server: str, port: int, source: str | None, rate: float, stop: list[bo
         reply = dns.message.from_wire(data)
         rcode = dns.rcode.to_text(reply.rcode())
         rcodes[rcode] = rcodes.get(rcode, 0) + 1
-        good = rcode == "NXDOMAIN" if kind == "forwarded" else rcode == "NOERROR" and len(reply.answer) == 1 and len(reply.answer[0]) == 3
+        good = (
+            rcode == "NXDOMAIN"
+            if kind == "forwarded"
+            else rcode == "NOERROR" and len(reply.answer) == 1 and len(reply.answer[0]) == 3
+        )
         if not good:
             counts["wrong"] += 1
             if len(wrong) < 20:

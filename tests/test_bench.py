@@ -44,7 +44,9 @@ def servers(files: Files) -> Iterator[dict[str, peers.Server]]:
 
 def ask(server: peers.Server, line: str) -> tuple[str, list[str]]:
     name, rdtype = line.split()
-    reply = dns.query.udp(dns.message.make_query(name, rdtype, use_edns=0, payload=1232), "127.0.0.1", port=server.port, timeout=3)
+    reply = dns.query.udp(
+        dns.message.make_query(name, rdtype, use_edns=0, payload=1232), "127.0.0.1", port=server.port, timeout=3
+    )
     if reply.flags & dns.flags.TC:
         reply = dns.query.tcp(dns.message.make_query(name, rdtype), "127.0.0.1", port=server.port, timeout=3)
     return dns.rcode.to_text(reply.rcode()), sorted(rd.to_text() for rrset in reply.answer for rd in rrset)
@@ -58,8 +60,22 @@ def test_the_workloads_cover_every_form_and_the_negative_shares(files: Files) ->
     lines = files.queries["b"].read_text().splitlines()
     assert len(lines) == workloads.QUERY_LINES
     names = {line.split()[0] for line in lines}
-    for form in ("vms.", "all.vms.", "regions.", "all.regions.", ".vm.", ".process.", "top2.nearest.of.", "._metadata.",
-                 ".flycast", ".railway.internal", "_apps.internal", "_peer.internal", "._peer.internal", "_instances.internal"):
+    for form in (
+        "vms.",
+        "all.vms.",
+        "regions.",
+        "all.regions.",
+        ".vm.",
+        ".process.",
+        "top2.nearest.of.",
+        "._metadata.",
+        ".flycast",
+        ".railway.internal",
+        "_apps.internal",
+        "_peer.internal",
+        "._peer.internal",
+        "_instances.internal",
+    ):
         assert any(form in name for name in names), form
     assert len(files.queries["a"].read_text().splitlines()) == SMALL.apps // SMALL.networks
 
@@ -99,6 +115,8 @@ def test_the_soak_sends_every_kind_and_reads_both_servers(tmp_path: Path) -> Non
         assert 0 < kinds["garbage"]["answered"] <= kinds["garbage"]["sent"] or name == "dnsmasq"
         assert results[name]["rss_end_mib"] > 0
     assert set(kinds["nxdomain"]["rcodes"]) == {"NXDOMAIN"}  # dnsmasq's too: random names exist nowhere
-    assert results["internal-dns"]["kinds"]["nxdomain"]["rcodes"] == {"NXDOMAIN": results["internal-dns"]["kinds"]["nxdomain"]["sent"]}
+    assert results["internal-dns"]["kinds"]["nxdomain"]["rcodes"] == {
+        "NXDOMAIN": results["internal-dns"]["kinds"]["nxdomain"]["sent"]
+    }
     collector = results["internal-dns"]["collector"]
     assert collector["generation_0"]["collections"] > 0 and collector["longest_pause_ms"] > 0

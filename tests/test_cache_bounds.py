@@ -9,8 +9,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
-from internal_dns.ops.gcwatch import FULL_EVERY, MIDDLE_EVERY, TICK
 from internal_dns.lru import LruStore
+from internal_dns.ops.gcwatch import FULL_EVERY, MIDDLE_EVERY, TICK
 from internal_dns.registry.heap import collector_paused
 from tests.conftest import RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream
@@ -57,7 +57,9 @@ def test_the_packet_cache_keeps_its_byte_cap(start_server: StartServer) -> None:
 
 
 def test_the_forwarders_cache_keeps_its_byte_cap(start_server: StartServer, fake: FakeUpstream) -> None:
-    server = start_server(upstreams=[fake.address], forward={"enabled": True}, cache={"max_bytes": 65536, "max_entries": 1_000_000})
+    server = start_server(
+        upstreams=[fake.address], forward={"enabled": True}, cache={"max_bytes": 65536, "max_entries": 1_000_000}
+    )
     cache = server.service.forwarder.cache
     for i in range(300):  # NXDOMAIN with an SOA: cached as negative answers
         assert server.ask(f"nothing-{i}.example.test", "A").rcode_text == "NXDOMAIN"
@@ -72,7 +74,12 @@ def test_the_forwarders_cache_keeps_its_byte_cap(start_server: StartServer, fake
 def test_what_the_caches_hold_is_out_of_the_collectors_sight(start_server: StartServer, fake: FakeUpstream) -> None:
     server = start_server(upstreams=[fake.address], forward={"enabled": True})
     for _ in range(2):
-        for name, rdtype in (("my-app.internal", "AAAA"), ("nope.internal", "AAAA"), ("vms.my-app.internal", "TXT"), ("web.railway.internal", "A")):
+        for name, rdtype in (
+            ("my-app.internal", "AAAA"),
+            ("nope.internal", "AAAA"),
+            ("vms.my-app.internal", "TXT"),
+            ("web.railway.internal", "A"),
+        ):
             server.ask(name, rdtype)
             server.ask(name.upper(), rdtype)  # another spelling
             server.ask(name, rdtype, tcp=True)
@@ -84,7 +91,9 @@ def test_what_the_caches_hold_is_out_of_the_collectors_sight(start_server: Start
     def tracked() -> list[object]:
         gc.collect()  # a collection is when tuples of untracked things stop being tracked
         values = [*packets.store.items.values(), *forwarded.items.values()]
-        return [v for v in values if gc.is_tracked(v)] + [d for d in (packets.turns, *packets.sources.values()) if gc.is_tracked(d)]
+        return [v for v in values if gc.is_tracked(v)] + [
+            d for d in (packets.turns, *packets.sources.values()) if gc.is_tracked(d)
+        ]
 
     assert len(packets.store) > 10 and len(forwarded) >= 2
     assert on_reactor(server.reactor, tracked) == []

@@ -20,7 +20,10 @@ from internal_dns.registry.catalog import Catalog, RawEntity, build_snapshot
 from internal_dns.registry.model import Document, RegistryError
 
 NETWORKS = ["alpha", "beta", "gamma"]
-REGIONS = [{"code": c, "latitude": lat, "longitude": lon} for c, lat, lon in (("iad", 38.9, -77.4), ("ams", 52.3, 4.7), ("syd", -33.9, 151.1))]
+REGIONS = [
+    {"code": c, "latitude": lat, "longitude": lon}
+    for c, lat, lon in (("iad", 38.9, -77.4), ("ams", 52.3, 4.7), ("syd", -33.9, 151.1))
+]
 APPS = ["web", "api", "db", "web2"]
 STATES = ["started", "started", "stopped", "suspended"]
 
@@ -62,8 +65,12 @@ def app_entity(network: str, name: str, flycast_to: str | None, n: int) -> RawEn
 
 def machine_entity(mid: int, network: str, app: str, state: str, region: str, host: int, qualified: bool, v4: bool) -> RawEntity:
     data: dict[str, Any] = {
-        "id": f"{mid:014x}", "app": app, "region": region, "state": state,
-        "ip6": f"fdaa:0:{net_index(network)}:a7b::{host:x}", "metadata": {"role": "primary" if mid % 2 else "replica"},
+        "id": f"{mid:014x}",
+        "app": app,
+        "region": region,
+        "state": state,
+        "ip6": f"fdaa:0:{net_index(network)}:a7b::{host:x}",
+        "metadata": {"role": "primary" if mid % 2 else "replica"},
     }
     if qualified:
         data["network"] = network
@@ -82,25 +89,45 @@ def peer_entity(network: str, name: str, host: int) -> RawEntity:
 change = st.one_of(
     st.builds(
         lambda net, app, fly, n: ("put", app_entity(net, app, fly, n)),
-        st.sampled_from(NETWORKS), st.sampled_from(APPS), st.none() | st.sampled_from(NETWORKS), st.integers(1, 6),
+        st.sampled_from(NETWORKS),
+        st.sampled_from(APPS),
+        st.none() | st.sampled_from(NETWORKS),
+        st.integers(1, 6),
     ),
     # machines of apps that exist, each with an address of its own: these fit
     st.builds(
         lambda mid, pair, state, region, q, v4: ("put", machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4)),
-        st.integers(1, 12), st.sampled_from(PAIRS), st.sampled_from(STATES), st.sampled_from(["iad", "ams", "syd"]),
-        st.booleans(), st.booleans(),
+        st.integers(1, 12),
+        st.sampled_from(PAIRS),
+        st.sampled_from(STATES),
+        st.sampled_from(["iad", "ams", "syd"]),
+        st.booleans(),
+        st.booleans(),
     ),
     st.builds(
         lambda mid, pair, state, region, q, v4: ("put", machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4)),
-        st.integers(1, 12), st.sampled_from(PAIRS), st.sampled_from(STATES), st.sampled_from(["iad", "ams", "syd"]),
-        st.booleans(), st.booleans(),
+        st.integers(1, 12),
+        st.sampled_from(PAIRS),
+        st.sampled_from(STATES),
+        st.sampled_from(["iad", "ams", "syd"]),
+        st.booleans(),
+        st.booleans(),
     ),
     # and now and then one that may not: any app, any network, an address another may hold
     st.builds(
         lambda mid, net, app, host, q: ("put", machine_entity(mid, net, app, "started", "iad", host, q, False)),
-        st.integers(1, 12), st.sampled_from(NETWORKS), st.sampled_from(APPS), st.integers(1, 12), st.booleans(),
+        st.integers(1, 12),
+        st.sampled_from(NETWORKS),
+        st.sampled_from(APPS),
+        st.integers(1, 12),
+        st.booleans(),
     ),
-    st.builds(lambda net, name, host: ("put", peer_entity(net, name, host)), st.sampled_from(NETWORKS), st.sampled_from(["laptop", "ci", "interactive-x"]), st.integers(1, 9)),
+    st.builds(
+        lambda net, name, host: ("put", peer_entity(net, name, host)),
+        st.sampled_from(NETWORKS),
+        st.sampled_from(["laptop", "ci", "interactive-x"]),
+        st.integers(1, 9),
+    ),
     st.builds(lambda net, app: ("delete", f"apps/{net}/{app}"), st.sampled_from(NETWORKS), st.sampled_from(APPS)),
     st.builds(lambda mid: ("delete", f"machines/{mid:014x}"), st.integers(1, 12)),
     st.builds(lambda net, name: ("delete", f"peers/{net}/{name}"), st.sampled_from(NETWORKS), st.sampled_from(["laptop", "ci"])),
@@ -144,14 +171,27 @@ def test_a_machine_written_before_its_app_comes_in_with_it() -> None:
 
 def test_a_clash_leaves_the_newcomer_out_and_the_established_entity_serving() -> None:
     catalog = Catalog()
-    catalog.load([*skeleton().values(), app_entity("alpha", "web", None, 1), machine_entity(1, "alpha", "web", "started", "iad", 7, True, False)])
+    catalog.load(
+        [
+            *skeleton().values(),
+            app_entity("alpha", "web", None, 1),
+            machine_entity(1, "alpha", "web", "started", "iad", 7, True, False),
+        ]
+    )
     clash = machine_entity(2, "alpha", "web", "started", "iad", 7, True, False)  # the same ip6
     snapshot = catalog.apply(upserts=[clash])
     assert [m.id for m in snapshot.networks["alpha"].machines] == ["00000000000001"]
-    assert catalog.problem_lines() == ["machines/00000000000002: machine 00000000000002: address fdaa:0:1:a7b::7 is already used by machine 00000000000001"]
-    same_id = RawEntity("machines/other", "machines/other", "machines", {**clash.data, "id": "00000000000001", "ip6": "fdaa:0:1:a7b::8"})
+    assert catalog.problem_lines() == [
+        "machines/00000000000002: machine 00000000000002: address fdaa:0:1:a7b::7 is already used by machine 00000000000001"
+    ]
+    same_id = RawEntity(
+        "machines/other", "machines/other", "machines", {**clash.data, "id": "00000000000001", "ip6": "fdaa:0:1:a7b::8"}
+    )
     catalog.apply(upserts=[same_id])
-    assert "machines/other: machine 00000000000001: duplicate machine id (first in machines/00000000000001)" in catalog.problem_lines()
+    assert (
+        "machines/other: machine 00000000000001: duplicate machine id (first in machines/00000000000001)"
+        in catalog.problem_lines()
+    )
     snapshot = catalog.apply(deletes=["machines/00000000000001"])  # the first goes: a newcomer takes its place
     assert sorted(m.id for m in snapshot.networks["alpha"].machines) == ["00000000000001", "00000000000002"]
     assert catalog.problem_lines() == []
@@ -172,13 +212,26 @@ def test_an_unchanged_put_changes_nothing() -> None:
     catalog = Catalog()
     web = app_entity("alpha", "web", None, 1)
     before = catalog.load([*skeleton().values(), web])
-    assert catalog.apply(upserts=[RawEntity(web.key, web.source, web.kind, dict(web.data))]).networks["alpha"] is before.networks["alpha"]
+    assert (
+        catalog.apply(upserts=[RawEntity(web.key, web.source, web.kind, dict(web.data))]).networks["alpha"]
+        is before.networks["alpha"]
+    )
 
 
 def test_strict_builds_raise_with_every_problem() -> None:
-    docs = [Document("a.yaml", {"regions": REGIONS, "networks": [{"name": "alpha", "prefix6": "fdaa:0:1::/48"}],
-                                 "machines": [{"id": "abc", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::9"},
-                                              {"id": "ABC", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::a"}]})]
+    docs = [
+        Document(
+            "a.yaml",
+            {
+                "regions": REGIONS,
+                "networks": [{"name": "alpha", "prefix6": "fdaa:0:1::/48"}],
+                "machines": [
+                    {"id": "abc", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::9"},
+                    {"id": "ABC", "app": "nope", "region": "iad", "ip6": "fdaa:0:1::a"},
+                ],
+            },
+        )
+    ]
     with pytest.raises(RegistryError) as raised:
         build_snapshot(docs)
     assert raised.value.problems == [

@@ -59,9 +59,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_check_the_example_config() -> None:
     result = run(INTERNAL_DNS, "check", "-c", "config.example.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (
-        "config.example.yaml: ok; registry zones: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions\n"
-    )
+    assert result.stdout == ("config.example.yaml: ok; registry zones: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions\n")
     assert result.stderr == ""
 
 
@@ -71,11 +69,11 @@ def test_check_a_broken_registry_names_every_fault(tmp_path: Path, registry: Pat
         "apps:\n"
         "  - {name: bad_app, network: personal}\n"
         "machines:\n"
-        "  - {id: \"148e21dad76789\", app: api, region: iad, ip6: \"fdaa:0:18:a7b:99::1\"}\n"
-        "  - {id: \"99aa\", app: api, region: xyz, ip6: \"fdaa:0:18:a7b:99::2\"}\n"
-        "  - {id: \"99ab\", app: api, region: iad, ip6: \"fdaa:0:99::3\"}\n"
+        '  - {id: "148e21dad76789", app: api, region: iad, ip6: "fdaa:0:18:a7b:99::1"}\n'
+        '  - {id: "99aa", app: api, region: xyz, ip6: "fdaa:0:18:a7b:99::2"}\n'
+        '  - {id: "99ab", app: api, region: iad, ip6: "fdaa:0:99::3"}\n'
         "peers:\n"
-        "  - {name: vpn, network: nowhere, ip6: \"fdaa:0:18:a7b:99::4\"}\n"
+        '  - {name: vpn, network: nowhere, ip6: "fdaa:0:18:a7b:99::4"}\n'
     )
     result = run(INTERNAL_DNS, "check", "-c", str(config))
     assert result.returncode == 1
@@ -131,12 +129,17 @@ def test_check_a_missing_config(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         ({"views": [{"source": "127.0.0.0/8", "network": "nowhere"}]}, "views[0].network: unknown network 'nowhere'"),
-        ({"listen": [{"address": "127.0.0.1", "port": 5353, "network": "nowhere"}]}, "listen[0].network: unknown network 'nowhere'"),
+        (
+            {"listen": [{"address": "127.0.0.1", "port": 5353, "network": "nowhere"}]},
+            "listen[0].network: unknown network 'nowhere'",
+        ),
         ({"region": "xyz"}, "region: unknown region 'xyz'"),
     ],
     ids=["view-network", "listener-network", "region"],
 )
-def test_check_a_config_naming_what_the_registry_lacks(tmp_path: Path, registry: Path, overrides: dict[str, Any], message: str) -> None:
+def test_check_a_config_naming_what_the_registry_lacks(
+    tmp_path: Path, registry: Path, overrides: dict[str, Any], message: str
+) -> None:
     config = write_config(tmp_path, 5353, **overrides)
     result = run(INTERNAL_DNS, "check", "-c", str(config))
     assert result.returncode != 0

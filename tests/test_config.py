@@ -41,7 +41,9 @@ def refused(tmp_path: Path, raw: Any) -> ConfigError:
 # --- the example and the defaults -----------------------------------------------------------
 
 
-def test_the_example_config_loads_with_its_registry_relative_to_its_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_example_config_loads_with_its_registry_relative_to_its_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)  # not the config's folder: the path must not depend on it
     config = load_config(ROOT / "config.example.yaml")
     assert config.registry.backend == "files"
@@ -49,8 +51,11 @@ def test_the_example_config_loads_with_its_registry_relative_to_its_folder(monke
     assert config.listen == (ListenConfig("127.0.0.1", 5353), ListenConfig("::1", 5353))
     assert dict(config.zones) == {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}
     assert [(str(v.source), v.network) for v in config.views] == [
-        ("127.0.0.2/32", "other-org"), ("127.0.0.3/32", "shop-production"), ("127.0.0.4/32", "shop-staging"),
-        ("127.0.0.0/8", "personal"), ("::1/128", "personal"),
+        ("127.0.0.2/32", "other-org"),
+        ("127.0.0.3/32", "shop-production"),
+        ("127.0.0.4/32", "shop-staging"),
+        ("127.0.0.0/8", "personal"),
+        ("::1/128", "personal"),
     ]
     assert (config.region, config.ttl, config.server_id) == ("iad", 5, "internal-dns-example")
 
@@ -78,7 +83,9 @@ def test_defaults(tmp_path: Path) -> None:
     ("given", "expected"),
     [("zones/", "zones"), ("../shared/zones", "../shared/zones"), ("./a/b", "a/b")],
 )
-def test_registry_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, expected: str) -> None:
+def test_registry_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
     folder = tmp_path / "etc" / "internal-dns"
     folder.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
@@ -112,7 +119,12 @@ def test_every_key_is_read(tmp_path: Path) -> None:
     assert config.region == "iad"
     assert config.upstreams == (("127.0.0.1", 5300), ("::1", 53), ("::1", 5301), ("9.9.9.9", 53))
     assert (config.ttl, config.edns_payload, config.tcp.idle_timeout, config.tcp.max_connections, config.server_id) == (
-        0, 4096, 2.5, 3, "ns1")
+        0,
+        4096,
+        2.5,
+        3,
+        "ns1",
+    )
 
 
 # --- every bad key is named -----------------------------------------------------------------
@@ -140,7 +152,11 @@ def test_every_key_is_read(tmp_path: Path) -> None:
         (with_(zones={"internal": "bind"}), "zones.internal", "unknown scheme 'bind' (known: fly, flycast, railway)"),
         (with_(zones={}), "zones", "at least one zone"),
         (with_(zones={"a..b": "fly"}), "zones.a..b", "not a valid zone name"),
-        (with_(views=[{"source": "127.0.0.0/33", "network": "personal"}]), "views[0].source", "not a CIDR prefix ('127.0.0.0/33'"),
+        (
+            with_(views=[{"source": "127.0.0.0/33", "network": "personal"}]),
+            "views[0].source",
+            "not a CIDR prefix ('127.0.0.0/33'",
+        ),
         (with_(views=[{"source": "localhost", "network": "personal"}]), "views[0].source", "not a CIDR prefix ('localhost'"),
         (with_(views=[{"source": "127.0.0.0/8"}]), "views[0].network", "must be a non-empty string"),
         (with_(views={"source": "127.0.0.0/8"}), "views", "must be a list"),

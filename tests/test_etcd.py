@@ -121,8 +121,6 @@ def start_etcd_server(reactor: Any) -> Iterator[StartServer]:
         server.stop()
 
 
-
-
 def addresses(server: RunningServer, name: str, rdtype: str = "AAAA") -> list[str]:
     reply = server.ask(name, rdtype)
     return sorted(reply.addresses(rdtype))
@@ -177,9 +175,17 @@ def test_the_registry_loads_from_etcd_and_answers_as_from_files(
     on_etcd = start_etcd_server(etcd, prefix)
     on_files = start_server()
     assert on_etcd.snapshot is not None and on_files.snapshot is not None
-    assert on_etcd.snapshot.counts() == on_files.snapshot.counts() == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+    assert (
+        on_etcd.snapshot.counts()
+        == on_files.snapshot.counts()
+        == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+    )
     for name, rdtype, source in QUERIES:
-        assert seen(on_etcd.ask(name, rdtype, source=source)) == seen(on_files.ask(name, rdtype, source=source)), (name, rdtype, source)
+        assert seen(on_etcd.ask(name, rdtype, source=source)) == seen(on_files.ask(name, rdtype, source=source)), (
+            name,
+            rdtype,
+            source,
+        )
     assert http_get(on_etcd, "/readyz")[0] == 200
     assert on_etcd.service.backend.describe() == f"etcd {etcd.url} under {prefix}"
 
@@ -202,7 +208,11 @@ def test_a_put_and_a_delete_reach_the_answers(start_etcd_server: StartServer, pr
     edit.apply(store, edit.Change([("machines", {**NEW_MACHINE, "state": "stopped"})], [("apps", ("personal", "docs"))]))
     eventually(lambda: server.ask("docs.internal").rcode_text == "NXDOMAIN", "the deleted app gone")
     assert NEW_MACHINE["ip6"] not in addresses(server, "my-app.internal")
-    put(etcd, f"{prefix}regions/iad", {"code": "iad", "name": "Ashburn", "latitude": 38.95, "longitude": -77.46, "note": "changed"})
+    put(
+        etcd,
+        f"{prefix}regions/iad",
+        {"code": "iad", "name": "Ashburn", "latitude": 38.95, "longitude": -77.46, "note": "changed"},
+    )
     eventually(lambda: server.snapshot is not None and server.snapshot.regions["iad"].name == "Ashburn", "the region replaced")
     assert server.service.store.left_out == []
 
@@ -221,7 +231,9 @@ def test_a_bad_value_is_left_out_and_the_rest_applies(start_etcd_server: StartSe
     put(etcd, f"{prefix}machines/0b", {"id": "0b", "app": "my-app", "region": "atlantis", "ip6": "fdaa:0:18:a7b:99::9"})
     put(etcd, f"{prefix}machines/0c", [1, 2])
     put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
-    eventually(lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "the good machine answered")
+    eventually(
+        lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "the good machine answered"
+    )
     expected = [
         not_json[0],
         f"{prefix}machines/0c: machine: the value must be a JSON object, not an array",
@@ -287,7 +299,9 @@ def test_entity_and_key_of_agree() -> None:
     assert key_of("/p/", "apps", {"name": "My-App", "network": "Personal"}) == "/p/apps/Personal/my-app"
     bad = entity("/p/", b"/p/machines/\xff", b"{}")
     assert bad.kind == INVALID and bad.data == "/p/machines/\\xff: the key is not UTF-8"
-    assert entity("/p/", b"/p/machines/ab", "{\"id\": \"ab\", \"metadata\": {\"city\": \"Zürich\"}}".encode()).data["metadata"] == {"city": "Zürich"}
+    assert entity("/p/", b"/p/machines/ab", '{"id": "ab", "metadata": {"city": "Zürich"}}'.encode()).data["metadata"] == {
+        "city": "Zürich"
+    }
     with pytest.raises(ValueError, match="network a/b: 'name' must be a text without '/'"):
         key_of("/p/", "networks", {"name": "a/b"})
 
@@ -328,7 +342,10 @@ def test_three_servers_follow_one_etcd_through_an_outage(etcd: EtcdServer, start
     put(etcd, key_of(prefix, "machines", SECOND_MACHINE), SECOND_MACHINE)
     delete(etcd, key_of(prefix, "machines", NEW_MACHINE))
     for server in servers:
-        eventually(lambda s=server: addresses(s, "abcdef01234568.vm.api.internal") == [SECOND_MACHINE["ip6"]], "every server answers after the outage")
+        eventually(
+            lambda s=server: addresses(s, "abcdef01234568.vm.api.internal") == [SECOND_MACHINE["ip6"]],
+            "every server answers after the outage",
+        )
         eventually(lambda s=server: s.ask(new_vm).rcode_text == "NXDOMAIN", "every server sees the delete")
 
 
@@ -376,16 +393,22 @@ def test_a_backend_behind_a_compaction_loads_everything_again(
     etcd.start()
 
     eventually(lambda: ready(server) == (200, "ready\n"), "the server is back")
-    eventually(lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "the change made while away")
+    eventually(
+        lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "the change made while away"
+    )
     assert server.ask("148e21dad76789.vm.my-app.internal").rcode_text == "NXDOMAIN"
     assert server.ask("0b.vm.my-app.internal").rcode_text == "NXDOMAIN"
     assert loads == [1], "loaded everything again"
-    assert any("loading everything again" in line and f"etcd keeps revisions from {compacted}" in line for line in log_lines), log_lines
+    assert any("loading everything again" in line and f"etcd keeps revisions from {compacted}" in line for line in log_lines), (
+        log_lines
+    )
     assert server.snapshot is not None and server.snapshot.machine_count == 17
 
     # ...and follows changes from there on.
     put(etcd, key_of(prefix, "machines", SECOND_MACHINE), SECOND_MACHINE)
-    eventually(lambda: addresses(server, "abcdef01234568.vm.api.internal") == [SECOND_MACHINE["ip6"]], "a change after the reload")
+    eventually(
+        lambda: addresses(server, "abcdef01234568.vm.api.internal") == [SECOND_MACHINE["ip6"]], "a change after the reload"
+    )
 
 
 def test_endpoints_are_tried_in_turn(start_etcd_server: StartServer, prefix: str, reactor: Any) -> None:
@@ -397,7 +420,10 @@ def test_endpoints_are_tried_in_turn(start_etcd_server: StartServer, prefix: str
     try:
         assert server.snapshot is not None and server.snapshot.machine_count == 17
         put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
-        eventually(lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]], "followed on the second endpoint")
+        eventually(
+            lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]],
+            "followed on the second endpoint",
+        )
         assert ready(server) == (200, "ready\n")
     finally:
         server.stop()
@@ -440,8 +466,18 @@ def test_a_load_in_pages_is_one_revision(prefix: str) -> None:
 
 def test_values_read_share_what_they_repeat() -> None:
     compact = Compact()
-    a = entity("/p/", b"/p/machines/0a", json.dumps({"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(), compact)
-    b = entity("/p/", b"/p/machines/0b", json.dumps({"id": "0b", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(), compact)
+    a = entity(
+        "/p/",
+        b"/p/machines/0a",
+        json.dumps({"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(),
+        compact,
+    )
+    b = entity(
+        "/p/",
+        b"/p/machines/0b",
+        json.dumps({"id": "0b", "app": "web", "state": "started", "metadata": {"role": "db"}}).encode(),
+        compact,
+    )
     assert a.data == {"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}
     assert a.data["app"] is b.data["app"] and a.data["metadata"] is b.data["metadata"]
     assert [k for k in a.data] == [k for k in b.data] and all(x is y for x, y in zip(a.data, b.data))
@@ -454,7 +490,8 @@ def test_a_write_of_more_than_128_keys_is_several_transactions(prefix: str) -> N
     etcd = shared_etcd()
     store = fill(etcd, prefix)
     machines = [
-        {"id": f"f{i:05x}", "app": "cron", "region": "ord", "state": "stopped", "ip6": f"fdaa:0:18:a7b:aa::{i + 1:x}"} for i in range(300)
+        {"id": f"f{i:05x}", "app": "cron", "region": "ord", "state": "stopped", "ip6": f"fdaa:0:18:a7b:aa::{i + 1:x}"}
+        for i in range(300)
     ]
     before = etcd.revision()
     store.write([("machines", m, None) for m in machines], [])
@@ -484,9 +521,19 @@ def test_check_reads_the_prefix_and_fails_on_an_empty_one(tmp_path: Path) -> Non
     internal_dns = str(Path(sys.executable).parent / "internal-dns")
     empty = subprocess.run([internal_dns, "check", "-c", str(config)], capture_output=True, text=True, timeout=120, check=False)
     assert empty.returncode == 1 and "no registry there yet" in empty.stderr, empty.stderr
-    assert subprocess.run([internal_dns, "registry", "-c", str(config), "import", str(EMBEDDED_ZONES)], capture_output=True, timeout=120, check=False).returncode == 0
+    assert (
+        subprocess.run(
+            [internal_dns, "registry", "-c", str(config), "import", str(EMBEDDED_ZONES)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        ).returncode
+        == 0
+    )
     done = subprocess.run([internal_dns, "check", "-c", str(config)], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0 and "registry etcd: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions" in done.stdout, done.stderr
+    assert done.returncode == 0 and "registry etcd: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions" in done.stdout, (
+        done.stderr
+    )
 
 
 def registry_section(**options: Any) -> dict[str, Any]:
@@ -498,8 +545,14 @@ def registry_section(**options: Any) -> dict[str, Any]:
 def test_options_and_their_defaults() -> None:
     config = parse_config(registry_section(), "c.yaml").registry
     assert settings(config.options) == settings({})
-    assert settings({}).endpoints == ("http://127.0.0.1:2379",) and settings({}).prefix == "/internal-dns/" and settings({}).timeout == 5.0
-    config = parse_config(registry_section(endpoints=["https://etcd-1:2379/", "http://[::1]:2379"], prefix="/dns/", timeout=2), "c.yaml").registry
+    assert (
+        settings({}).endpoints == ("http://127.0.0.1:2379",)
+        and settings({}).prefix == "/internal-dns/"
+        and settings({}).timeout == 5.0
+    )
+    config = parse_config(
+        registry_section(endpoints=["https://etcd-1:2379/", "http://[::1]:2379"], prefix="/dns/", timeout=2), "c.yaml"
+    ).registry
     assert settings(config.options).endpoints == ("https://etcd-1:2379", "http://[::1]:2379")
     for options, error in [
         ({"endpoints": []}, "registry.endpoints: must be a list of http(s) URLs"),

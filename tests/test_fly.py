@@ -230,9 +230,7 @@ def test_network_wide_lists_belong_to_the_view(server: RunningServer) -> None:
     }
     for name, value in shop.items():
         assert_txt(server.ask(name, "TXT", source=SHOP_PRODUCTION), name, value)
-    assert_addresses(
-        server.ask("my-laptop._peer.internal", source=PERSONAL), "my-laptop._peer.internal", [MY_LAPTOP]
-    )
+    assert_addresses(server.ask("my-laptop._peer.internal", source=PERSONAL), "my-laptop._peer.internal", [MY_LAPTOP])
     # another organization's apps, peers and machines do not exist in this view
     for name in ("my-app.internal", "vms.my-app.internal", "my-laptop._peer.internal", "api.internal"):
         assert_nxdomain(server.ask(name, "AAAA", source=OTHER_ORG))
@@ -399,8 +397,11 @@ def test_any_returns_what_the_name_has(server: RunningServer) -> None:
 def test_started_machine_ids_answer_only_in_their_app(server: RunningServer) -> None:
     """Every started dns:true machine of the registry answers under its own app, and only there."""
     owners = {
-        "148e21dad76789": "my-app", "4d89699c030518": "my-app", "6e82933c1d7e48": "my-app",
-        "3287d4e1b09e28": "api", "5683e29f4d1118": "api",
+        "148e21dad76789": "my-app",
+        "4d89699c030518": "my-app",
+        "6e82933c1d7e48": "my-app",
+        "3287d4e1b09e28": "api",
+        "5683e29f4d1118": "api",
     }
     for machine_id, app in owners.items():
         for other in ("my-app", "api", "cron", "docs"):
@@ -457,13 +458,15 @@ def big_registry(folder: Path, wide: int, narrow: int) -> dict[str, Any]:
     machines = []
     for i, machine_id in enumerate(ids):
         app = "wide" if i < wide else "narrow"
-        machines.append({
-            "id": machine_id,
-            "app": app,
-            "region": BIG_REGIONS[i % len(BIG_REGIONS)],
-            "state": "stopped" if i % 5 == 4 else "started",
-            "ip6": str(ipaddress.IPv6Address(f"fdaa:0:99:a7b:{i:x}::2")),  # as the server prints it
-        })
+        machines.append(
+            {
+                "id": machine_id,
+                "app": app,
+                "region": BIG_REGIONS[i % len(BIG_REGIONS)],
+                "state": "stopped" if i % 5 == 4 else "started",
+                "ip6": str(ipaddress.IPv6Address(f"fdaa:0:99:a7b:{i:x}::2")),  # as the server prints it
+            }
+        )
     data = {
         "networks": [{"name": "big", "prefix6": "fdaa:0:99::/48"}],
         "apps": [{"name": "wide", "network": "big"}, {"name": "narrow", "network": "big"}],

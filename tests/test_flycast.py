@@ -107,8 +107,15 @@ def test_another_networks_app_without_an_address_here_does_not_exist(server: Run
 
 def test_nothing_else_exists_under_flycast(server: RunningServer) -> None:
     for name in (
-        "global.api.flycast", "vms.api.flycast", "iad.api.flycast", "x.y.api.flycast", "_apps.flycast",
-        "_peer.flycast", "my-laptop._peer.flycast", "fdaa-0-18-0-1--5.flycast", "api.internal.flycast",
+        "global.api.flycast",
+        "vms.api.flycast",
+        "iad.api.flycast",
+        "x.y.api.flycast",
+        "_apps.flycast",
+        "_peer.flycast",
+        "my-laptop._peer.flycast",
+        "fdaa-0-18-0-1--5.flycast",
+        "api.internal.flycast",
     ):
         for rdtype in ("AAAA", "TXT"):
             assert_nxdomain(server.ask(name, rdtype, source=PERSONAL))

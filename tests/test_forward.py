@@ -527,7 +527,10 @@ def test_resolv_conf_wildcard_listener_skips_this_machines_own_addresses(tmp_pat
 def _free_on_port_53(*candidates: str) -> str:
     for address in candidates:
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            ):
                 udp.bind((address, 53))
                 tcp.bind((address, 53))
         except OSError:
@@ -571,9 +574,7 @@ def test_ipv6_upstream_and_client(start_server: StartServer, tcp: bool) -> None:
     upstream = FakeUpstream("::1")
     try:
         assert upstream.address == f"[::1]:{upstream.port}"
-        server = start_server(
-            listen=[{"address": "::1", "port": 0}], upstreams=[upstream.address], forward={"enabled": True}
-        )
+        server = start_server(listen=[{"address": "::1", "port": 0}], upstreams=[upstream.address], forward={"enabled": True})
         reply = server.ask("www.example.test", "AAAA", source="::1", tcp=tcp)
         assert reply.addresses("AAAA") == ["2001:db8::10"] and reply.flag("RA")
         assert [r.transport for r in upstream.received] == ["tcp" if tcp else "udp"]

@@ -19,7 +19,9 @@ from tests.fake_upstream import FakeUpstream, Pending
 StartServer = Callable[..., RunningServer]
 
 
-def forwarding(start_server: StartServer, fake: FakeUpstream, cache: dict[str, Any] | None = None, **forward: Any) -> RunningServer:
+def forwarding(
+    start_server: StartServer, fake: FakeUpstream, cache: dict[str, Any] | None = None, **forward: Any
+) -> RunningServer:
     overrides: dict[str, Any] = {"upstreams": [fake.address], "forward": {"enabled": True, **forward}}
     if cache is not None:
         overrides["cache"] = cache

@@ -78,7 +78,8 @@ def test_not_ready_with_a_snapshot_older_than_max_age(aging_server: RunningServe
 
 def test_not_ready_while_every_upstream_is_down(start_server: StartServer, fake: FakeUpstream) -> None:
     server = start_server(
-        metrics=METRICS, upstreams=[fake.address],
+        metrics=METRICS,
+        upstreams=[fake.address],
         forward={"enabled": True, "timeout": 1.0, "fail_threshold": 1, "probe_interval": 2.0},
     )
     fake.mode = "silent"

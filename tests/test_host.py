@@ -105,7 +105,9 @@ def resolvers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     built = {}
     for libc, compiler, flags in (("glibc", "gcc", []), ("musl", "musl-gcc", ["-static"])):
         target = out / f"resolve-{libc}"
-        subprocess.run([tool(compiler), *flags, "-O2", "-o", str(target), str(ROOT / "tests" / "resolve.c")], check=True, capture_output=True)
+        subprocess.run(
+            [tool(compiler), *flags, "-O2", "-o", str(target), str(ROOT / "tests" / "resolve.c")], check=True, capture_output=True
+        )
         built[libc] = str(target)
     return built
 
@@ -175,8 +177,18 @@ def upstream(host: Namespace, tmp_path: Path, processes: list[Process]) -> Proce
     """dnsmasq in the namespace: `upstream.test` names, NXDOMAIN for the rest of that zone."""
     proc = Process(
         host.command(
-            tool("dnsmasq"), "-k", "--conf-file=/dev/null", f"--port={UPSTREAM[1]}", f"--listen-address={UPSTREAM[0]}", "--bind-interfaces",
-            "--no-resolv", "--no-hosts", "--local=/upstream.test/", "--host-record=www.upstream.test,192.0.2.7", "--user=root", "--pid-file=",
+            tool("dnsmasq"),
+            "-k",
+            "--conf-file=/dev/null",
+            f"--port={UPSTREAM[1]}",
+            f"--listen-address={UPSTREAM[0]}",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/upstream.test/",
+            "--host-record=www.upstream.test,192.0.2.7",
+            "--user=root",
+            "--pid-file=",
         ),
         tmp_path,
         name="dnsmasq",
@@ -241,7 +253,9 @@ def test_a_wildcard_ipv4_listener_serves_every_networks_resolver_address(
         assert resolve(host, program, PERSONAL_DNS4, "web.railway.internal", "4")[0] != 0, libc
 
 
-def test_a_network_added_later_is_served_on_its_resolver_address(host: Namespace, tmp_path: Path, zones: Path, processes: list[Process]) -> None:
+def test_a_network_added_later_is_served_on_its_resolver_address(
+    host: Namespace, tmp_path: Path, zones: Path, processes: list[Process]
+) -> None:
     config = host_config(tmp_path, "::", zones, registry={"backend": "files", "path": str(zones), "poll_interval": 0.2})
     server = start(host, processes, tmp_path, config)
     wait_for(lambda: "listening on :: port 53" in server.stderr(), "the server to listen")
@@ -271,7 +285,20 @@ def test_a_second_server_takes_over_without_a_lost_query(
     old = start(host, processes, tmp_path, config, name="old")
     wait_for(lambda: old.stderr().count("listening on :: port 53") == workers, "the old server")
     result = tmp_path / "probe.json"
-    probe = Process(host.command(str(ROOT / ".venv" / "bin" / "python"), "-m", "tests.probe", "--server", PERSONAL_DNS6, "--source", LAPTOP, str(result)), tmp_path, name="probe")
+    probe = Process(
+        host.command(
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "tests.probe",
+            "--server",
+            PERSONAL_DNS6,
+            "--source",
+            LAPTOP,
+            str(result),
+        ),
+        tmp_path,
+        name="probe",
+    )
     processes.append(probe)
     # Real processes on the real clock: each pause is a second of the probe's traffic (500 queries)
     # before the new server, while both serve, and after the old one has gone.
@@ -298,6 +325,8 @@ def test_a_second_server_takes_over_without_a_lost_query(
 def metric_sum(ns: Namespace, name: str, workers: int) -> float:
     total = 0.0
     for i in range(workers):
-        out = ns.sh(f"{ROOT / '.venv' / 'bin' / 'python'} -c \"import urllib.request; print(urllib.request.urlopen('http://[::1]:{9153 + i}/metrics').read().decode())\"")
+        out = ns.sh(
+            f"{ROOT / '.venv' / 'bin' / 'python'} -c \"import urllib.request; print(urllib.request.urlopen('http://[::1]:{9153 + i}/metrics').read().decode())\""
+        )
         total += sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith(name + "{"))
     return total

@@ -34,8 +34,22 @@ REGIONS = ["iad", "sjc", "ams", "syd", "gru"]
 STATES = ["started", "started", "stopped", "suspended", "created", "destroyed"]
 GROUPS = ["app", "worker"]
 STRUCTURAL = {
-    "global", "vms", "all", "regions", "vm", "process", "nearest", "of", "kv", "_metadata", "_peer", "_apps",
-    "_instances", "internal", "flycast", "railway",
+    "global",
+    "vms",
+    "all",
+    "regions",
+    "vm",
+    "process",
+    "nearest",
+    "of",
+    "kv",
+    "_metadata",
+    "_peer",
+    "_apps",
+    "_instances",
+    "internal",
+    "flycast",
+    "railway",
 }
 ZONES = {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}
 
@@ -119,15 +133,29 @@ def worlds(draw: st.DrawFn) -> World:
             for _ in range(draw(st.integers(0, 3))):
                 host += 1
                 m = Machine(
-                    id=next(ids), app=app, region=draw(st.sampled_from(REGIONS)), state=draw(st.sampled_from(STATES)),
-                    group=draw(st.sampled_from(GROUPS)), ip6=f"fdaa:0:{0x100 + net.index:x}:a7b::{host:x}",
-                    dns=draw(st.booleans() | st.just(True)), role=draw(st.sampled_from(["primary", "replica"])),
+                    id=next(ids),
+                    app=app,
+                    region=draw(st.sampled_from(REGIONS)),
+                    state=draw(st.sampled_from(STATES)),
+                    group=draw(st.sampled_from(GROUPS)),
+                    ip6=f"fdaa:0:{0x100 + net.index:x}:a7b::{host:x}",
+                    dns=draw(st.booleans() | st.just(True)),
+                    role=draw(st.sampled_from(["primary", "replica"])),
                 )
                 net.machines.append(m)
-                docs["machines"].append({
-                    "id": m.id, "app": app, "network": net.name, "region": m.region, "state": m.state,
-                    "process_group": m.group, "ip6": m.ip6, "dns": m.dns, "metadata": {"role": m.role},
-                })
+                docs["machines"].append(
+                    {
+                        "id": m.id,
+                        "app": app,
+                        "network": net.name,
+                        "region": m.region,
+                        "state": m.state,
+                        "process_group": m.group,
+                        "ip6": m.ip6,
+                        "dns": m.dns,
+                        "metadata": {"role": m.role},
+                    }
+                )
         for peer in draw(st.lists(st.sampled_from(peer_pool), max_size=3, unique=True)):
             host += 1
             region = draw(st.sampled_from([None, *REGIONS]))
@@ -152,13 +180,24 @@ class Probe:
 
 
 APP_FORMS: list[tuple[str, ...]] = [
-    ("{app}", "internal"), ("global", "{app}", "internal"), ("vms", "{app}", "internal"),
-    ("all", "vms", "{app}", "internal"), ("regions", "{app}", "internal"), ("all", "regions", "{app}", "internal"),
-    ("iad", "{app}", "internal"), ("vm", "{app}", "internal"), ("process", "{app}", "internal"),
-    ("worker", "process", "{app}", "internal"), ("top1", "nearest", "of", "{app}", "internal"),
-    ("nearest", "of", "{app}", "internal"), ("of", "{app}", "internal"), ("_metadata", "{app}", "internal"),
-    ("kv", "_metadata", "{app}", "internal"), ("role", "kv", "_metadata", "{app}", "internal"),
-    ("primary", "role", "kv", "_metadata", "{app}", "internal"), ("{app}", "railway", "internal"),
+    ("{app}", "internal"),
+    ("global", "{app}", "internal"),
+    ("vms", "{app}", "internal"),
+    ("all", "vms", "{app}", "internal"),
+    ("regions", "{app}", "internal"),
+    ("all", "regions", "{app}", "internal"),
+    ("iad", "{app}", "internal"),
+    ("vm", "{app}", "internal"),
+    ("process", "{app}", "internal"),
+    ("worker", "process", "{app}", "internal"),
+    ("top1", "nearest", "of", "{app}", "internal"),
+    ("nearest", "of", "{app}", "internal"),
+    ("of", "{app}", "internal"),
+    ("_metadata", "{app}", "internal"),
+    ("kv", "_metadata", "{app}", "internal"),
+    ("role", "kv", "_metadata", "{app}", "internal"),
+    ("primary", "role", "kv", "_metadata", "{app}", "internal"),
+    ("{app}", "railway", "internal"),
 ]
 TYPES = ["AAAA", "TXT", "A", "ANY"]
 
@@ -214,7 +253,9 @@ def ask(server: RunningServer, labels: tuple[str, ...], rdtype: str, source: str
     return reply, question_end
 
 
-def assert_indistinguishable(server: RunningServer, probe: Probe, invented: tuple[str, ...], a: Net, tcp: bool, serial: int) -> None:
+def assert_indistinguishable(
+    server: RunningServer, probe: Probe, invented: tuple[str, ...], a: Net, tcp: bool, serial: int
+) -> None:
     real, q_end = ask(server, probe.labels, probe.rdtype, a.source, tcp, 0x1234)
     fake, q_end_fake = ask(server, invented, probe.rdtype, a.source, tcp, 0x4321)
     where = f"{'.'.join(probe.labels)} {probe.rdtype} from {a.name}"
@@ -226,7 +267,13 @@ def assert_indistinguishable(server: RunningServer, probe: Probe, invented: tupl
     assert real.wire[q_end - 4 :] == fake.wire[q_end - 4 :], where
     assert real.msg.flags == fake.msg.flags and real.msg.flags & dns.flags.AA, where
     (soa_rrset,) = real.msg.authority
-    assert soa_rrset.name.to_text() == ("flycast." if probe.labels[-1] == "flycast" else ".".join(probe.labels[-2:]) + "." if probe.labels[-2:] == ("railway", "internal") else "internal."), where
+    assert soa_rrset.name.to_text() == (
+        "flycast."
+        if probe.labels[-1] == "flycast"
+        else ".".join(probe.labels[-2:]) + "."
+        if probe.labels[-2:] == ("railway", "internal")
+        else "internal."
+    ), where
     assert real.soa() == fake.soa() and real.soa().serial == serial, where
     assert real.msg.answer == fake.msg.answer == [], where
 
@@ -296,7 +343,9 @@ def check_positive_answers(server: RunningServer, a: Net) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(world=worlds(), tcp=st.booleans(), rng=st.randoms(use_true_random=False))
-def test_another_networks_names_are_indistinguishable_from_nonexistent_ones(reactor: Any, world: World, tcp: bool, rng: random.Random) -> None:
+def test_another_networks_names_are_indistinguishable_from_nonexistent_ones(
+    reactor: Any, world: World, tcp: bool, rng: random.Random
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shutil.copy(EMBEDDED_ZONES / "regions.yaml", folder / "regions.yaml")
@@ -329,8 +378,10 @@ def test_the_probes_cover_every_kind_of_name() -> None:
     """The generator and the probe list are not vacuous: a fixed world yields every kind of probe."""
     a = Net(0, "net0", ["shared"], peers=[("both", None)], flycast={"shared": []})
     b = Net(1, "net1", ["shared", "secret"], peers=[("both", None), ("hidden", "iad"), ("interactive-x", None)])
-    b.machines = [Machine("abc123", "shared", "iad", "started", "app", "fdaa::1", True, "primary"),
-                  Machine("def456", "secret", "iad", "stopped", "app", "fdaa::2", True, "primary")]
+    b.machines = [
+        Machine("abc123", "shared", "iad", "started", "app", "fdaa::1", True, "primary"),
+        Machine("def456", "secret", "iad", "stopped", "app", "fdaa::2", True, "primary"),
+    ]
     b.flycast = {"shared": [], "secret": []}
     labels = {p.labels for p in probes_between(a, b)}
     assert ("secret", "internal") in labels and ("secret", "flycast") in labels

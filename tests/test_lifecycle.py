@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from internal_dns import __version__
 from tests.conftest import RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream
@@ -29,7 +28,9 @@ def is_free(host: str, port: int, kind: socket.SocketKind) -> bool:
         return True
 
 
-def test_startup_logs_listeners_registry_and_upstreams(start_server: StartServer, fake: FakeUpstream, log_lines: list[str], tmp_path: Path) -> None:
+def test_startup_logs_listeners_registry_and_upstreams(
+    start_server: StartServer, fake: FakeUpstream, log_lines: list[str], tmp_path: Path
+) -> None:
     other = FakeUpstream()
     try:
         server = start_server(
@@ -66,7 +67,9 @@ def test_startup_log_says_when_forwarding_is_off(start_server: StartServer, log_
     assert not any(line.startswith("forwarding to ") for line in log_lines)
 
 
-def test_stop_closes_the_listeners_before_the_backend_stops(start_server: StartServer, fake: FakeUpstream, log_lines: list[str], tmp_path: Path) -> None:
+def test_stop_closes_the_listeners_before_the_backend_stops(
+    start_server: StartServer, fake: FakeUpstream, log_lines: list[str], tmp_path: Path
+) -> None:
     server = start_server(metrics=METRICS, upstreams=[fake.address], forward={"enabled": True}, query_log=str(tmp_path / "q.log"))
     host, port = server.service.bound_ports()[0]
     http = server.service.http_port.getHost().port

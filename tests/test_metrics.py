@@ -23,10 +23,10 @@ import dns.opcode
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from internal_dns.ops.gcwatch import PAUSE_BUCKETS
 from internal_dns.counting import DURATION_BUCKETS, RCODE_NAMES, TYPE_NAMES
-from internal_dns.transport.tcp import CLOSED, REJECTED
 from internal_dns.forward.upstream import PROBE_RESULTS, RESULTS
+from internal_dns.ops.gcwatch import PAUSE_BUCKETS
+from internal_dns.transport.tcp import CLOSED, REJECTED
 from tests.conftest import RunningServer, on_reactor, write_yaml
 from tests.dnsclient import Reply, make_query
 from tests.fake_upstream import FakeUpstream, Pending
@@ -136,7 +136,9 @@ def with_metrics(start_server: StartServer, **overrides: Any) -> RunningServer:
     return start_server(metrics=METRICS, **overrides)
 
 
-def forwarding(start_server: StartServer, fake: FakeUpstream, cache: dict[str, Any] | None = None, **forward: Any) -> RunningServer:
+def forwarding(
+    start_server: StartServer, fake: FakeUpstream, cache: dict[str, Any] | None = None, **forward: Any
+) -> RunningServer:
     overrides: dict[str, Any] = {"upstreams": [fake.address], "forward": {"enabled": True, **forward}}
     if cache is not None:
         overrides["cache"] = cache
@@ -323,7 +325,13 @@ def test_forward_requests_by_upstream_and_result(start_server: StartServer, fake
     server.advance(1.0)
     assert pending.reply().rcode_text == "SERVFAIL"
     assert results() == {
-        "success": 3, "timeout": 1, "error": 0, "servfail": 1, "refused": 1, "truncated_retry": 1, "noedns_retry": 1,
+        "success": 3,
+        "timeout": 1,
+        "error": 0,
+        "servfail": 1,
+        "refused": 1,
+        "truncated_retry": 1,
+        "noedns_retry": 1,
     }
 
 
@@ -423,7 +431,11 @@ def test_cache_hits_misses_and_entries(start_server: StartServer, fake: FakeUpst
 
     def cache() -> tuple[float, float, float]:
         s = scrape(server)
-        return (s.value("internal_dns_cache_hits_total"), s.value("internal_dns_cache_misses_total"), s.value("internal_dns_cache_entries"))
+        return (
+            s.value("internal_dns_cache_hits_total"),
+            s.value("internal_dns_cache_misses_total"),
+            s.value("internal_dns_cache_entries"),
+        )
 
     assert cache() == (0, 0, 0)
     server.ask("www.example.test", "A")

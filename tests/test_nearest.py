@@ -97,7 +97,9 @@ def svc_ip6(machine_id: str) -> str:
 def write_registry(folder: Path, peer: dict[str, Any] | None = None) -> None:
     folder.mkdir(exist_ok=True)
     (folder / "regions.yaml").write_text((EMBEDDED_ZONES / "regions.yaml").read_text())
-    write_yaml(folder / "ties.yaml", {"regions": [{"code": c, "latitude": la, "longitude": lo} for c, (la, lo) in TIE_REGIONS.items()]})
+    write_yaml(
+        folder / "ties.yaml", {"regions": [{"code": c, "latitude": la, "longitude": lo} for c, (la, lo) in TIE_REGIONS.items()]}
+    )
     machines = [
         {"id": mid, "app": "svc", "region": region, "state": state, "dns": dns, "ip6": svc_ip6(mid), "ip4": svc_ip4(i)}
         for i, (mid, region, state, dns) in enumerate(SVC)
@@ -107,28 +109,30 @@ def write_registry(folder: Path, peer: dict[str, Any] | None = None) -> None:
         for mid, region, state, dns in TIE
     ]
     machines += [
-        {"id": mid, "app": "clients", "region": region, "ip6": svc_ip6(mid), "ip4": ip4}
-        for region, (mid, ip4) in CLIENTS.items()
+        {"id": mid, "app": "clients", "region": region, "ip6": svc_ip6(mid), "ip4": ip4} for region, (mid, ip4) in CLIENTS.items()
     ]
     machines += [
         {"id": mid, "app": "svc6", "region": region, "state": state, "ip6": f"::{i + 16:x}"}
         for i, (mid, region, state, _) in enumerate(V6_APP)
     ]
-    write_yaml(folder / "geo.yaml", {
-        "networks": [
-            {"name": "geo", "prefix6": "fdaa:0:77::/48", "prefix4": "127.18.0.0/16"},
-            {"name": "loop6", "prefix6": "::/120"},
-        ],
-        "apps": [
-            {"name": "svc", "network": "geo"},
-            {"name": "tie", "network": "geo"},
-            {"name": "clients", "network": "geo"},
-            {"name": "empty", "network": "geo"},
-            {"name": "svc6", "network": "loop6"},
-        ],
-        "machines": machines,
-        "peers": [peer] if peer else [],
-    })
+    write_yaml(
+        folder / "geo.yaml",
+        {
+            "networks": [
+                {"name": "geo", "prefix6": "fdaa:0:77::/48", "prefix4": "127.18.0.0/16"},
+                {"name": "loop6", "prefix6": "::/120"},
+            ],
+            "apps": [
+                {"name": "svc", "network": "geo"},
+                {"name": "tie", "network": "geo"},
+                {"name": "clients", "network": "geo"},
+                {"name": "empty", "network": "geo"},
+                {"name": "svc6", "network": "loop6"},
+            ],
+            "machines": machines,
+            "peers": [peer] if peer else [],
+        },
+    )
 
 
 @pytest.fixture
@@ -211,9 +215,7 @@ def test_unowned_source_uses_the_server_region(geo_dir: Path, start_server: Call
 
 
 def test_listener_region_beats_the_server_region(geo_dir: Path, start_server: Callable[..., RunningServer]) -> None:
-    server = start_server(
-        registry=geo_dir, region="gru", listen=[{"address": "127.0.0.1", "port": 0, "region": "nrt"}]
-    )
+    server = start_server(registry=geo_dir, region="gru", listen=[{"address": "127.0.0.1", "port": 0, "region": "nrt"}])
     check_topn(server, "svc", nearest(SVC, "nrt"), SVC_IP6, source=UNOWNED)
     # the querier's own region still comes first
     check_topn(server, "svc", nearest(SVC, "fra"), SVC_IP6, source=CLIENTS["fra"][1])
@@ -231,12 +233,16 @@ def test_no_region_at_all_orders_by_machine_id(geo_dir: Path, start_server: Call
 def test_example_registry_from_the_server_region(start_server: Callable[..., RunningServer]) -> None:
     """zones/personal.yaml's my-app and api, asked from 127.0.0.1 (personal, no owner)."""
     my_app = [
-        ("148e21dad76789", "sea", "started", True), ("4d89699c030518", "ams", "started", True),
-        ("6e82933c1d7e48", "iad", "started", True), ("91851edb6e5187", "iad", "stopped", True),
-        ("e2865013a3d438", "syd", "suspended", True), ("d8dd5d4b2a6e68", "lhr", "started", False),
+        ("148e21dad76789", "sea", "started", True),
+        ("4d89699c030518", "ams", "started", True),
+        ("6e82933c1d7e48", "iad", "started", True),
+        ("91851edb6e5187", "iad", "stopped", True),
+        ("e2865013a3d438", "syd", "suspended", True),
+        ("d8dd5d4b2a6e68", "lhr", "started", False),
     ]
     ips = {
-        "148e21dad76789": "fdaa:0:18:a7b:7d:f066:b83b:2", "4d89699c030518": "fdaa:0:18:a7b:c4:5b1:8f2e:2",
+        "148e21dad76789": "fdaa:0:18:a7b:7d:f066:b83b:2",
+        "4d89699c030518": "fdaa:0:18:a7b:c4:5b1:8f2e:2",
         "6e82933c1d7e48": "fdaa:0:18:a7b:9f:3c21:44d0:2",
     }
     for region in ("iad", "syd", "ams", "sea"):
@@ -251,7 +257,8 @@ def test_example_registry_from_the_server_region(start_server: Callable[..., Run
 
 def ask_v6(start_server: Callable[..., RunningServer], registry: Path, region: str | None) -> tuple[RunningServer, int]:
     server = start_server(
-        registry=registry, region=region,
+        registry=registry,
+        region=region,
         listen=[{"address": "127.0.0.1", "port": 0}, {"address": "::1", "port": 0}],
     )
     host, port = server.service.bound_ports()[1]

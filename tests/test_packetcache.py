@@ -159,7 +159,9 @@ def test_the_query_log_sees_every_query(start_server: Callable[..., RunningServe
         server.ask("my-app.internal", "AAAA", tcp=True)
     server.stop()
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
-    assert [(line["name"], line["transport"]) for line in lines] == [("my-app.internal.", "udp")] * 4 + [("my-app.internal.", "tcp")] * 2
+    assert [(line["name"], line["transport"]) for line in lines] == [("my-app.internal.", "udp")] * 4 + [
+        ("my-app.internal.", "tcp")
+    ] * 2
 
 
 def test_unusual_queries_take_the_full_path(server: RunningServer) -> None:

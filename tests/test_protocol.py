@@ -180,7 +180,9 @@ CASE_NAMES = [
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(CASE_NAMES), bits=st.lists(st.booleans(), min_size=40, max_size=40), tcp=st.booleans())
-def test_owner_names_keep_the_query_case(server: RunningServer, case: tuple[str, str, str, str], bits: list[bool], tcp: bool) -> None:
+def test_owner_names_keep_the_query_case(
+    server: RunningServer, case: tuple[str, str, str, str], bits: list[bool], tcp: bool
+) -> None:
     name, rdtype, source, zone = case
     cased = "".join(c.upper() if bit else c for c, bit in zip(name, bits + [False] * len(name)))
     query = make_query(cased, rdtype).to_wire()
@@ -326,7 +328,16 @@ def big_registry(tmp_path: Path) -> Path:
                 }
                 for i in range(BIG)
             ]
-            + [{"id": "5a11", "app": "small", "region": "iad", "state": "started", "ip6": "fdaa:0:18:a7b:200::1", "ip4": "10.18.2.1"}],
+            + [
+                {
+                    "id": "5a11",
+                    "app": "small",
+                    "region": "iad",
+                    "state": "started",
+                    "ip6": "fdaa:0:18:a7b:200::1",
+                    "ip4": "10.18.2.1",
+                }
+            ],
         },
     )
     return folder
@@ -369,7 +380,8 @@ def test_tcp_answers_whole(big_server: RunningServer, name: str, rdtype: str, wh
         assert len(entries) == BIG + 1
         assert entries[0] == "instance=5a11,app=small,ip=fdaa:0:18:a7b:200::1,region=iad"
         assert entries[1:] == [
-            f"instance=b{i:013x},app=big,ip=fdaa:0:18:a7b:100::{i + 1:x},region={('iad', 'sea', 'ams')[i % 3]}" for i in range(BIG)
+            f"instance=b{i:013x},app=big,ip=fdaa:0:18:a7b:100::{i + 1:x},region={('iad', 'sea', 'ams')[i % 3]}"
+            for i in range(BIG)
         ]
     if "AAAA" in whole:
         assert set(reply.addresses()) == {f"fdaa:0:18:a7b:100::{i + 1:x}" for i in range(BIG)}
@@ -595,7 +607,9 @@ def test_chaos_identity_is_the_configured_server_id(start_server: StartServer) -
     assert server.ask("hostname.bind", "TXT", rdclass="CH").txt_strings() == [[b"ns1.iad.example"]]
 
 
-@pytest.mark.parametrize("name", ["example.com", "com", ".", "internal.example.com", "xinternal", "flycast.net", "1.0.0.127.in-addr.arpa"])
+@pytest.mark.parametrize(
+    "name", ["example.com", "com", ".", "internal.example.com", "xinternal", "flycast.net", "1.0.0.127.in-addr.arpa"]
+)
 def test_names_outside_the_zones_are_refused(server: RunningServer, name: str) -> None:
     for tcp in (False, True):
         for rdtype in ("A", "AAAA", "NS"):
@@ -604,7 +618,14 @@ def test_names_outside_the_zones_are_refused(server: RunningServer, name: str) -
 
 def test_private_names_refused_without_a_view(start_server: StartServer) -> None:
     server = start_server(views=[])
-    for name, rdtype in [("my-app.internal", "AAAA"), ("nope.internal", "AAAA"), ("internal", "SOA"), ("api.flycast", "AAAA"), ("web.railway.internal", "A"), ("example.com", "A")]:
+    for name, rdtype in [
+        ("my-app.internal", "AAAA"),
+        ("nope.internal", "AAAA"),
+        ("internal", "SOA"),
+        ("api.flycast", "AAAA"),
+        ("web.railway.internal", "A"),
+        ("example.com", "A"),
+    ]:
         for tcp in (False, True):
             assert_plain_refusal(server.ask(name, rdtype, source="127.0.0.1", tcp=tcp), "REFUSED")
 
@@ -662,7 +683,13 @@ def test_servfail_until_the_first_snapshot(start_server: StartServer, registry_d
     write_yaml(broken, {"apps": [{"name": "ghost", "network": "no-such-network"}]})
     server = start_server(registry=registry_dir)
     assert server.snapshot is None
-    for name, rdtype in [("my-app.internal", "AAAA"), ("nope.internal", "AAAA"), ("internal", "SOA"), ("api.flycast", "AAAA"), ("web.railway.internal", "A")]:
+    for name, rdtype in [
+        ("my-app.internal", "AAAA"),
+        ("nope.internal", "AAAA"),
+        ("internal", "SOA"),
+        ("api.flycast", "AAAA"),
+        ("web.railway.internal", "A"),
+    ]:
         for tcp in (False, True):
             reply = server.ask(name, rdtype, tcp=tcp)
             assert reply.rcode_text == "SERVFAIL", name
@@ -709,7 +736,14 @@ def mutated_queries(draw: Any) -> bytes:
     return bytes(data)
 
 
-ALLOWED_RCODES = {dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.NXDOMAIN, dns.rcode.NOTIMP, dns.rcode.REFUSED, dns.rcode.BADVERS}
+ALLOWED_RCODES = {
+    dns.rcode.NOERROR,
+    dns.rcode.FORMERR,
+    dns.rcode.NXDOMAIN,
+    dns.rcode.NOTIMP,
+    dns.rcode.REFUSED,
+    dns.rcode.BADVERS,
+}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

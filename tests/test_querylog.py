@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ def check_duration(line: dict[str, Any]) -> None:
 # --- to a file -------------------------------------------------------------------------------------
 
 
-def test_every_field_of_an_authoritative_and_a_forwarded_query(start_server: StartServer, fake: FakeUpstream, tmp_path: Path) -> None:
+def test_every_field_of_an_authoritative_and_a_forwarded_query(
+    start_server: StartServer, fake: FakeUpstream, tmp_path: Path
+) -> None:
     path = tmp_path / "queries.log"
     clock = task.Clock()
     clock.advance(NOW)
@@ -59,15 +61,39 @@ def test_every_field_of_an_authoritative_and_a_forwarded_query(start_server: Sta
     assert [list(line) for line in lines] == [FIELDS] * 3  # every field, in this order
     for line in lines:
         check_duration(line)
-    time = datetime.fromtimestamp(NOW, timezone.utc).isoformat(timespec="milliseconds")
+    time = datetime.fromtimestamp(NOW, UTC).isoformat(timespec="milliseconds")
     assert time == "2026-11-18T11:06:40.250+00:00"
     assert [{k: v for k, v in line.items() if k != "duration_ms"} for line in lines] == [
-        {"time": time, "client": "127.0.0.1", "view": "personal", "name": "my-app.internal.", "type": "AAAA",
-         "zone": "internal", "rcode": "NOERROR", "transport": "udp"},
-        {"time": time, "client": "127.0.0.2", "view": "other-org", "name": "www.example.test.", "type": "A",
-         "zone": "forward", "rcode": "NOERROR", "transport": "tcp"},
-        {"time": time, "client": "127.0.0.3", "view": "shop-production", "name": "nope.internal.", "type": "TXT",
-         "zone": "internal", "rcode": "NXDOMAIN", "transport": "udp"},
+        {
+            "time": time,
+            "client": "127.0.0.1",
+            "view": "personal",
+            "name": "my-app.internal.",
+            "type": "AAAA",
+            "zone": "internal",
+            "rcode": "NOERROR",
+            "transport": "udp",
+        },
+        {
+            "time": time,
+            "client": "127.0.0.2",
+            "view": "other-org",
+            "name": "www.example.test.",
+            "type": "A",
+            "zone": "forward",
+            "rcode": "NOERROR",
+            "transport": "tcp",
+        },
+        {
+            "time": time,
+            "client": "127.0.0.3",
+            "view": "shop-production",
+            "name": "nope.internal.",
+            "type": "TXT",
+            "zone": "internal",
+            "rcode": "NXDOMAIN",
+            "transport": "udp",
+        },
     ]
 
 
@@ -97,10 +123,10 @@ def serve_and_ask(processes: list[Process], folder: Path, **overrides: Any) -> t
     forwarded question, stop it: (its standard output, its standard error, and the wall-clock
     span of the questions)."""
     proc, port = serve(processes, folder, lambda port: write_config(folder, port, **overrides))
-    before = datetime.now(timezone.utc).timestamp()
+    before = datetime.now(UTC).timestamp()
     assert ask(port, "my-app.internal").rcode_text == "NOERROR"
     assert ask(port, "www.example.test", "A", timeout=3).addresses("A") == ["192.0.2.10"]
-    after = datetime.now(timezone.utc).timestamp()
+    after = datetime.now(UTC).timestamp()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=STOP_WAIT)
     assert proc.returncode == 0, err
@@ -119,27 +145,39 @@ def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes:
         assert before - 1 <= datetime.fromisoformat(line["time"]).timestamp() <= after + 1
         assert (line["client"], line["view"], line["transport"]) == ("127.0.0.1", "personal", "udp")
     assert (authoritative["name"], authoritative["type"], authoritative["zone"], authoritative["rcode"]) == (
-        "my-app.internal.", "AAAA", "internal", "NOERROR",
+        "my-app.internal.",
+        "AAAA",
+        "internal",
+        "NOERROR",
     )
     assert (forwarded["name"], forwarded["type"], forwarded["zone"], forwarded["rcode"]) == (
-        "www.example.test.", "A", "forward", "NOERROR",
+        "www.example.test.",
+        "A",
+        "forward",
+        "NOERROR",
     )
 
 
-def test_no_query_log_on_standard_output_when_off(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
+def test_no_query_log_on_standard_output_when_off(
+    tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream
+) -> None:  # noqa: F811
     out, err, _, _ = serve_and_ask(processes, tmp_path, upstreams=[fake.address])
     assert out == ""
     assert "query log" not in err
 
 
-def test_relative_path_is_relative_to_the_config_file(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
+def test_relative_path_is_relative_to_the_config_file(
+    tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream
+) -> None:  # noqa: F811
     (tmp_path / "logs").mkdir()
     config = write_config(tmp_path, 5353, query_log="logs/queries.log", upstreams=[fake.address])
     target = tmp_path / "logs" / "queries.log"
     assert load_config(config).query_log == str(target)
     checked = run(INTERNAL_DNS, "check", "-c", str(config))  # run from the repository, not tmp_path
     assert checked.returncode == 0, checked.stderr
-    _, err, _, _ = serve_and_ask(processes, tmp_path, query_log="logs/queries.log", upstreams=[fake.address])  # also from the repository
+    _, err, _, _ = serve_and_ask(
+        processes, tmp_path, query_log="logs/queries.log", upstreams=[fake.address]
+    )  # also from the repository
     assert f"query log: {target}" in err
     names = [json.loads(line)["name"] for line in target.read_text().splitlines()]
     assert names[-2:] == ["my-app.internal.", "www.example.test."]

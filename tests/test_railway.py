@@ -41,7 +41,9 @@ def assert_addresses(reply: Reply, rdtype: str, expected: list[str]) -> None:
 def test_production_answers_a_and_aaaa_of_started_replicas(server: RunningServer, tcp: bool) -> None:
     assert_addresses(server.ask("web.railway.internal", "A", source=PRODUCTION, tcp=tcp), "A", ["10.250.1.10", "10.250.1.11"])
     assert_addresses(
-        server.ask("web.railway.internal", "AAAA", source=PRODUCTION, tcp=tcp), "AAAA", ["fd12:3456:7800:1::a", "fd12:3456:7800:1::b"]
+        server.ask("web.railway.internal", "AAAA", source=PRODUCTION, tcp=tcp),
+        "AAAA",
+        ["fd12:3456:7800:1::a", "fd12:3456:7800:1::b"],
     )
     assert_addresses(server.ask("postgres.railway.internal", "A", source=PRODUCTION, tcp=tcp), "A", ["10.250.2.10"])
     assert_addresses(server.ask("postgres.railway.internal", "AAAA", source=PRODUCTION, tcp=tcp), "AAAA", ["fd12:3456:7800:2::a"])
@@ -72,12 +74,33 @@ def test_a_service_with_every_replica_stopped_is_nodata(server: RunningServer) -
 def test_stopped_replicas_are_left_out(server: RunningServer, registry_dir: Path) -> None:
     railway = yaml.safe_load((registry_dir / "railway.yaml").read_text())
     railway["machines"] += [
-        {"id": "a1f0c3e2d4b5a8", "app": "web", "network": "shop-production", "region": "sjc", "state": "stopped",
-         "ip6": "fd12:3456:7800:1::c", "ip4": "10.250.1.12"},
-        {"id": "a1f0c3e2d4b5a9", "app": "web", "network": "shop-production", "region": "sjc", "state": "started",
-         "ip6": "fd12:3456:7800:1::d", "ip4": "10.250.1.13", "dns": False},
-        {"id": "a1f0c3e2d4b5aa", "app": "web", "network": "shop-production", "region": "ams", "state": "started",
-         "ip6": "fd12:3456:7800:1::e"},
+        {
+            "id": "a1f0c3e2d4b5a8",
+            "app": "web",
+            "network": "shop-production",
+            "region": "sjc",
+            "state": "stopped",
+            "ip6": "fd12:3456:7800:1::c",
+            "ip4": "10.250.1.12",
+        },
+        {
+            "id": "a1f0c3e2d4b5a9",
+            "app": "web",
+            "network": "shop-production",
+            "region": "sjc",
+            "state": "started",
+            "ip6": "fd12:3456:7800:1::d",
+            "ip4": "10.250.1.13",
+            "dns": False,
+        },
+        {
+            "id": "a1f0c3e2d4b5aa",
+            "app": "web",
+            "network": "shop-production",
+            "region": "ams",
+            "state": "started",
+            "ip6": "fd12:3456:7800:1::e",
+        },
     ]
     write_yaml(registry_dir / "railway.yaml", railway)
     server.poll()
@@ -101,8 +124,13 @@ def test_unknown_services_do_not_exist(server: RunningServer) -> None:
 
 
 def test_no_other_shape_exists(server: RunningServer) -> None:
-    for name in ("x.web.railway.internal", "sjc.web.railway.internal", "a1f0c3e2d4b5a6.vm.web.railway.internal",
-                 "_apps.railway.internal", "vms.web.railway.internal"):
+    for name in (
+        "x.web.railway.internal",
+        "sjc.web.railway.internal",
+        "a1f0c3e2d4b5a6.vm.web.railway.internal",
+        "_apps.railway.internal",
+        "vms.web.railway.internal",
+    ):
         assert_negative(server.ask(name, "AAAA", source=PRODUCTION), "NXDOMAIN", "railway.internal.")
 
 
@@ -148,11 +176,15 @@ def test_the_longest_zone_suffix_wins(server: RunningServer) -> None:
 
 def with_railway_app(registry_dir: Path) -> None:
     """A Fly app named `railway` in shop-production, so Fly's `<region>.railway.internal` means something."""
-    write_yaml(registry_dir / "railway-app.yaml", {
-        "apps": [{"name": "railway", "network": "shop-production"}],
-        "machines": [{"id": "fa11000000000a", "app": "railway", "region": "sjc", "ip6": "fd12:3456:7800:9::a",
-                      "ip4": "10.250.9.10"}],
-    })
+    write_yaml(
+        registry_dir / "railway-app.yaml",
+        {
+            "apps": [{"name": "railway", "network": "shop-production"}],
+            "machines": [
+                {"id": "fa11000000000a", "app": "railway", "region": "sjc", "ip6": "fd12:3456:7800:9::a", "ip4": "10.250.9.10"}
+            ],
+        },
+    )
 
 
 def test_with_both_schemes_railway_names_shadow_a_fly_app_called_railway(start_server: Any, registry_dir: Path) -> None:
@@ -189,4 +221,3 @@ def test_with_only_the_fly_scheme_an_app_called_railway_is_a_fly_app(start_serve
     assert_negative(server.ask("railway.internal", "A", source=PRODUCTION), "NOERROR", "internal.")
     # another environment has no app `railway`
     assert_negative(server.ask("railway.internal", source=STAGING), "NXDOMAIN", "internal.")
-

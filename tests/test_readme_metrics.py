@@ -6,7 +6,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-
 from tests.conftest import ROOT, RunningServer
 from tests.fake_upstream import FakeUpstream
 from tests.test_metrics import METRICS, scrape

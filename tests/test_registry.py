@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from internal_dns.registry.files import load_documents, load_snapshot
 from internal_dns.registry.catalog import build_snapshot
+from internal_dns.registry.files import load_documents, load_snapshot
 from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,17 +33,34 @@ ORG: dict[str, Any] = {
         {"name": "other-org", "prefix6": "fdaa:0:22::/48"},
     ],
     "apps": [
-        {"name": "my-app", "network": "personal", "flycast": [
-            {"ip": "fdaa:0:18:0:1::3"},
-            {"ip": "fdaa:0:22:0:1::7", "network": "other-org"},
-        ]},
+        {
+            "name": "my-app",
+            "network": "personal",
+            "flycast": [
+                {"ip": "fdaa:0:18:0:1::3"},
+                {"ip": "fdaa:0:22:0:1::7", "network": "other-org"},
+            ],
+        },
         {"name": "billing", "network": "other-org"},
     ],
     "machines": [
-        {"id": "148e21dad76789", "app": "my-app", "region": "sea", "state": "started",
-         "ip6": "fdaa:0:18:a7b:7d:f066:b83b:2", "ip4": "10.18.0.2", "metadata": {"role": "primary"}},
-        {"id": "4d89699c030518", "app": "my-app", "region": "ams", "state": "stopped",
-         "process_group": "worker", "ip6": "fdaa:0:18:a7b:c4:5b1:8f2e:2"},
+        {
+            "id": "148e21dad76789",
+            "app": "my-app",
+            "region": "sea",
+            "state": "started",
+            "ip6": "fdaa:0:18:a7b:7d:f066:b83b:2",
+            "ip4": "10.18.0.2",
+            "metadata": {"role": "primary"},
+        },
+        {
+            "id": "4d89699c030518",
+            "app": "my-app",
+            "region": "ams",
+            "state": "stopped",
+            "process_group": "worker",
+            "ip6": "fdaa:0:18:a7b:c4:5b1:8f2e:2",
+        },
         {"id": "1781973f5e4389", "app": "billing", "region": "iad", "ip6": "fdaa:0:22:a7b:10:4c1d:2e3f:2"},
     ],
     "peers": [
@@ -153,7 +170,10 @@ def test_regions_yaml_merges_with_org_files_repeating_a_region() -> None:
     # SPEC §1's example declares `{code: iad, latitude: 38.95, longitude: -77.46}` in an org file,
     # while zones/regions.yaml ships the same region with its city name.
     org = copy.deepcopy(ORG)
-    org["regions"] = [{"code": "iad", "latitude": 38.95, "longitude": -77.46}, {"code": "ord", "latitude": 41.98, "longitude": -87.9}]
+    org["regions"] = [
+        {"code": "iad", "latitude": 38.95, "longitude": -77.46},
+        {"code": "ord", "latitude": 41.98, "longitude": -87.9},
+    ]
     snap = build_snapshot(docs(org))
     assert sorted(snap.regions) == ["ams", "iad", "ord", "sea"]
     assert snap.regions["iad"].name == "Ashburn"
@@ -190,17 +210,32 @@ def test_duplicate_machine_id_across_two_files() -> None:
 @pytest.mark.parametrize(
     ("changes", "entity", "reason"),
     [
-        ({"machines": set_field(0, "ip6", "fdaa:0:19::2")}, "machine 148e21dad76789",
-         "ip6 fdaa:0:19::2 is outside network personal's prefix fdaa:0:18::/48"),
-        ({"machines": set_field(0, "ip4", "10.19.0.2")}, "machine 148e21dad76789",
-         "ip4 10.19.0.2 is outside network personal's prefix 10.18.0.0/16"),
-        ({"peers": set_field(0, "ip6", "fdaa:0:22:a7b::5")}, "peer my-peer",
-         "ip6 fdaa:0:22:a7b::5 is outside network personal's prefix fdaa:0:18::/48"),
-        ({"apps": set_field(1, "flycast", [{"ip": "fdaa:0:18:0:1::9"}])}, "app billing",
-         "flycast fdaa:0:18:0:1::9 is outside network other-org's prefix fdaa:0:22::/48"),
+        (
+            {"machines": set_field(0, "ip6", "fdaa:0:19::2")},
+            "machine 148e21dad76789",
+            "ip6 fdaa:0:19::2 is outside network personal's prefix fdaa:0:18::/48",
+        ),
+        (
+            {"machines": set_field(0, "ip4", "10.19.0.2")},
+            "machine 148e21dad76789",
+            "ip4 10.19.0.2 is outside network personal's prefix 10.18.0.0/16",
+        ),
+        (
+            {"peers": set_field(0, "ip6", "fdaa:0:22:a7b::5")},
+            "peer my-peer",
+            "ip6 fdaa:0:22:a7b::5 is outside network personal's prefix fdaa:0:18::/48",
+        ),
+        (
+            {"apps": set_field(1, "flycast", [{"ip": "fdaa:0:18:0:1::9"}])},
+            "app billing",
+            "flycast fdaa:0:18:0:1::9 is outside network other-org's prefix fdaa:0:22::/48",
+        ),
         # a Flycast address allocated on another network must lie in *that* network's prefix
-        ({"apps": set_field(1, "flycast", [{"ip": "fdaa:0:22:0:1::9", "network": "personal"}])}, "app billing",
-         "flycast fdaa:0:22:0:1::9 is outside network personal's prefix fdaa:0:18::/48"),
+        (
+            {"apps": set_field(1, "flycast", [{"ip": "fdaa:0:22:0:1::9", "network": "personal"}])},
+            "app billing",
+            "flycast fdaa:0:22:0:1::9 is outside network personal's prefix fdaa:0:18::/48",
+        ),
     ],
     ids=["machine-ip6", "machine-ip4", "peer-ip6", "flycast-own-network", "flycast-other-network"],
 )
@@ -212,18 +247,32 @@ def test_address_outside_its_networks_prefix(changes: dict[str, Any], entity: st
     ("changes", "entity", "reason"),
     [
         ({"machines": set_field(0, "app", "nope")}, "machine 148e21dad76789", "unknown app 'nope'"),
-        ({"machines": append({"id": "aa", "app": "billing", "network": "personal", "region": "iad", "ip6": "fdaa:0:18::aa"})},
-         "machine aa", "unknown app 'billing' in network personal"),
+        (
+            {"machines": append({"id": "aa", "app": "billing", "network": "personal", "region": "iad", "ip6": "fdaa:0:18::aa"})},
+            "machine aa",
+            "unknown app 'billing' in network personal",
+        ),
         ({"apps": set_field(0, "network", "nowhere")}, "app my-app", "unknown network 'nowhere'"),
         ({"peers": set_field(0, "network", "nowhere")}, "peer my-peer", "unknown network 'nowhere'"),
         ({"machines": set_field(2, "network", "nowhere")}, "machine 1781973f5e4389", "unknown network 'nowhere'"),
-        ({"apps": set_field(1, "flycast", [{"ip": "fdaa:0:22:0:1::9", "network": "nowhere"}])}, "app billing",
-         "flycast fdaa:0:22:0:1::9: unknown network 'nowhere'"),
+        (
+            {"apps": set_field(1, "flycast", [{"ip": "fdaa:0:22:0:1::9", "network": "nowhere"}])},
+            "app billing",
+            "flycast fdaa:0:22:0:1::9: unknown network 'nowhere'",
+        ),
         ({"machines": set_field(0, "region", "xyz")}, "machine 148e21dad76789", "unknown region 'xyz'"),
         ({"peers": set_field(0, "region", "xyz")}, "peer my-peer", "unknown region 'xyz'"),
     ],
-    ids=["machine-app", "machine-app-in-network", "app-network", "peer-network", "machine-network",
-         "flycast-network", "machine-region", "peer-region"],
+    ids=[
+        "machine-app",
+        "machine-app-in-network",
+        "app-network",
+        "peer-network",
+        "machine-network",
+        "flycast-network",
+        "machine-region",
+        "peer-region",
+    ],
 )
 def test_unknown_references(changes: dict[str, Any], entity: str, reason: str) -> None:
     assert one_problem(docs(org_with(**changes))) == f"org.yaml: {entity}: {reason}"
@@ -238,8 +287,11 @@ def test_unknown_references(changes: dict[str, Any], entity: str, reason: str) -
         (rename_app("a" * 64), "app " + "a" * 64, "is not a DNS label"),
         (rename_app("my.app"), "app my.app", "name 'my.app' is not a DNS label"),
         ({"peers": set_field(0, "name", "my peer")}, "peer my peer", "name 'my peer' is not a DNS label"),
-        ({"machines": set_field(0, "process_group", "web_1")}, "machine 148e21dad76789",
-         "process_group 'web_1' is not a DNS label"),
+        (
+            {"machines": set_field(0, "process_group", "web_1")},
+            "machine 148e21dad76789",
+            "process_group 'web_1' is not a DNS label",
+        ),
     ],
     ids=["app-underscore", "app-leading-hyphen", "app-64-chars", "app-dot", "peer-space", "process-group"],
 )
@@ -269,9 +321,7 @@ def test_machine_id_must_be_lower_case_hex(mid: str) -> None:
 def test_unquoted_numeric_machine_id_is_rejected(tmp_path: Path, text: str, read_as: str) -> None:
     (tmp_path / "regions.yaml").write_text(yaml.safe_dump(REGIONS))
     (tmp_path / "org.yaml").write_text(yaml.safe_dump(org_with(machines=lambda ms: ms.clear())))
-    (tmp_path / "m.yaml").write_text(
-        f"machines:\n  - {{id: {text}, app: billing, region: iad, ip6: 'fdaa:0:22::9'}}\n"
-    )
+    (tmp_path / "m.yaml").write_text(f"machines:\n  - {{id: {text}, app: billing, region: iad, ip6: 'fdaa:0:22::9'}}\n")
     with pytest.raises(RegistryError) as info:
         load_snapshot(tmp_path)
     (line,) = info.value.problems
@@ -296,10 +346,24 @@ def test_app_name_ambiguous_across_networks_needs_network() -> None:
 @pytest.mark.parametrize(
     ("section", "item", "entity", "fragment"),
     [
-        ("networks", {"name": "personal", "prefix6": "fdaa:0:99::/48"}, "network personal", "duplicate network (first in org.yaml)"),
-        ("apps", {"name": "MY-APP", "network": "personal"}, "app MY-APP", "duplicate app in network personal (first in org.yaml)"),
-        ("peers", {"name": "my-peer", "network": "personal", "ip6": "fdaa:0:18::77"}, "peer my-peer",
-         "duplicate peer in network personal (first in org.yaml)"),
+        (
+            "networks",
+            {"name": "personal", "prefix6": "fdaa:0:99::/48"},
+            "network personal",
+            "duplicate network (first in org.yaml)",
+        ),
+        (
+            "apps",
+            {"name": "MY-APP", "network": "personal"},
+            "app MY-APP",
+            "duplicate app in network personal (first in org.yaml)",
+        ),
+        (
+            "peers",
+            {"name": "my-peer", "network": "personal", "ip6": "fdaa:0:18::77"},
+            "peer my-peer",
+            "duplicate peer in network personal (first in org.yaml)",
+        ),
     ],
     ids=["network", "app-case-insensitive", "peer"],
 )
@@ -309,18 +373,24 @@ def test_duplicate_entities(section: str, item: dict[str, Any], entity: str, fra
 
 
 def test_same_app_name_in_two_networks_is_not_a_duplicate() -> None:
-    snap = build_snapshot(docs(org_with(apps=append({"name": "billing", "network": "personal"}),
-                                        machines=set_field(2, "network", "other-org"))))
+    snap = build_snapshot(
+        docs(org_with(apps=append({"name": "billing", "network": "personal"}), machines=set_field(2, "network", "other-org")))
+    )
     assert "billing" in snap.networks["personal"].apps and "billing" in snap.networks["other-org"].apps
 
 
 @pytest.mark.parametrize(
     ("network", "fragment"),
     [
-        ({"name": "inner", "prefix6": "fdaa:0:18:1::/64"}, "prefix6 fdaa:0:18:1::/64 overlaps network personal's prefix6 fdaa:0:18::/48"),
+        (
+            {"name": "inner", "prefix6": "fdaa:0:18:1::/64"},
+            "prefix6 fdaa:0:18:1::/64 overlaps network personal's prefix6 fdaa:0:18::/48",
+        ),
         ({"name": "outer", "prefix6": "fdaa::/16"}, "prefix6 fdaa::/16 overlaps network personal's prefix6 fdaa:0:18::/48"),
-        ({"name": "v4", "prefix6": "fdaa:0:99::/48", "prefix4": "10.18.5.0/24"},
-         "prefix4 10.18.5.0/24 overlaps network personal's prefix4 10.18.0.0/16"),
+        (
+            {"name": "v4", "prefix6": "fdaa:0:99::/48", "prefix4": "10.18.5.0/24"},
+            "prefix4 10.18.5.0/24 overlaps network personal's prefix4 10.18.0.0/16",
+        ),
     ],
     ids=["inner-v6", "outer-v6", "v4"],
 )
@@ -332,16 +402,31 @@ def test_overlapping_network_prefixes(network: dict[str, Any], fragment: str) ->
 @pytest.mark.parametrize(
     ("changes", "entity", "fragment"),
     [
-        ({"peers": set_field(0, "ip6", "fdaa:0:18:a7b:7d:f066:b83b:2")}, "peer my-peer",
-         "address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789"),
-        ({"machines": set_field(1, "ip6", "fdaa:0:18:a7b:7d:f066:b83b:2")}, "machine 4d89699c030518",
-         "address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789"),
-        ({"machines": set_field(1, "ip4", "10.18.0.2")}, "machine 4d89699c030518",
-         "address 10.18.0.2 is already used by machine 148e21dad76789"),
-        ({"machines": set_field(0, "ip6", "fdaa:0:18:0:1::3")}, "machine 148e21dad76789",
-         "address fdaa:0:18:0:1::3 is already used by app my-app (flycast)"),
-        ({"machines": set_field(0, "ip6", "fdaa:0:18::3")}, "machine 148e21dad76789",
-         "address fdaa:0:18::3 is already used by network personal (dns6)"),
+        (
+            {"peers": set_field(0, "ip6", "fdaa:0:18:a7b:7d:f066:b83b:2")},
+            "peer my-peer",
+            "address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789",
+        ),
+        (
+            {"machines": set_field(1, "ip6", "fdaa:0:18:a7b:7d:f066:b83b:2")},
+            "machine 4d89699c030518",
+            "address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789",
+        ),
+        (
+            {"machines": set_field(1, "ip4", "10.18.0.2")},
+            "machine 4d89699c030518",
+            "address 10.18.0.2 is already used by machine 148e21dad76789",
+        ),
+        (
+            {"machines": set_field(0, "ip6", "fdaa:0:18:0:1::3")},
+            "machine 148e21dad76789",
+            "address fdaa:0:18:0:1::3 is already used by app my-app (flycast)",
+        ),
+        (
+            {"machines": set_field(0, "ip6", "fdaa:0:18::3")},
+            "machine 148e21dad76789",
+            "address fdaa:0:18::3 is already used by network personal (dns6)",
+        ),
     ],
     ids=["peer-and-machine", "two-machines-ip6", "two-machines-ip4", "machine-and-flycast", "machine-and-resolver"],
 )
@@ -355,35 +440,64 @@ def test_ip4_on_a_network_without_prefix4() -> None:
 
 
 def test_prefix4_on_a_legacy_network() -> None:
-    line = one_problem(docs(ORG, ("legacy.yaml", {"networks": [
-        {"name": "old", "prefix6": "fd12:3456:7900::/48", "prefix4": "10.251.0.0/16", "legacy": True}]})))
+    line = one_problem(
+        docs(
+            ORG,
+            (
+                "legacy.yaml",
+                {"networks": [{"name": "old", "prefix6": "fd12:3456:7900::/48", "prefix4": "10.251.0.0/16", "legacy": True}]},
+            ),
+        )
+    )
     assert line.startswith("legacy.yaml: network old: ")
     assert "legacy" in line and "prefix4" in line
 
 
 def test_a_legacy_network_without_prefix4_is_valid() -> None:
-    snap = build_snapshot(docs(ORG, ("legacy.yaml", {"networks": [{"name": "old", "prefix6": "fd12:3456:7900::/48", "legacy": True}]})))
+    snap = build_snapshot(
+        docs(ORG, ("legacy.yaml", {"networks": [{"name": "old", "prefix6": "fd12:3456:7900::/48", "legacy": True}]}))
+    )
     assert snap.networks["old"].network.legacy is True
 
 
 @pytest.mark.parametrize(
     ("changes", "entity", "fragment"),
     [
-        ({"machines": set_field(0, "ip6", "not-an-address")}, "machine 148e21dad76789", "ip6 'not-an-address' is not an IPv6 address"),
+        (
+            {"machines": set_field(0, "ip6", "not-an-address")},
+            "machine 148e21dad76789",
+            "ip6 'not-an-address' is not an IPv6 address",
+        ),
         ({"machines": set_field(0, "ip4", "10.18.0.300")}, "machine 148e21dad76789", "ip4 '10.18.0.300' is not an IPv4 address"),
         ({"machines": set_field(0, "ip6", "10.18.0.2")}, "machine 148e21dad76789", "ip6 '10.18.0.2' is not an IPv6 address"),
         ({"peers": set_field(0, "ip6", "fdaa::zz")}, "peer my-peer", "ip6 'fdaa::zz' is not an IPv6 address"),
         ({"apps": set_field(1, "flycast", [{"ip": "nope"}])}, "app billing", "ip 'nope' is not an IPv6 address"),
         ({"apps": set_field(1, "flycast", 5)}, "app billing", "flycast must be a list"),
-        ({"networks": set_field(1, "prefix6", "fdaa:0:22::1/48")}, "network other-org", "prefix6 'fdaa:0:22::1/48' is not a network prefix"),
+        (
+            {"networks": set_field(1, "prefix6", "fdaa:0:22::1/48")},
+            "network other-org",
+            "prefix6 'fdaa:0:22::1/48' is not a network prefix",
+        ),
         ({"networks": set_field(1, "prefix6", "10.0.0.0/8")}, "network other-org", "prefix6 '10.0.0.0/8' is not an IPv6 prefix"),
         ({"machines": lambda ms: ms[0].pop("ip6")}, "machine 148e21dad76789", "missing 'ip6'"),
         ({"machines": lambda ms: ms[0].pop("region")}, "machine 148e21dad76789", "missing 'region'"),
         ({"machines": set_field(0, "dns", "yes")}, "machine 148e21dad76789", "dns must be true or false"),
         ({"machines": set_field(0, "metadata", ["role"])}, "machine 148e21dad76789", "metadata must be a mapping"),
     ],
-    ids=["bad-ip6", "bad-ip4", "ip4-as-ip6", "peer-bad-ip6", "flycast-bad-ip", "flycast-not-list",
-         "prefix-host-bits", "prefix-wrong-family", "missing-ip6", "missing-region", "dns-not-bool", "metadata-not-map"],
+    ids=[
+        "bad-ip6",
+        "bad-ip4",
+        "ip4-as-ip6",
+        "peer-bad-ip6",
+        "flycast-bad-ip",
+        "flycast-not-list",
+        "prefix-host-bits",
+        "prefix-wrong-family",
+        "missing-ip6",
+        "missing-region",
+        "dns-not-bool",
+        "metadata-not-map",
+    ],
 )
 def test_malformed_fields(changes: dict[str, Any], entity: str, fragment: str) -> None:
     problems = rejected(docs(org_with(**changes)))
@@ -410,7 +524,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "org.yaml").write_text(
         "networks:\n"
         "  - name: personal\n"
-        "    prefix6: \"fdaa:0:18::/48\n"  # line 3: the quote is never closed
+        '    prefix6: "fdaa:0:18::/48\n'  # line 3: the quote is never closed
         "apps: []\n"
     )
     (tmp_path / "other.yaml").write_text("apps: [unclosed\n")
@@ -452,8 +566,10 @@ def test_several_faults_are_all_reported() -> None:
         machines=lambda ms: (ms[0].update(ip6="fdaa:0:19::2"), ms[1].update(region="xyz")),
         peers=set_field(0, "name", "bad_peer"),
     )
-    extra = {"apps": [{"name": "ghost", "network": "nowhere"}],
-             "machines": [{"id": "1781973f5e4389", "app": "billing", "region": "iad", "ip6": "fdaa:0:22::5"}]}
+    extra = {
+        "apps": [{"name": "ghost", "network": "nowhere"}],
+        "machines": [{"id": "1781973f5e4389", "app": "billing", "region": "iad", "ip6": "fdaa:0:22::5"}],
+    }
     problems = rejected(docs(org, ("extra.yaml", extra)))
     assert len(problems) == 5, problems
     expected = [
@@ -482,15 +598,22 @@ def _entities() -> list[tuple[str, dict[str, Any]]]:
 
 def _shape(snap: Snapshot) -> dict[str, Any]:
     return {
-        name: (net.app_names, [m.id for m in net.machines], [m.id for m in net.started], net.peer_names,
-               {k: v for k, v in net.flycast.items()})
+        name: (
+            net.app_names,
+            [m.id for m in net.machines],
+            [m.id for m in net.started],
+            net.peer_names,
+            {k: v for k, v in net.flycast.items()},
+        )
         for name, net in snap.networks.items()
     } | {"regions": sorted(snap.regions)}
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=3), min_size=len(_entities()), max_size=len(_entities())),
-       st.permutations(range(4)))
+@given(
+    st.lists(st.integers(min_value=0, max_value=3), min_size=len(_entities()), max_size=len(_entities())),
+    st.permutations(range(4)),
+)
 def test_any_split_across_files_gives_the_same_snapshot(assignment: list[int], order: list[int]) -> None:
     files: list[dict[str, list[Any]]] = [{} for _ in range(4)]
     for (section, item), which in zip(_entities(), assignment):

@@ -29,7 +29,9 @@ def files_registry(tmp_path: Path) -> Iterator[Path]:
     """A config whose `files` registry is an empty folder."""
     (tmp_path / "zones").mkdir()
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "files", "path": "zones"}}))
+    config.write_text(
+        yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "files", "path": "zones"}})
+    )
     yield config
 
 
@@ -43,16 +45,26 @@ def etcd_registry(tmp_path: Path) -> Iterator[Path]:
 def sqlite_registry(tmp_path: Path) -> Iterator[Path]:
     """A config whose `sqlite` registry is a database file not created yet (the first write does)."""
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "registry.db"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "registry.db"}}
+        )
+    )
     yield config
 
 
 # name -> a generator of configs on an empty registry; other test modules add their backends
-BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {"files": files_registry, "etcd": etcd_registry, "sqlite": sqlite_registry}
+BACKENDS: dict[str, Callable[[Path], Iterator[Path]]] = {
+    "files": files_registry,
+    "etcd": etcd_registry,
+    "sqlite": sqlite_registry,
+}
 
 
 def registry(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INTERNAL_DNS, "registry", "-c", str(config), *args], input=stdin, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [INTERNAL_DNS, "registry", "-c", str(config), *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def listed(config: Path, kind: str = "") -> dict[str, dict[str, Any]]:
@@ -81,7 +93,12 @@ def example(empty: Path) -> Path:
 def test_import_then_list_and_check(example: Path) -> None:
     machines = listed(example, "machine")
     assert len(machines) == 17 and machines["machine 148e21dad76789"]["app"] == "my-app"
-    assert set(listed(example, "networks")) == {"network personal", "network other-org", "network shop-production", "network shop-staging"}
+    assert set(listed(example, "networks")) == {
+        "network personal",
+        "network other-org",
+        "network shop-production",
+        "network shop-staging",
+    }
     assert "app web/shop-staging" in listed(example, "app")
     check = subprocess.run([INTERNAL_DNS, "check", "-c", str(example)], capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
@@ -103,11 +120,15 @@ def test_put_adds_then_replaces(example: Path) -> None:
     ("value", "line"),
     [
         ({**NEW_MACHINE, "app": "nope"}, "internal-dns registry: machine abcdef01234567: unknown app 'nope'"),
-        ({**NEW_MACHINE, "ip6": "fdaa:0:18:a7b:7d:f066:b83b:2"},
-         "internal-dns registry: machine abcdef01234567: address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789"),
+        (
+            {**NEW_MACHINE, "ip6": "fdaa:0:18:a7b:7d:f066:b83b:2"},
+            "internal-dns registry: machine abcdef01234567: address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789",
+        ),
         ({**NEW_MACHINE, "region": "atlantis"}, "internal-dns registry: machine abcdef01234567: unknown region 'atlantis'"),
-        ({**NEW_MACHINE, "ip6": "fdaa:0:99::2"},
-         "internal-dns registry: machine abcdef01234567: ip6 fdaa:0:99::2 is outside network personal's prefix fdaa:0:18::/48"),
+        (
+            {**NEW_MACHINE, "ip6": "fdaa:0:99::2"},
+            "internal-dns registry: machine abcdef01234567: ip6 fdaa:0:99::2 is outside network personal's prefix fdaa:0:18::/48",
+        ),
     ],
     ids=["unknown-app", "address-in-use", "unknown-region", "outside-prefix"],
 )

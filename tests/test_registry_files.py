@@ -126,7 +126,9 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_dropped(tmp_path: Path, processes: list[Process]) -> None:
+def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_dropped(
+    tmp_path: Path, processes: list[Process]
+) -> None:
     registry = tmp_path / "zones"
     shutil.copytree(EMBEDDED_ZONES, registry)
     more = registry / "more"
@@ -142,7 +144,10 @@ def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_droppe
                 {
                     "listen": [{"address": "127.0.0.1", "port": port}],
                     "registry": {"path": "zones", "poll_interval": 0.1},
-                    "views": [{"source": "127.0.0.2/32", "network": "other-org"}, {"source": "127.0.0.0/8", "network": "personal"}],
+                    "views": [
+                        {"source": "127.0.0.2/32", "network": "other-org"},
+                        {"source": "127.0.0.0/8", "network": "personal"},
+                    ],
                     "metrics": {"address": "127.0.0.1", "port": chosen["metrics"]},
                     "forward": {"enabled": False},
                 }
@@ -150,7 +155,9 @@ def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_droppe
         )
         return config
 
-    proc, port = serve(processes, tmp_path, config_for, lambda config: without_file_override([INTERNAL_DNS, "serve", "-c", str(config)]))
+    proc, port = serve(
+        processes, tmp_path, config_for, lambda config: without_file_override([INTERNAL_DNS, "serve", "-c", str(config)])
+    )
     metrics = chosen["metrics"]
     wait_for(lambda: _billing(port) == BILLING, "the first answers")
     path = more / "other-org.yaml"
@@ -168,5 +175,7 @@ def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_droppe
 
 
 def _billing(port: int) -> set[str]:
-    reply = dns.query.udp(dns.message.make_query("billing.internal", "AAAA"), "127.0.0.1", port=port, source="127.0.0.2", timeout=2)
+    reply = dns.query.udp(
+        dns.message.make_query("billing.internal", "AAAA"), "127.0.0.1", port=port, source="127.0.0.2", timeout=2
+    )
     return {rd.address for rrset in reply.answer for rd in rrset}

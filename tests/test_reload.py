@@ -56,7 +56,13 @@ def soa_serial(server: RunningServer) -> int:
 def observe(server: RunningServer) -> dict[str, Any]:
     """What a client sees of the registry, independent of address rotation."""
     seen: dict[str, Any] = {}
-    for name in ("my-app.internal", "api.internal", "148e21dad76789.vm.my-app.internal", "newapp.internal", "web.railway.internal"):
+    for name in (
+        "my-app.internal",
+        "api.internal",
+        "148e21dad76789.vm.my-app.internal",
+        "newapp.internal",
+        "web.railway.internal",
+    ):
         reply = server.ask(name, "AAAA")
         seen[name] = (reply.rcode_text, reply.flag("AA"), sorted(reply.addresses()))
     for name in ("vms.my-app.internal", "_apps.internal", "_instances.internal", "regions.my-app.internal"):
@@ -64,8 +70,6 @@ def observe(server: RunningServer) -> dict[str, Any]:
         seen[name] = (reply.rcode_text, reply.txt())
     seen["serial"] = soa_serial(server)
     return seen
-
-
 
 
 # --- changes reach the answers --------------------------------------------------------------
@@ -188,14 +192,23 @@ def test_a_removed_registry_folder_is_rejected_and_a_restored_one_recovers(
 def test_a_broken_registry_at_start_answers_servfail_until_fixed(
     start_server: Callable[..., RunningServer], registry_dir: Path
 ) -> None:
-    write_yaml(registry_dir / "zz-dup.yaml", {"machines": [
-        {"id": "148e21dad76789", "app": "api", "region": "iad", "ip6": "fdaa:0:18:a7b:99::9"}]})
+    write_yaml(
+        registry_dir / "zz-dup.yaml",
+        {"machines": [{"id": "148e21dad76789", "app": "api", "region": "iad", "ip6": "fdaa:0:18:a7b:99::9"}]},
+    )
     server = start_server()
     store = server.service.store
     assert store.current is None and store.rejections == 1
     assert store.last_error is not None
-    assert store.last_error.problems[0].startswith(f"{registry_dir / 'zz-dup.yaml'}: machine 148e21dad76789: duplicate machine id")
-    for name, rdtype in (("my-app.internal", "AAAA"), ("nope.internal", "AAAA"), ("web.railway.internal", "A"), ("api.flycast", "AAAA")):
+    assert store.last_error.problems[0].startswith(
+        f"{registry_dir / 'zz-dup.yaml'}: machine 148e21dad76789: duplicate machine id"
+    )
+    for name, rdtype in (
+        ("my-app.internal", "AAAA"),
+        ("nope.internal", "AAAA"),
+        ("web.railway.internal", "A"),
+        ("api.flycast", "AAAA"),
+    ):
         assert server.ask(name, rdtype).rcode_text == "SERVFAIL"  # never NXDOMAIN before the first snapshot
     (registry_dir / "zz-dup.yaml").unlink()
     assert isinstance(server.poll(), Snapshot)

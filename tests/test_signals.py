@@ -63,7 +63,12 @@ def test_sighup_reloads_the_registry_at_once_and_never_ends_the_process(
 ) -> None:
     # A poll so rare that only the signal can explain a reload within the test.
     rare_polls = {"backend": "files", "path": "zones/", "poll_interval": 3600}
-    proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port, registry=rare_polls), twistd if runner == "twistd" else None)
+    proc, port = serve(
+        processes,
+        tmp_path,
+        lambda port: write_config(tmp_path, port, registry=rare_polls),
+        twistd if runner == "twistd" else None,
+    )
     before = addresses(port)
     assert len(before) == 3
     stop_machine(registry, "148e21dad76789")
@@ -77,7 +82,9 @@ def test_sighup_reloads_the_registry_at_once_and_never_ends_the_process(
     assert "Traceback" not in proc.stdout() + proc.stderr()
 
 
-def test_sighup_applies_the_config_keys_that_can_change_and_names_the_others(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
+def test_sighup_applies_the_config_keys_that_can_change_and_names_the_others(
+    tmp_path: Path, registry: Path, processes: list[Process]
+) -> None:
     proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port))
     assert ask(port, "my-app.internal").msg.answer[0].ttl == 5
     assert server_id(port) == "cli-test"

@@ -137,15 +137,28 @@ def test_rows_read_as_the_yaml_format(tmp_path: Path) -> None:
     conn = writer(path)
     conn.execute("INSERT INTO networks (name, prefix6, legacy) VALUES ('n', 'fdaa:9::/48', 1)")
     conn.execute("""INSERT INTO apps VALUES ('n', 'a', '[{"ip": "fdaa:9::1:1"}]')""")
-    conn.execute("""INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('ab', 'a', 'iad', 'fdaa:9::2', '{"role": "primary", "port": 8080}', 0)""")
-    conn.execute("INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('cd', 'a', 'iad', 'fdaa:9::3', '{oops', 'yes')")
+    conn.execute(
+        """INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('ab', 'a', 'iad', 'fdaa:9::2', '{"role": "primary", "port": 8080}', 0)"""
+    )
+    conn.execute(
+        "INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('cd', 'a', 'iad', 'fdaa:9::3', '{oops', 'yes')"
+    )
     entities = {e.key: e for e in SqliteStore(path).read()}
     network = entities[("networks", "n")]
-    assert (network.kind, network.source, network.data) == ("networks", f"{path}:networks/n", {"name": "n", "prefix6": "fdaa:9::/48", "legacy": True})
+    assert (network.kind, network.source, network.data) == (
+        "networks",
+        f"{path}:networks/n",
+        {"name": "n", "prefix6": "fdaa:9::/48", "legacy": True},
+    )
     assert entities[("apps", "n", "a")].data == {"network": "n", "name": "a", "flycast": [{"ip": "fdaa:9::1:1"}]}
     assert entities[("apps", "n", "a")].source == f"{path}:apps/n/a"
     assert entities[("machines", "ab")].data == {
-        "id": "ab", "app": "a", "region": "iad", "ip6": "fdaa:9::2", "metadata": {"role": "primary", "port": 8080}, "dns": False,
+        "id": "ab",
+        "app": "a",
+        "region": "iad",
+        "ip6": "fdaa:9::2",
+        "metadata": {"role": "primary", "port": 8080},
+        "dns": False,
     }
     # what is not JSON or not 0/1 is handed on as it is, for the entity's parser to refuse
     assert entities[("machines", "cd")].data["metadata"] == "{oops"
@@ -181,7 +194,9 @@ def test_a_missing_database_reads_as_empty_and_the_first_write_creates_it(tmp_pa
 
 def test_check_on_a_missing_database_fails(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "none.db"}}))
+    config.write_text(
+        yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "none.db"}})
+    )
     done = subprocess.run([INTERNAL_DNS, "check", "-c", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip() == f"registry rejected: sqlite {tmp_path / 'none.db'}: no registry there yet"
@@ -192,10 +207,20 @@ def test_a_database_with_another_schema_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE machines (x)")
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "other.db"}}))
-    done = subprocess.run([INTERNAL_DNS, "registry", "-c", str(config), "put", "machine", json.dumps(NEW_MACHINE)], capture_output=True, text=True, timeout=60)
+    config.write_text(
+        yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": "other.db"}})
+    )
+    done = subprocess.run(
+        [INTERNAL_DNS, "registry", "-c", str(config), "put", "machine", json.dumps(NEW_MACHINE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip() == f"registry rejected: {other}: not an internal-dns registry (it has tables machines and no schema version)"
+    assert (
+        done.stderr.strip()
+        == f"registry rejected: {other}: not an internal-dns registry (it has tables machines and no schema version)"
+    )
 
 
 # --- served -------------------------------------------------------------------------------------------
@@ -208,7 +233,13 @@ def test_every_readme_example_is_answered_from_sqlite(start_sqlite: StartSqlite,
     upstream = FakeUpstream()
     try:
         server = start_sqlite(db, **{**settings, "upstreams": [upstream.address], "forward": {"enabled": True}})
-        assert server.snapshot is not None and server.snapshot.counts() == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+        assert server.snapshot is not None and server.snapshot.counts() == {
+            "networks": 4,
+            "apps": 9,
+            "machines": 17,
+            "peers": 4,
+            "regions": 35,
+        }
         for command, expected in examples(README.read_text()):
             assert normalise(run(command, server.port)) == normalise(expected), command
     finally:
@@ -219,8 +250,15 @@ def test_a_change_by_the_registry_command_is_served(start_sqlite: StartSqlite, d
     server = start_sqlite(db)
     assert server.ask("abcdef01234567.vm.my-app.internal").rcode_text == "NXDOMAIN"
     config = tmp_path / "command.yaml"
-    config.write_text(yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": str(db)}}))
-    done = subprocess.run([INTERNAL_DNS, "registry", "-c", str(config), "put", "machine", json.dumps(NEW_MACHINE)], capture_output=True, text=True, timeout=60)
+    config.write_text(
+        yaml.safe_dump({"listen": [{"address": "127.0.0.1", "port": 0}], "registry": {"backend": "sqlite", "path": str(db)}})
+    )
+    done = subprocess.run(
+        [INTERNAL_DNS, "registry", "-c", str(config), "put", "machine", json.dumps(NEW_MACHINE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     until(server, lambda s: "abcdef01234567" in started_ids(s))
     assert server.ask("abcdef01234567.vm.my-app.internal").addresses() == [NEW_MACHINE["ip6"]]
@@ -251,7 +289,12 @@ def test_another_writer_is_served(start_sqlite: StartSqlite, db: Path) -> None:
 
 def test_the_sqlite3_shell_is_another_writer(start_sqlite: StartSqlite, db: Path) -> None:
     server = start_sqlite(db)
-    done = subprocess.run(["sqlite3", str(db), "UPDATE peers SET ip6 = 'fdaa:0:18:a7b:d6b:0:d:2' WHERE name = 'my-laptop';"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["sqlite3", str(db), "UPDATE peers SET ip6 = 'fdaa:0:18:a7b:d6b:0:d:2' WHERE name = 'my-laptop';"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     until(server, lambda s: s is not None and str(s.networks["personal"].peers["my-laptop"].ip6) == "fdaa:0:18:a7b:d6b:0:d:2")
     assert server.ask("my-laptop._peer.internal").addresses() == ["fdaa:0:18:a7b:d6b:0:d:2"]
@@ -270,7 +313,9 @@ def test_deletes_are_served(start_sqlite: StartSqlite, db: Path) -> None:
     assert server.ask("_peer.internal", "TXT").txt() == ["ci-runner"]
 
 
-def test_a_row_that_does_not_fit_is_left_out_and_the_rest_serves(start_sqlite: StartSqlite, db: Path, log_lines: list[str]) -> None:  # noqa: F811
+def test_a_row_that_does_not_fit_is_left_out_and_the_rest_serves(
+    start_sqlite: StartSqlite, db: Path, log_lines: list[str]
+) -> None:  # noqa: F811
     server = start_sqlite(db, metrics=METRICS)
     assert scrape(server).value("internal_dns_registry_left_out") == 0
     conn = writer(db)
@@ -319,7 +364,9 @@ def test_a_database_without_the_schema_is_not_ready(start_sqlite: StartSqlite, t
     assert status == 503 and f"{path}: schema version 7, and this internal-dns reads version 1" in body
 
 
-def test_a_removed_database_keeps_serving_then_a_new_one_is_read_whole(start_sqlite: StartSqlite, db: Path, tmp_path: Path) -> None:
+def test_a_removed_database_keeps_serving_then_a_new_one_is_read_whole(
+    start_sqlite: StartSqlite, db: Path, tmp_path: Path
+) -> None:
     server = start_sqlite(db, metrics=METRICS)
     for path in tmp_path.glob("registry.db*"):  # the database, its -wal and -shm files
         path.unlink()
@@ -354,7 +401,9 @@ def until_unreachable(server: RunningServer) -> None:
     on_reactor(server.reactor, watch)
 
 
-def test_a_pruned_change_log_reloads_everything(start_sqlite: StartSqlite, db: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]) -> None:  # noqa: F811
+def test_a_pruned_change_log_reloads_everything(
+    start_sqlite: StartSqlite, db: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
+) -> None:  # noqa: F811
     server = start_sqlite(db)
     before = machine_ids(server.snapshot)
     monkeypatch.setattr(sqlite, "KEEP_CHANGES", 2)  # the registry command's writes keep the 2 newest
@@ -365,9 +414,14 @@ def test_a_pruned_change_log_reloads_everything(start_sqlite: StartSqlite, db: P
     finally:
         store.close()
     until(server, lambda s: "abcdef01234563" in started_ids(s))
-    assert any(re.search(rf"registry sqlite {re.escape(str(db))}: loading everything again: .*changes \d+ to \d+ were pruned", line) for line in log_lines)
+    assert any(
+        re.search(rf"registry sqlite {re.escape(str(db))}: loading everything again: .*changes \d+ to \d+ were pruned", line)
+        for line in log_lines
+    )
     assert machine_ids(server.snapshot) == (before - {"148e21dad76789"}) | {f"abcdef0123456{i}" for i in range(4)}
-    assert my_app(server) == sorted([MY_APP["4d89699c030518"], MY_APP["6e82933c1d7e48"], *(f"fdaa:0:18:a7b:99::{i + 2}" for i in range(4))])
+    assert my_app(server) == sorted(
+        [MY_APP["4d89699c030518"], MY_APP["6e82933c1d7e48"], *(f"fdaa:0:18:a7b:99::{i + 2}" for i in range(4))]
+    )
     # and it follows changes again from there
     writer(db).execute("DELETE FROM machines WHERE id = 'abcdef01234560'")
     until(server, lambda s: "abcdef01234560" not in machine_ids(s))

@@ -50,9 +50,16 @@ def test_the_unit_is_valid(tmp_path: Path) -> None:
     # Its ExecStart names an installed copy; verify checks that the program exists, so point it here.
     unit = UNIT.read_text().replace("/opt/internal-dns/.venv/bin/internal-dns", INTERNAL_DNS)
     (tmp_path / UNIT.name).write_text(unit)
-    done = subprocess.run([analyze, "verify", str(tmp_path / "internal-dns@a.service")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [analyze, "verify", str(tmp_path / "internal-dns@a.service")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
-    security = subprocess.run([analyze, "security", "--offline=yes", str(tmp_path / "internal-dns@a.service")], capture_output=True, text=True, timeout=60)
+    security = subprocess.run(
+        [analyze, "security", "--offline=yes", str(tmp_path / "internal-dns@a.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     exposure = float(security.stdout.rsplit("Overall exposure level for internal-dns@a.service:", 1)[1].split()[0])
     assert exposure <= 2.5, security.stdout  # systemd's own scale: 2.0 is "OK", 10 "UNSAFE"
 
@@ -95,7 +102,9 @@ def systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSyst
     fake.sock.close()
 
 
-def test_ready_once_a_snapshot_serves_then_the_watchdog_then_stopping(tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd) -> None:  # noqa: F811
+def test_ready_once_a_snapshot_serves_then_the_watchdog_then_stopping(
+    tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd
+) -> None:  # noqa: F811
     broken = registry / "zz-broken.yaml"
     broken.write_text("apps: [{name: x, network: nowhere}]\n")  # the registry does not load at first
     env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "200000"}
@@ -129,7 +138,9 @@ def test_without_systemd_nothing_is_sent(tmp_path: Path, registry: Path, process
     assert "systemd notification" not in proc.stderr()
 
 
-def test_a_watchdog_meant_for_another_process_is_left_alone(tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd) -> None:  # noqa: F811
+def test_a_watchdog_meant_for_another_process_is_left_alone(
+    tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd
+) -> None:  # noqa: F811
     env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
     serve(processes, tmp_path, lambda port: write_config(tmp_path, port), env=env)
     systemd.wait_for("READY=1")

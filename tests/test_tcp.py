@@ -354,7 +354,11 @@ def test_a_client_that_does_not_read_its_replies_is_not_read_from(start_server: 
                 time.sleep(0.01)
             if protocol is None:
                 protocol = on_reactor(server.reactor, lambda: next(iter(server.service.tcp.open), None))
-            if time.monotonic() - progress > 1.0 and protocol is not None and not on_reactor(server.reactor, lambda: protocol._reading):
+            if (
+                time.monotonic() - progress > 1.0
+                and protocol is not None
+                and not on_reactor(server.reactor, lambda: protocol._reading)
+            ):
                 break
         assert protocol is not None and sent < len(queries)
         held = on_reactor(server.reactor, lambda: (unsent(protocol), len(protocol._buffer), protocol._reading))

@@ -72,7 +72,9 @@ def test_a_second_server_shares_the_listeners_and_takes_over_without_a_loss(star
 
 def test_without_reuse_port_a_second_server_cannot_bind(start_server: StartServer, reactor: Any, registry_dir: Path) -> None:
     first = start_server(reuse_port=False)
-    config = parse_config(base_config(registry_dir, reuse_port=False, listen=[{"address": "127.0.0.1", "port": first.port}]), "second.yaml")
+    config = parse_config(
+        base_config(registry_dir, reuse_port=False, listen=[{"address": "127.0.0.1", "port": first.port}]), "second.yaml"
+    )
     clock = task.Clock()
     second = DnsService(config, reactor, clock=clock)
     with pytest.raises(CannotListenError, match="Address already in use"):

@@ -105,6 +105,9 @@ def test_scoped_resolv_conf_nameserver_answers_over_udp_and_tcp() -> None:
     # In a network namespace of its own (a veth pair holding fe80::53): nothing leaves it.
     result = subprocess.run(
         ["unshare", "--net", sys.executable, "-m", "tests.scoped_upstream"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr

@@ -33,8 +33,7 @@ LAB = {
     "apps": [{"name": "probe", "network": "lab"}],
     "machines": [
         # 127.22.0.9 is the querier's own address: a machine in Sydney
-        {"id": "9000000000000a", "app": "probe", "region": "syd", "state": "stopped",
-         "ip6": "fdaa:0:77::9", "ip4": "127.22.0.9"},
+        {"id": "9000000000000a", "app": "probe", "region": "syd", "state": "stopped", "ip6": "fdaa:0:77::9", "ip4": "127.22.0.9"},
         {"id": "5000000000000b", "app": "probe", "region": "iad", "ip6": "fdaa:0:77::b"},
         {"id": "2000000000000c", "app": "probe", "region": "fra", "ip6": "fdaa:0:77::c"},
         {"id": "1000000000000d", "app": "probe", "region": "fra", "ip6": "fdaa:0:77::d"},
@@ -150,9 +149,10 @@ def test_the_test_configs_views(server: RunningServer) -> None:
     assert apps_seen(server, source="127.0.0.3") == "postgres,web"
     assert apps_seen(server, source="127.0.0.4") == "postgres,web"
     # the two environments share service names but not replicas
-    assert server.ask("web.railway.internal", "AAAA", source="127.0.0.3").addresses() != server.ask(
-        "web.railway.internal", "AAAA", source="127.0.0.4"
-    ).addresses()
+    assert (
+        server.ask("web.railway.internal", "AAAA", source="127.0.0.3").addresses()
+        != server.ask("web.railway.internal", "AAAA", source="127.0.0.4").addresses()
+    )
     assert apps_seen(server, source="127.255.255.254") == PERSONAL_APPS
 
 
@@ -165,7 +165,8 @@ def test_a_listeners_fixed_network_serves_sources_no_view_claims(start_server: A
     assert apps_seen(server, source="127.0.0.9") == OTHER_ORG_APPS
     assert server.ask("my-app.internal", source="127.0.0.1").rcode_text == "NXDOMAIN"
     assert sorted(server.ask("billing.internal", source="127.0.0.1").addresses()) == [
-        "fdaa:0:22:a7b:10:4c1d:2e3f:2", "fdaa:0:22:a7b:11:9a8b:7c6d:2",
+        "fdaa:0:22:a7b:10:4c1d:2e3f:2",
+        "fdaa:0:22:a7b:11:9a8b:7c6d:2",
     ]
 
 
@@ -183,11 +184,16 @@ def test_a_network_prefix_comes_before_the_listeners_network(start_server: Any, 
 
 
 def test_a_listener_on_a_networks_resolver_address_serves_that_network(start_server: Any, registry_dir: Path) -> None:
-    write_yaml(registry_dir / "edge.yaml", {
-        "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48", "prefix4": "127.30.0.0/16", "dns4": "127.30.0.3"}],
-        "apps": [{"name": "gateway", "network": "edge"}],
-        "machines": [{"id": "ed9e0000000001", "app": "gateway", "region": "ams", "ip6": "fdaa:0:30::10", "ip4": "127.30.0.10"}],
-    })
+    write_yaml(
+        registry_dir / "edge.yaml",
+        {
+            "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48", "prefix4": "127.30.0.0/16", "dns4": "127.30.0.3"}],
+            "apps": [{"name": "gateway", "network": "edge"}],
+            "machines": [
+                {"id": "ed9e0000000001", "app": "gateway", "region": "ams", "ip6": "fdaa:0:30::10", "ip4": "127.30.0.10"}
+            ],
+        },
+    )
     server = start_server(listen=[{"address": "127.30.0.3", "port": 0}], views=[])
     assert server.host == "127.30.0.3"
     # 127.0.0.1 is outside edge's prefix and no view claims it: the listener's address decides
@@ -198,10 +204,13 @@ def test_a_listener_on_a_networks_resolver_address_serves_that_network(start_ser
 
 
 def test_a_config_view_comes_before_the_resolver_address_listener(start_server: Any, registry_dir: Path) -> None:
-    write_yaml(registry_dir / "edge.yaml", {
-        "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48", "prefix4": "127.30.0.0/16", "dns4": "127.30.0.3"}],
-        "apps": [{"name": "gateway", "network": "edge"}],
-    })
+    write_yaml(
+        registry_dir / "edge.yaml",
+        {
+            "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48", "prefix4": "127.30.0.0/16", "dns4": "127.30.0.3"}],
+            "apps": [{"name": "gateway", "network": "edge"}],
+        },
+    )
     server = start_server(listen=[{"address": "127.30.0.3", "port": 0}])  # the test config's 127/8 -> personal
     assert apps_seen(server, source="127.0.0.1") == PERSONAL_APPS
     assert apps_seen(server, source="127.0.0.2") == OTHER_ORG_APPS
@@ -238,10 +247,13 @@ def test_a_view_becomes_valid_when_its_network_appears(start_server: Any, regist
     server = start_server(views=[{"source": "127.0.0.0/8", "network": "edge"}])
     assert_refused(server, source="127.0.0.1")
     assert any("views[0].network: unknown network 'edge'" in line and "no view" in line for line in log_lines), log_lines
-    write_yaml(registry_dir / "edge.yaml", {
-        "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
-        "apps": [{"name": "gateway", "network": "edge"}],
-    })
+    write_yaml(
+        registry_dir / "edge.yaml",
+        {
+            "networks": [{"name": "edge", "prefix6": "fdaa:0:30::/48"}],
+            "apps": [{"name": "gateway", "network": "edge"}],
+        },
+    )
     server.poll()
     assert apps_seen(server, source="127.0.0.1") == "gateway"
     assert "the registry has every network and region the config names" in log_lines
@@ -288,8 +300,11 @@ def test_the_servers_region_when_neither_machine_nor_listener_says(start_server:
         assert nearest(server, "probe", n, source="127.22.0.10") == expected_nearest(LAB["machines"], "iad", n)
     # the embedded registry, from a loopback source that no machine owns
     assert nearest(server, "my-app", 3, source="127.0.0.1") == expected_nearest(
-        [m for m in yaml.safe_load((EMBEDDED_ZONES / "personal.yaml").read_text())["machines"]
-         if m["app"] == "my-app" and m.get("dns", True)],
+        [
+            m
+            for m in yaml.safe_load((EMBEDDED_ZONES / "personal.yaml").read_text())["machines"]
+            if m["app"] == "my-app" and m.get("dns", True)
+        ],
         "iad",
         3,
     )

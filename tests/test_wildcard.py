@@ -16,9 +16,11 @@ from tests.conftest import RunningServer, write_yaml
 
 StartServer = Callable[..., RunningServer]
 MY_APP = {"fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"}
-LAB = {"networks": [{"name": "lab", "prefix6": "fdaa:0:77::/48", "prefix4": "127.77.0.0/16", "dns4": "127.77.0.3"}],
-       "apps": [{"name": "probe", "network": "lab"}],
-       "machines": [{"id": "ab", "app": "probe", "region": "iad", "ip6": "fdaa:0:77:1::2", "ip4": "127.77.1.2"}]}
+LAB = {
+    "networks": [{"name": "lab", "prefix6": "fdaa:0:77::/48", "prefix4": "127.77.0.0/16", "dns4": "127.77.0.3"}],
+    "apps": [{"name": "probe", "network": "lab"}],
+    "machines": [{"id": "ab", "app": "probe", "region": "iad", "ip6": "fdaa:0:77:1::2", "ip4": "127.77.1.2"}],
+}
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::"])

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from internal_dns.records import (
-    ANY, NOERROR, NS, NXDOMAIN, SOA, Answer, Node, RecordSet, RRset, name_wire, soa_rdata,
-)
-from internal_dns.registry.model import Snapshot
 from internal_dns.authority.schemes import SCHEMES, Scheme
 from internal_dns.authority.views import View
+from internal_dns.records import (
+    ANY,
+    NOERROR,
+    NS,
+    NXDOMAIN,
+    SOA,
+    Answer,
+    Node,
+    RecordSet,
+    RRset,
+    name_wire,
+    soa_rdata,
+)
+from internal_dns.registry.model import Snapshot
 
 
 @dataclass(frozen=True, slots=True)

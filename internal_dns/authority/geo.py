@@ -21,9 +21,7 @@ def distance_km(a: Region, b: Region) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
-def nearest_machines(
-    machines: Iterable[Machine], origin: str | None, regions: Mapping[str, Region], n: int
-) -> list[Machine]:
+def nearest_machines(machines: Iterable[Machine], origin: str | None, regions: Mapping[str, Region], n: int) -> list[Machine]:
     """The n machines nearest the origin region, nearest first, ties to the lower id.
 
     With no known origin every machine is equally far, which leaves the machine-id order.

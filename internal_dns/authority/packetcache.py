@@ -36,8 +36,9 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from internal_dns.lru import LruStore, entry_size
+
 from internal_dns.counting import QueryCounters
+from internal_dns.lru import LruStore, entry_size
 from internal_dns.records import SOA, Answer
 
 _COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
@@ -117,7 +118,9 @@ class PacketCache:
         self.store = LruStore(max_entries, max_bytes, on_evict=self._evicted)
         self.serial = 0
         self.turns: dict[bytes, int] = {}
-        self.sources: dict[tuple[object, bool, str | None], dict[str, bytes]] = {}  # (listener, tcp, destination) → host → exact tag
+        self.sources: dict[
+            tuple[object, bool, str | None], dict[str, bytes]
+        ] = {}  # (listener, tcp, destination) → host → exact tag
         self.forward_stats: HitCounter | None = None  # the forwarder's cache: a hit here is a hit there
         self._tags: dict[tuple[str, str | None, int], bytes] = {}  # (network, region, 0 udp / 1 tcp / 2 rendering) → tag
         self._live: dict[bytes, int] = {}  # tag → entries under it
@@ -176,7 +179,9 @@ class PacketCache:
             hosts.clear()
         hosts[host] = tag
 
-    def answer(self, exact_tag: bytes, rendering_tag: bytes, data: bytes, tcp: bool, make: Callable[[], Rendered]) -> bytes | None:
+    def answer(
+        self, exact_tag: bytes, rendering_tag: bytes, data: bytes, tcp: bool, make: Callable[[], Rendered]
+    ) -> bytes | None:
         """The reply from the cache, rendering with `make()` what it lacks, and keeping the
         result; None when the query is not of the ordinary shape or its answer is not kept."""
         found = canonical_key(data, tcp)
@@ -217,7 +222,9 @@ class PacketCache:
         self._put(ekey, (entry_size(ekey, *rests), turns_at, self.serial, at, None, cell, histogram, *rests))
         return data[:2] + rest
 
-    def remember_forwarded(self, exact_tag: bytes, data: bytes, tcp: bool, reply: bytes, until: float, cell: int, histogram: int) -> bool:
+    def remember_forwarded(
+        self, exact_tag: bytes, data: bytes, tcp: bool, reply: bytes, until: float, cell: int, histogram: int
+    ) -> bool:
         """Keep a forwarded reply for this exact query; False for a query of an unusual shape."""
         if canonical_key(data, tcp) is None:
             return False
@@ -252,15 +259,23 @@ class PacketCache:
 
     # --- counts -------------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=self.entries())
         yield GaugeMetricFamily(
-            "internal_dns_packet_cache_bytes", "Bytes the packet cache holds, as counted against packet_cache.max_bytes.", value=self.store.bytes
+            "internal_dns_packet_cache_entries", "Authoritative replies kept rendered, all views.", value=self.entries()
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_packet_cache_bytes",
+            "Bytes the packet cache holds, as counted against packet_cache.max_bytes.",
+            value=self.store.bytes,
         )
         yield CounterMetricFamily(
-            "internal_dns_packet_cache_evictions", "Packet cache entries dropped for the size caps (entries, bytes).", value=self.store.evictions
+            "internal_dns_packet_cache_evictions",
+            "Packet cache entries dropped for the size caps (entries, bytes).",
+            value=self.store.evictions,
         )
         yield CounterMetricFamily(
-            "internal_dns_packet_cache_invalidated", "Rendered replies dropped because a reload changed their network.", value=self.invalidated
+            "internal_dns_packet_cache_invalidated",
+            "Rendered replies dropped because a reload changed their network.",
+            value=self.invalidated,
         )
 
     def entries(self) -> int:
@@ -302,7 +317,17 @@ class PacketCache:
             return None
         first = made.render(0)
         soa_at = _serial_offset(first, end, made.answer)
-        value = (entry_size(rkey, first), made.turn_key, self.serial, soa_at, first[2:12], end, made.cell, made.histogram, first[end:])
+        value = (
+            entry_size(rkey, first),
+            made.turn_key,
+            self.serial,
+            soa_at,
+            first[2:12],
+            end,
+            made.cell,
+            made.histogram,
+            first[end:],
+        )
         value += (None,) * (count - 1)
         return value if self._put(rkey, value) else None
 

@@ -29,7 +29,11 @@ class PrefixTable:
             table = by_len.setdefault((net.version, net.prefixlen), {})
             table.setdefault(int(net.network_address) >> bits, value)  # first entry wins a tie
         self._lengths = {
-            v: [(plen, (32 if v == 4 else 128) - plen, by_len[(v, plen)]) for (ver, plen) in sorted(by_len, key=lambda k: -k[1]) if ver == v]
+            v: [
+                (plen, (32 if v == 4 else 128) - plen, by_len[(v, plen)])
+                for (ver, plen) in sorted(by_len, key=lambda k: -k[1])
+                if ver == v
+            ]
             for v in (4, 6)
         }
 

@@ -13,12 +13,12 @@ reply's bytes, out of the collector's sight, and the reply is indexed again when
 from __future__ import annotations
 
 from collections.abc import Iterator
-
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from internal_dns.lru import LruStore, entry_size
+
 from internal_dns.forward.relay import UpstreamReply, parse_reply
+from internal_dns.lru import LruStore, entry_size
 from internal_dns.wire import AD, CD, Query
 
 CacheKey = bytes
@@ -54,8 +54,6 @@ class CacheStats:
     stale: int = 0
 
 
-
-
 class ReplyCache:
     def __init__(self, max_entries: int, max_bytes: int, max_ttl: int, max_stale: float):
         self.max_ttl = max_ttl
@@ -67,10 +65,16 @@ class ReplyCache:
         st = self.stats
         yield CounterMetricFamily("internal_dns_cache_hits", "Forwarded questions answered from the cache.", value=st.hits)
         yield CounterMetricFamily("internal_dns_cache_misses", "Forwarded questions not in the cache.", value=st.misses)
-        yield CounterMetricFamily("internal_dns_cache_evictions", "Cache entries dropped for the size caps (entries, bytes).", value=self.evictions)
-        yield CounterMetricFamily("internal_dns_cache_stale", "Stale answers served while upstreams failed (RFC 8767).", value=st.stale)
+        yield CounterMetricFamily(
+            "internal_dns_cache_evictions", "Cache entries dropped for the size caps (entries, bytes).", value=self.evictions
+        )
+        yield CounterMetricFamily(
+            "internal_dns_cache_stale", "Stale answers served while upstreams failed (RFC 8767).", value=st.stale
+        )
         yield GaugeMetricFamily("internal_dns_cache_entries", "Answers in the cache.", value=len(self))
-        yield GaugeMetricFamily("internal_dns_cache_bytes", "Bytes the cache holds, as counted against cache.max_bytes.", value=self.store.bytes)
+        yield GaugeMetricFamily(
+            "internal_dns_cache_bytes", "Bytes the cache holds, as counted against cache.max_bytes.", value=self.store.bytes
+        )
 
     def __len__(self) -> int:
         return len(self.store)

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from internal_dns.forward.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.config import CacheConfig, ForwardConfig
-from internal_dns.records import FORMERR, NOTIMP, NS, REFUSED, SERVFAIL, Answer
+from internal_dns.forward.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.forward.relay import UpstreamReply, fit_for_udp, for_client, upstream_query
 from internal_dns.forward.upstream import Upstream, UpstreamError, exchange
+from internal_dns.records import FORMERR, NOTIMP, NS, REFUSED, SERVFAIL, Answer
 from internal_dns.wire import TCP_LIMIT, Query, parse_query, render
 
 log = Logger()
@@ -77,11 +77,19 @@ class Forwarder:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        results = CounterMetricFamily("internal_dns_forward_requests", "Queries sent upstream, by upstream and result.", labels=["upstream", "result"])
-        healthy = GaugeMetricFamily("internal_dns_upstream_healthy", "1 while an upstream is up, 0 while marked down.", labels=["upstream"])
-        durations = HistogramMetricFamily("internal_dns_forward_request_duration_seconds", "Time an upstream took to answer.", labels=["upstream"])
+        results = CounterMetricFamily(
+            "internal_dns_forward_requests", "Queries sent upstream, by upstream and result.", labels=["upstream", "result"]
+        )
+        healthy = GaugeMetricFamily(
+            "internal_dns_upstream_healthy", "1 while an upstream is up, 0 while marked down.", labels=["upstream"]
+        )
+        durations = HistogramMetricFamily(
+            "internal_dns_forward_request_duration_seconds", "Time an upstream took to answer.", labels=["upstream"]
+        )
         probes = CounterMetricFamily(
-            "internal_dns_upstream_probes", "Health checks (`. NS` probes) of upstreams, by result.", labels=["upstream", "result"]
+            "internal_dns_upstream_probes",
+            "Health checks (`. NS` probes) of upstreams, by result.",
+            labels=["upstream", "result"],
         )
         for u in self.upstreams:
             for result, n in sorted(u.results.items()):
@@ -94,11 +102,17 @@ class Forwarder:
         yield durations
         yield healthy
         yield probes
-        yield CounterMetricFamily("internal_dns_forward_shared", "Queries that joined an identical one in flight.", value=self.stats.deduplicated)
         yield CounterMetricFamily(
-            "internal_dns_forward_over_capacity", "Queries answered SERVFAIL at once: too many in flight.", value=self.stats.in_flight_rejected
+            "internal_dns_forward_shared", "Queries that joined an identical one in flight.", value=self.stats.deduplicated
         )
-        yield GaugeMetricFamily("internal_dns_forward_in_flight", "Distinct questions waiting on an upstream.", value=len(self.flights))
+        yield CounterMetricFamily(
+            "internal_dns_forward_over_capacity",
+            "Queries answered SERVFAIL at once: too many in flight.",
+            value=self.stats.in_flight_rejected,
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_forward_in_flight", "Distinct questions waiting on an upstream.", value=len(self.flights)
+        )
         if self.cache is not None:
             yield from self.cache.collect()
 

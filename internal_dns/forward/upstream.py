@@ -234,7 +234,9 @@ def _matching(data: bytes, expect_id: int, question: bytes) -> UpstreamReply | N
     return reply
 
 
-def exchange(reactor: Any, clock: IReactorTime, upstream: Upstream, query: bytes, *, tcp: bool, timeout: float) -> defer.Deferred[UpstreamReply]:
+def exchange(
+    reactor: Any, clock: IReactorTime, upstream: Upstream, query: bytes, *, tcp: bool, timeout: float
+) -> defer.Deferred[UpstreamReply]:
     """Send one query to one upstream; the reply, or UpstreamError after `timeout` (on `clock`)."""
     done: defer.Deferred[UpstreamReply] = defer.Deferred()
     if tcp:

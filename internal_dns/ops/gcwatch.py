@@ -19,16 +19,15 @@ other objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import gc
+from collections.abc import Iterator
 from time import perf_counter
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from internal_dns.counting import Histogram
 
 # Seconds: a young collection takes tens of microseconds; a full one over a big heap, hundreds of ms.
@@ -63,12 +62,16 @@ class CollectorWatch:
 
     def collect(self) -> Iterator[Metric]:
         pauses = HistogramMetricFamily(
-            "internal_dns_gc_pause_seconds", "Pauses of Python's garbage collector (every thread stops), by generation.", labels=["generation"]
+            "internal_dns_gc_pause_seconds",
+            "Pauses of Python's garbage collector (every thread stops), by generation.",
+            labels=["generation"],
         )
         for generation, h in enumerate(self.pauses):
             pauses.add_metric([str(generation)], h.buckets(), h.total)
         yield pauses
-        yield GaugeMetricFamily("internal_dns_gc_longest_pause_seconds", "The longest collector pause since the server started.", value=self.longest)
+        yield GaugeMetricFamily(
+            "internal_dns_gc_longest_pause_seconds", "The longest collector pause since the server started.", value=self.longest
+        )
 
     def install(self, clock: IReactorTime) -> None:
         if self._callback not in gc.callbacks:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,7 +45,9 @@ def unwritable(target: str) -> str | None:
 class QueryLog:
     def collect(self) -> Iterator[Metric]:
         # lines the log drops rather than grow memory must not go unseen
-        yield CounterMetricFamily("internal_dns_query_log_dropped", "Query log lines dropped: the writer fell too far behind.", value=self.dropped)
+        yield CounterMetricFamily(
+            "internal_dns_query_log_dropped", "Query log lines dropped: the writer fell too far behind.", value=self.dropped
+        )
 
     def __init__(
         self,
@@ -80,7 +82,7 @@ class QueryLog:
         self._queue.append(
             json.dumps(
                 {
-                    "time": datetime.fromtimestamp(self.clock.seconds(), timezone.utc).isoformat(timespec="milliseconds"),
+                    "time": datetime.fromtimestamp(self.clock.seconds(), UTC).isoformat(timespec="milliseconds"),
                     "client": client,
                     "view": view,
                     "name": name,
@@ -141,7 +143,11 @@ class QueryLog:
         try:
             stream = open(self.target, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
-            log.error("query log {target} cannot be opened again: {error}; writing on to the file already open", target=self.target, error=exc)
+            log.error(
+                "query log {target} cannot be opened again: {error}; writing on to the file already open",
+                target=self.target,
+                error=exc,
+            )
             return
         old, self._stream = self._stream, stream
         old.close()

@@ -26,9 +26,27 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from internal_dns.registry.model import (
-    SECTIONS, App, AppIndex, Dependent, Document, Flycast, Machine, Network, NetworkIndex, Peer, Region,
-    RegistryError, Snapshot, describe, overlapping, parse_app, parse_machine, parse_network, parse_peer,
-    parse_region, release_gradually,
+    SECTIONS,
+    App,
+    AppIndex,
+    Dependent,
+    Document,
+    Flycast,
+    Machine,
+    Network,
+    NetworkIndex,
+    Peer,
+    Region,
+    RegistryError,
+    Snapshot,
+    describe,
+    overlapping,
+    parse_app,
+    parse_machine,
+    parse_network,
+    parse_peer,
+    parse_region,
+    release_gradually,
 )
 
 Key = Hashable
@@ -63,7 +81,14 @@ def entities_of(document: Document) -> list[RawEntity]:
     if data is None:
         return out
     if not isinstance(data, Mapping):
-        return [RawEntity((source, INVALID, 0), source, INVALID, f"{source}: document: must be a mapping with networks/apps/machines/peers/regions")]
+        return [
+            RawEntity(
+                (source, INVALID, 0),
+                source,
+                INVALID,
+                f"{source}: document: must be a mapping with networks/apps/machines/peers/regions",
+            )
+        ]
     seen: dict[tuple[str, Any], int] = {}
     for kind in SECTIONS:
         items = data.get(kind)
@@ -74,7 +99,11 @@ def entities_of(document: Document) -> list[RawEntity]:
             continue
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
-                out.append(RawEntity((source, INVALID, kind, i), source, INVALID, f"{source}: {kind}: entries must be mappings, got {item!r}"))
+                out.append(
+                    RawEntity(
+                        (source, INVALID, kind, i), source, INVALID, f"{source}: {kind}: entries must be mappings, got {item!r}"
+                    )
+                )
                 continue
             identity = _identity(kind, item)
             n = seen.get((kind, identity), 0)
@@ -149,7 +178,9 @@ class Catalog:
         """A change: entities added or replaced, and keys removed. Rebuilds only what it touches."""
         upserts, deletes = list(upserts), [k for k in deletes if k in self.raw]
         changed = [(self.raw.get(e.key), e) for e in upserts] + [(self.raw[k], None) for k in deletes]
-        changed = [(old, new) for old, new in changed if old is None or new is None or old.data != new.data or old.kind != new.kind]
+        changed = [
+            (old, new) for old, new in changed if old is None or new is None or old.data != new.data or old.kind != new.kind
+        ]
         if not changed:
             return self.snapshot()
         for k in deletes:

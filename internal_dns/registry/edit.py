@@ -88,7 +88,10 @@ def apply(store: Store, change: Change) -> list[str]:
         raise Refused(added)
     store.write(puts, deletes)
     done = [f"deleted {describe_identity(e.kind, identity(e.kind, e.data), e.data)}" for e in deletes]
-    done += [f"{'replaced' if old is not None else 'added'} {describe_identity(kind, identity(kind, data), data)}" for kind, data, old in puts]
+    done += [
+        f"{'replaced' if old is not None else 'added'} {describe_identity(kind, identity(kind, data), data)}"
+        for kind, data, old in puts
+    ]
     return done
 
 
@@ -131,4 +134,11 @@ def export(entities: Iterable[RawEntity]) -> str:
         if e.kind in sections and isinstance(e.data, Mapping):
             sections[e.kind].append(dict(e.data))
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump({k: v for k, v in sections.items() if v}, Dumper=dumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    return yaml.dump(
+        {k: v for k, v in sections.items() if v},
+        Dumper=dumper,
+        sort_keys=False,
+        default_flow_style=None,
+        width=120,
+        allow_unicode=True,
+    )

@@ -159,7 +159,9 @@ class Compact:
         if found is None:
             if len(self.mappings) >= self.MAPPINGS:
                 self.mappings.clear()
-            found = self.mappings[key] = {sys.intern(k): sys.intern(v) if type(v) is str and len(v) <= 64 else v for k, v in value.items()}
+            found = self.mappings[key] = {
+                sys.intern(k): sys.intern(v) if type(v) is str and len(v) <= 64 else v for k, v in value.items()
+            }
         return found
 
 
@@ -172,7 +174,7 @@ def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = 
         key = raw_key.decode("utf-8", "surrogateescape")  # the catalog's key: back to the same bytes
         source = raw_key.decode("utf-8", "backslashreplace")  # printable, for messages
         return RawEntity(key, source, INVALID, f"{source}: the key is not UTF-8")
-    kind, _, rest = key[len(prefix):].partition("/")
+    kind, _, rest = key[len(prefix) :].partition("/")
     fields = LAYOUT.get(kind)
     names = rest.split("/")
     if fields is None or len(names) != len(fields) or not all(names):
@@ -212,7 +214,9 @@ def range_end(prefix: bytes) -> bytes:
     return b"\0"  # every key
 
 
-def txn_ops(prefix: str, puts: Iterable[tuple[str, Mapping[str, Any], RawEntity | None]], deletes: Iterable[RawEntity]) -> list[dict[str, Any]]:
+def txn_ops(
+    prefix: str, puts: Iterable[tuple[str, Mapping[str, Any], RawEntity | None]], deletes: Iterable[RawEntity]
+) -> list[dict[str, Any]]:
     """The registry command's change as etcd transaction operations: puts (networks and regions
     first, so that the entities referring to them find them), then deletes (the referring ones
     first). A replaced entity whose key changed has its old key deleted."""
@@ -263,7 +267,9 @@ class Cluster:
         for url in endpoints:
             parts = urlsplit(url)
             assert parts.hostname is not None
-            self.clients.append(etcd3gw.client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme, timeout=timeout))
+            self.clients.append(
+                etcd3gw.client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme, timeout=timeout)
+            )
         self.current = 0
 
     @property
@@ -378,7 +384,9 @@ class Watch:
         start = _key_bytes(prefix)
         # Not `fragment`: a revision's events then come whole, so a watch resumed after the last
         # revision handed out misses none.
-        body = {"create_request": {"key": _encode(start), "range_end": _encode(range_end(start)), "start_revision": start_revision}}
+        body = {
+            "create_request": {"key": _encode(start), "range_end": _encode(range_end(start)), "start_revision": start_revision}
+        }
         response = client.session.post(client.get_url("/watch"), json=body, stream=True, timeout=(timeout, timeout))
         if response.status_code != 200:
             text = response.text
@@ -437,7 +445,9 @@ class Watch:
             batch = []
             for event in events:
                 kv = event["kv"]
-                batch.append((event.get("type", "PUT"), _decode(kv["key"]), _decode(kv.get("value", "")), int(kv["mod_revision"])))
+                batch.append(
+                    (event.get("type", "PUT"), _decode(kv["key"]), _decode(kv.get("value", "")), int(kv["mod_revision"]))
+                )
             self.queue.put((_EVENTS, batch))
         return True
 

@@ -102,7 +102,9 @@ class LiveBackend:
             try:
                 if self._reload.is_set():
                     self._reload.clear()
-                    self._to_reactor(lambda: log.info("registry {store}: loading everything again, as asked", store=self.describe()))
+                    self._to_reactor(
+                        lambda: log.info("registry {store}: loading everything again, as asked", store=self.describe())
+                    )
                     position = None
                 if position is None:
                     entities, position = self.load_all()
@@ -116,7 +118,11 @@ class LiveBackend:
                     self._to_reactor(self._confirm)
                 delay = self.retry_first
             except Resync as exc:
-                self._to_reactor(lambda reason=str(exc): log.info("registry {store}: loading everything again: {reason}", store=self.describe(), reason=reason))
+                self._to_reactor(
+                    lambda reason=str(exc): log.info(
+                        "registry {store}: loading everything again: {reason}", store=self.describe(), reason=reason
+                    )
+                )
                 position = None
             except Exception as exc:  # Unavailable, or anything the client library raises
                 reason = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"

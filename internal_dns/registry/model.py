@@ -371,7 +371,17 @@ def parse_machine(source: str, item: Mapping[str, Any], refs: References, shared
     key = tuple(sorted(metadata.items()))
     metadata = shared.setdefault(key, metadata)  # read only, so one mapping serves every equal one
     return Machine(
-        mid, app.name, refs.networks[network].name, refs.regions[region].code, ip6, sys.intern(state), sys.intern(group.lower()), ip4, metadata, dns, source
+        mid,
+        app.name,
+        refs.networks[network].name,
+        refs.regions[region].code,
+        ip6,
+        sys.intern(state),
+        sys.intern(group.lower()),
+        ip4,
+        metadata,
+        dns,
+        source,
     )
 
 

@@ -104,6 +104,8 @@ CREATE TABLE changes (
     key TEXT NOT NULL  -- the row's primary key as a JSON array: ["148e21dad76789"], ["personal", "my-app"]
 );
 """
+
+
 @dataclass(frozen=True)
 class Table:
     kind: str  # the table's name is the section's: regions, networks, apps, machines, peers
@@ -286,7 +288,12 @@ def _user_version(conn: sqlite3.Connection) -> int:
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
-    return [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
 
 
 def schema_problem(conn: sqlite3.Connection, path: Path) -> str | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from internal_dns.registry.model import RegistryError, Snapshot
 
 log = Logger()
@@ -88,7 +88,9 @@ class SnapshotStore:
                 entities.add_metric([kind], n)
         yield entities
         yield GaugeMetricFamily("internal_dns_registry_generation", "Snapshots loaded since start.", value=self.generation)
-        yield GaugeMetricFamily("internal_dns_registry_serial", "SOA serial of the served snapshot.", value=snapshot.serial if snapshot else 0)
+        yield GaugeMetricFamily(
+            "internal_dns_registry_serial", "SOA serial of the served snapshot.", value=snapshot.serial if snapshot else 0
+        )
         age = self.age()
         yield GaugeMetricFamily(
             "internal_dns_registry_snapshot_age_seconds",
@@ -97,10 +99,14 @@ class SnapshotStore:
         )
         yield CounterMetricFamily("internal_dns_registry_rejected", "Snapshots rejected by validation.", value=self.rejections)
         yield GaugeMetricFamily(
-            "internal_dns_registry_store_up", "1 while the registry's store can be read, 0 while it cannot.", value=0 if self.unreachable_since is not None else 1
+            "internal_dns_registry_store_up",
+            "1 while the registry's store can be read, 0 while it cannot.",
+            value=0 if self.unreachable_since is not None else 1,
         )
         yield GaugeMetricFamily(
-            "internal_dns_registry_left_out", "Entities a live store holds that do not fit and are not served.", value=len(self.left_out)
+            "internal_dns_registry_left_out",
+            "Entities a live store holds that do not fit and are not served.",
+            value=len(self.left_out),
         )
 
     def age(self) -> float | None:

@@ -26,13 +26,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from internal_dns.config import ListenConfig, TcpConfig
 
 log = Logger()
@@ -154,7 +154,9 @@ class TcpConnections:
             log.warn(
                 "TCP connection from {host} closed at once: {why} ({n} so far)",
                 host=host,
-                why=f"{s.max_per_source} connections from it already" if reason == "per_source" else f"all {s.max_connections} connections busy",
+                why=f"{s.max_per_source} connections from it already"
+                if reason == "per_source"
+                else f"all {s.max_connections} connections busy",
                 n=total,
             )
 
@@ -366,7 +368,9 @@ class DnsStreamFactory(Factory):
     protocol = DnsStreamProtocol
     noisy = False
 
-    def __init__(self, respond: Respond, hosts_for: HostsFor, listener: ListenConfig, connections: TcpConnections, clock: IReactorTime):
+    def __init__(
+        self, respond: Respond, hosts_for: HostsFor, listener: ListenConfig, connections: TcpConnections, clock: IReactorTime
+    ):
         self.respond = respond
         self.hosts_for = hosts_for  # destination → the packet cache's source → tag map, over TCP
         self.listener = listener
@@ -378,4 +382,3 @@ class DnsStreamFactory(Factory):
 def unmapped(address: str) -> str:
     """An IPv4 client of a dual-stack socket appears as ::ffff:a.b.c.d: the IPv4 address."""
     return address[7:] if address.startswith("::ffff:") and "." in address else address
-

@@ -160,7 +160,9 @@ class UdpListener:
             done, self._drained = self._drained, None
             done.callback(None)
 
-    def _local(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[str | None, list[tuple[int, int, bytes]], dict[str, bytes]]:
+    def _local(
+        self, ancillary: list[tuple[int, int, bytes]]
+    ) -> tuple[str | None, list[tuple[int, int, bytes]], dict[str, bytes]]:
         """The destination of a datagram: as text (for views), as what sends a reply from it,
         and the packet cache's source map for it; remembered by the PKTINFO bytes themselves."""
         for level, kind, data in ancillary:
@@ -179,7 +181,9 @@ class UdpListener:
                 return self._remember(data, socket.inet_ntop(socket.AF_INET, destination), send_from)
         return None, [], self.hosts  # no destination given: answered as by a plain listener
 
-    def _remember(self, key: bytes, text: str, send_from: list[tuple[int, int, bytes]]) -> tuple[str, list[tuple[int, int, bytes]], dict[str, bytes]]:
+    def _remember(
+        self, key: bytes, text: str, send_from: list[tuple[int, int, bytes]]
+    ) -> tuple[str, list[tuple[int, int, bytes]], dict[str, bytes]]:
         if len(self._locals) >= 65536:  # addresses come and go with networks; start afresh
             self._locals.clear()
         found = self._locals[key] = (text, send_from, self.hosts_for(text))

@@ -37,9 +37,7 @@ def reply(
     return parse_reply(msg.to_wire())
 
 
-def cache(
-    max_entries: int = 100, max_bytes: int = 1 << 20, max_ttl: int = 86400, max_stale: float = 60.0
-) -> ReplyCache:
+def cache(max_entries: int = 100, max_bytes: int = 1 << 20, max_ttl: int = 86400, max_stale: float = 60.0) -> ReplyCache:
     return ReplyCache(max_entries, max_bytes, max_ttl, max_stale)
 
 

@@ -143,8 +143,7 @@ def test_metadata_matches_ignore_case() -> None:
         machines=[
             {"id": "a1", "app": "app", "region": "iad", "ip6": "fdaa:9::a1", "metadata": {"Role": "Primary"}},
             {"id": "a2", "app": "app", "region": "iad", "ip6": "fdaa:9::a2", "metadata": {"role": "replica", "n": 8}},
-            {"id": "a3", "app": "app", "region": "iad", "ip6": "fdaa:9::a3", "state": "stopped",
-             "metadata": {"role": "primary"}},
+            {"id": "a3", "app": "app", "region": "iad", "ip6": "fdaa:9::a3", "state": "stopped", "metadata": {"role": "primary"}},
         ]
     )
     view = View("net", None)
@@ -207,8 +206,15 @@ def test_top_n_with_a_trailing_newline_is_nxdomain(snapshot: Snapshot) -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "vm.my-app", "process.my-app", "of.my-app", "nearest.of.my-app", "_metadata.my-app",
-        "kv._metadata.my-app", "role.kv._metadata.my-app", "nokey.kv._metadata.my-app", "vm.docs",
+        "vm.my-app",
+        "process.my-app",
+        "of.my-app",
+        "nearest.of.my-app",
+        "_metadata.my-app",
+        "kv._metadata.my-app",
+        "role.kv._metadata.my-app",
+        "nokey.kv._metadata.my-app",
+        "vm.docs",
     ],
 )
 def test_empty_non_terminals_exist_without_records(snapshot: Snapshot, name: str) -> None:
@@ -278,8 +284,14 @@ def test_instances_are_split_into_255_byte_strings(snapshot: Snapshot) -> None:
 def test_all_instances(snapshot: Snapshot) -> None:
     ids = [entry.split(",")[0] for entry in txt(snapshot, "all._instances").split(";")]
     assert ids == [
-        "instance=0e286039f42e86", "instance=148e21dad76789", "instance=3287d4e1b09e28", "instance=4d89699c030518",
-        "instance=5683e29f4d1118", "instance=6e82933c1d7e48", "instance=7811b66c2e4e08", "instance=91851edb6e5187",
+        "instance=0e286039f42e86",
+        "instance=148e21dad76789",
+        "instance=3287d4e1b09e28",
+        "instance=4d89699c030518",
+        "instance=5683e29f4d1118",
+        "instance=6e82933c1d7e48",
+        "instance=7811b66c2e4e08",
+        "instance=91851edb6e5187",
         "instance=e2865013a3d438",
     ]
 
@@ -311,9 +323,23 @@ def test_list_formatters() -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "nope", "billing", "x.y.my-app", "all", "all.all.vms.my-app", "x.vms.my-app", "vms.all.my-app",
-        "_nope", "x._apps", "x._instances", "all._peer", "a.b._peer", "x.top1.nearest.of.my-app",
-        "a.b.c.kv._metadata.my-app", "x.148e21dad76789.vm.my-app", "top1.nearest.my-app", "kv.my-app",
+        "nope",
+        "billing",
+        "x.y.my-app",
+        "all",
+        "all.all.vms.my-app",
+        "x.vms.my-app",
+        "vms.all.my-app",
+        "_nope",
+        "x._apps",
+        "x._instances",
+        "all._peer",
+        "a.b._peer",
+        "x.top1.nearest.of.my-app",
+        "a.b.c.kv._metadata.my-app",
+        "x.148e21dad76789.vm.my-app",
+        "top1.nearest.my-app",
+        "kv.my-app",
     ],
 )
 def test_other_shapes_are_nxdomain(snapshot: Snapshot, name: str) -> None:
@@ -329,8 +355,11 @@ def test_views_see_only_their_own_network(snapshot: Snapshot) -> None:
 
 
 def test_app_names_are_case_insensitive() -> None:
-    snap = registry(apps=[{"name": "My-App", "network": "net"}], machines=[
-        {"id": "a1", "app": "my-app", "region": "iad", "ip6": "fdaa:9::a1"},
-    ])
+    snap = registry(
+        apps=[{"name": "My-App", "network": "net"}],
+        machines=[
+            {"id": "a1", "app": "my-app", "region": "iad", "ip6": "fdaa:9::a1"},
+        ],
+    )
     assert aaaa(snap, "my-app", View("net", None)) == ["fdaa:9::a1"]
     assert txt(snap, "_apps", View("net", None)) == "My-App"

@@ -91,9 +91,7 @@ def test_machine_state_does_not_matter() -> None:
 
 
 def test_addresses_are_sorted_and_rotate() -> None:
-    snap = registry(
-        apps=[{"name": "web", "network": "a", "flycast": [{"ip": f"fdaa:a::f{i}"} for i in (3, 1, 2)]}]
-    )
+    snap = registry(apps=[{"name": "web", "network": "a", "flycast": [{"ip": f"fdaa:a::f{i}"} for i in (3, 1, 2)]}])
     node = lookup(snap, View("a", None), ("web",))
     assert addresses(node) == ["fdaa:a::f1", "fdaa:a::f2", "fdaa:a::f3"]
     assert node is not None and node.records[AAAA].rotates

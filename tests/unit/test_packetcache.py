@@ -79,7 +79,11 @@ class Harness:
             return Rendered(
                 result,
                 lambda turn: render(
-                    q, result, recursion_available=False, limit=65535 if tcp else q.udp_limit(), server_payload=1232,
+                    q,
+                    result,
+                    recursion_available=False,
+                    limit=65535 if tcp else q.udp_limit(),
+                    server_payload=1232,
                     rotation=turn,
                 ),
                 turn_key(network, data, q.question_end) if rotates else None,
@@ -134,8 +138,7 @@ def test_canonical_key_tells_apart_what_changes_the_reply() -> None:
         canonical_key(query(use_edns=0, want_dnssec=True), False),
         canonical_key(query(use_edns=0, payload=4096), False),
         canonical_key(dns.message.make_query("my-app.internal", "AAAA", flags=0).to_wire(), False),  # no RD
-        canonical_key(dns.message.make_query("my-app.internal", "AAAA", flags=dns.flags.RD | dns.flags.CD).to_wire(),
-                      False),
+        canonical_key(dns.message.make_query("my-app.internal", "AAAA", flags=dns.flags.RD | dns.flags.CD).to_wire(), False),
     ]
     keys = [base] + others
     assert None not in keys and len({k for k in keys if k is not None}) == len(keys)
@@ -212,8 +215,7 @@ def test_the_full_path_returns_what_render_made() -> None:
     data = query("nope.internal", qid=77)
     q = parse_query(data)
     assert q is not None
-    expected = render(q, Answer(NXDOMAIN, authority=(soa(1, 0),)), recursion_available=False, limit=512,
-                      server_payload=1232)
+    expected = render(q, Answer(NXDOMAIN, authority=(soa(1, 0),)), recursion_available=False, limit=512, server_payload=1232)
     assert h.full(data) == expected
 
 

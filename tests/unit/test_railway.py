@@ -73,9 +73,7 @@ def test_a_fly_network_in_the_railway_zone(snapshot: Snapshot) -> None:
     # The scheme reads any network: personal's apps are its services there.
     result = records(lookup(snapshot, View("personal", None), ("my-app",)))
     assert result[A] == ["10.18.0.2"]  # only 148e21dad76789 has an ip4
-    assert result[AAAA] == [
-        "fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"
-    ]
+    assert result[AAAA] == ["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"]
 
 
 def registry(**sections: list[dict[str, Any]]) -> Snapshot:
@@ -103,5 +101,3 @@ def test_only_started_replicas_and_only_those_with_ip4_for_a() -> None:
 def test_a_dual_stack_service_without_any_ip4_has_an_empty_a_set() -> None:
     snap = registry(machines=[{"id": "a1", "app": "api", "region": "sjc", "ip6": "fd00:1::a1"}])
     assert records(lookup(snap, View("env", None), ("api",))) == {A: [], AAAA: ["fd00:1::a1"]}
-
-

@@ -166,8 +166,7 @@ def test_upstream_query_keeps_the_question_bytes_and_sets_rd() -> None:
 
 
 def test_upstream_query_passes_ad_cd_and_do_only() -> None:
-    q = client_query(flags=dns.flags.RD | dns.flags.AD | dns.flags.CD | dns.flags.AA | dns.flags.TC,
-                     use_edns=0, want_dnssec=True)
+    q = client_query(flags=dns.flags.RD | dns.flags.AD | dns.flags.CD | dns.flags.AA | dns.flags.TC, use_edns=0, want_dnssec=True)
     wire = upstream_query(q, qid=1, payload=1400)
     assert struct.unpack_from("!H", wire, 2)[0] == RD | AD | CD
     assert wire.endswith(opt_wire(1400, True, 0))

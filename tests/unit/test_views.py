@@ -184,8 +184,12 @@ def test_listener_network(snapshot: Snapshot) -> None:
 
 def test_an_ip4_resolver_address() -> None:
     snap = build_snapshot(
-        [Document("x.yaml", {"networks": [{"name": "dual", "prefix6": "fdaa:5::/48", "prefix4": "10.5.0.0/16",
-                                           "dns4": "10.5.0.53"}]})]
+        [
+            Document(
+                "x.yaml",
+                {"networks": [{"name": "dual", "prefix6": "fdaa:5::/48", "prefix4": "10.5.0.0/16", "dns4": "10.5.0.53"}]},
+            )
+        ]
     )
     resolver = ViewResolver(snap, (), None)
     assert resolver.resolve("203.0.113.9", WILDCARD, "::ffff:10.5.0.53") == View("dual", None)

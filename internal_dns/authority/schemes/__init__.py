@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from internal_dns.records import Node
-from internal_dns.registry.model import Snapshot
 from internal_dns.authority.schemes import fly, flycast, railway
 from internal_dns.authority.views import View
+from internal_dns.records import Node
+from internal_dns.registry.model import Snapshot
 
 Scheme = Callable[[Snapshot, View, tuple[str, ...]], Node | None]
 

@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterable
 
 from internal_dns.authority.geo import nearest_machines
+from internal_dns.authority.views import View
 from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet, aaaa, txt
 from internal_dns.registry.model import AppIndex, Machine, NetworkIndex, Snapshot
-from internal_dns.authority.views import View
 
 # Any positive N without a leading zero (SPEC §3), however large: a label is at most 63 bytes,
 # so int() stays cheap, and N beyond the machine count returns them all.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from internal_dns.records import A, AAAA, Node, RecordSet, a, aaaa
-from internal_dns.registry.model import Snapshot
 from internal_dns.authority.views import View
+from internal_dns.records import AAAA, A, Node, RecordSet, a, aaaa
+from internal_dns.registry.model import Snapshot
 
 
 def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | None:

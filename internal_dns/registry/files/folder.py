@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from twisted.logger import Logger
 
-from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.catalog import Catalog, Key, RawEntity, build_snapshot, entities_of
+from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 log = Logger()

@@ -72,7 +72,11 @@ class FilesStore:
             return str(self.root)
         network = data.get("network")
         if kind == "machines" and network is None:  # its app's network, when the name is unique
-            homes = {e.data.get("network") for e in current if e.kind == "apps" and str(e.data.get("name", "")).lower() == str(data.get("app", "")).lower()}
+            homes = {
+                e.data.get("network")
+                for e in current
+                if e.kind == "apps" and str(e.data.get("name", "")).lower() == str(data.get("app", "")).lower()
+            }
             network = homes.pop() if len(homes) == 1 else None
         if kind in ("apps", "machines", "peers") and network is not None:
             for e in current:
@@ -86,7 +90,11 @@ class FilesStore:
 
 def _write_atomically(path: Path, content: dict[str, Any]) -> None:
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    text = yaml.dump(content, Dumper=dumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True) if content else ""
+    text = (
+        yaml.dump(content, Dumper=dumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+        if content
+        else ""
+    )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
