@@ -1,4 +1,5 @@
-# `make run`: set up and start the server on the embedded registry. `make test`: set up and run the tests.
+# `make run`: set up and start the server on the embedded registry. `make test`: set up, lint, type-check
+# and run the tests.
 # `make bench`: the benchmark against the peers (bench/run.py); `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check test bench soak etcd system-deps clean
+.PHONY: venv run check lint test bench soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +34,13 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: system-deps venv
+# ruff (lint and format) and mypy, configured in pyproject.toml; `make test` runs them first.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: system-deps venv lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # internal-dns against plain Twisted Names and dnsmasq under dnsperf; BENCH_ARGS="--help" for the flags.

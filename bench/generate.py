@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -55,11 +56,12 @@ def region_codes() -> list[str]:
     return sorted(r["code"] for r in data["regions"])
 
 
-def network_document(k: int, size: Size, regions: list[str]) -> dict[str, object]:
+def network_document(k: int, size: Size, regions: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Network k with the apps i where i % networks == k, and their machines."""
     rng = random.Random(f"{size.seed}:{k}")
     p6, p4 = prefix6(k), prefix4(k)
-    apps, machines = [], []
+    apps: list[dict[str, Any]] = []
+    machines: list[dict[str, Any]] = []
     host = 0
     for i in range(k, size.apps, size.networks):
         host += 1

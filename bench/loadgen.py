@@ -70,6 +70,7 @@ class Source:
         if kind == GARBAGE:
             return qid, garbage(qid, rng)
         name, rdtype = rng.choice(self.questions[kind])
+        wire: bytes | None
         if "{}" in name:
             wire = dns.message.make_query(name.format(f"{rng.getrandbits(48):012x}"), rdtype).to_wire()
         else:
@@ -140,7 +141,7 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
                     continue  # late: already counted lost
                 kind, at = found
                 latencies[kind].append(arrived - at)
-                name = dns.rcode.to_text(data[3] & 0xF)
+                name = dns.rcode.Rcode.to_text(data[3] & 0xF)  # what dns.rcode.to_text does, for any int
                 rcodes[kind][name] = rcodes[kind].get(name, 0) + 1
 
     def sweep(now: float) -> None:

@@ -124,7 +124,8 @@ def figures(out: Path, seconds: float, base_qps: float) -> dict[str, Any]:
         report["probe_lost"] = probe.lost
         for r in report["reloads"]:
             print(
-                f"  reload ({r['changed']}): served after {r['seconds_to_serve']} s; worst probe answer {r['worst_probe_ms']} ms; "
+                f"  reload ({r['changed']}): served after {r['seconds_to_serve']} s;"
+                f" worst probe answer {r['worst_probe_ms']} ms; "
                 f"rendered replies {r['packet_cache_before']:.0f} -> {r['packet_cache_after']:.0f}",
                 flush=True,
             )

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from bench import peers, propagation
 from bench.etcd import etcd
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes
 from internal_dns.registry import plugins
+from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.settings import RegistryConfig
 
 PREFIX = "/internal-dns/"
@@ -50,11 +51,13 @@ def open_store(options: dict[str, Any]) -> plugins.Store:
 def fill_generated(store: plugins.Store, size: Size) -> None:
     """The generated registry, written in chunks (not checked: it is valid by construction)."""
     regions = region_codes()
-    pending: list[tuple[str, Any, None]] = [("regions", r, None) for r in yaml.safe_load(REGIONS_FILE.read_text())["regions"]]
+    pending: list[tuple[str, Mapping[str, Any], RawEntity | None]] = [
+        ("regions", r, None) for r in yaml.safe_load(REGIONS_FILE.read_text())["regions"]
+    ]
     for k in range(size.networks):
         doc = network_document(k, size, regions)
         for kind in ("networks", "apps", "machines", "peers"):
-            pending += [(kind, item, None) for item in doc[kind]]  # type: ignore[attr-defined]
+            pending += [(kind, item, None) for item in doc[kind]]
         if len(pending) >= CHUNK:
             store.write(pending, [])
             pending = []
@@ -89,7 +92,7 @@ def scale(out: Path, backend: str, size: Size, changes: int) -> dict[str, Any]:
             try:
                 seconds = server.wait_ready(600)
                 rss, peak = server.rss_mb()
-                result = {
+                result: dict[str, Any] = {
                     "size": size.describe(),
                     "load_seconds": round(seconds, 1),
                     "rss_mb": round(rss),
@@ -109,4 +112,7 @@ def scale(out: Path, backend: str, size: Size, changes: int) -> dict[str, Any]:
 
 def fmt(result: dict[str, Any]) -> str:
     ms = result["ms"]
-    return f"p50 {ms['p50']} ms, p90 {ms['p90']} ms, p99 {ms['p99']} ms, max {ms['max']} ms; writes p50 {result['write_ms']['p50']} ms; lost {result['lost']}"
+    return (
+        f"p50 {ms['p50']} ms, p90 {ms['p90']} ms, p99 {ms['p99']} ms, max {ms['max']} ms;"
+        f" writes p50 {result['write_ms']['p50']} ms; lost {result['lost']}"
+    )

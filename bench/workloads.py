@@ -173,6 +173,7 @@ def write_dnsmasq_data(folder: Path, data: dict[str, dict[str, list[object]]]) -
         for rdtype in ("AAAA", "A"):
             host_lines += [f"{ip} {name}" for ip in types.get(rdtype, [])]
         for strings in types.get("TXT", []):
+            # A TXT value is a list of strings; the records' values are typed `object` (A, AAAA: text).
             quoted = ",".join('"' + s + '"' for s in strings)  # type: ignore[attr-defined]
             line = f"txt-record={name},{quoted}"
             if len(line) <= DNSMASQ_LINE:

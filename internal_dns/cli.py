@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +20,9 @@ from internal_dns.ops.querylog import unwritable
 from internal_dns.registry.catalog import Catalog
 from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.model import SECTIONS, RegistryError, Snapshot
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -80,9 +83,8 @@ def run_registry(args: argparse.Namespace) -> int:
             kind = edit.kind_of(args.kind) if args.kind else None
             for e in store.read():
                 if e.kind in SECTIONS and (kind is None or e.kind == kind):
-                    print(
-                        f"{edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)} {json.dumps(e.data, sort_keys=True, default=str)}"
-                    )
+                    described = edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)
+                    print(f"{described} {json.dumps(e.data, sort_keys=True, default=str)}")
             return 0
         if args.action == "export":
             text = edit.export(store.read())
@@ -234,10 +236,14 @@ def _supervisor_log(line: str) -> None:
 
 
 def _serve(config: Config, load: Callable[[], Config]) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from internal_dns.server import DnsService
+
+    # To mypy twisted.internet.reactor is a module without attributes (the reactor object is put in
+    # its place when installed), and the calls below span several reactor interfaces: Any, once.
+    reactor: Any = installed
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     log_warnings(config)
@@ -248,10 +254,13 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
         return 1
     exit_code = [0]
 
-    def cannot_start(exc: BaseException) -> None:  # a listener that cannot bind, most often
+    def cannot_start(exc: BaseException | None) -> None:  # a listener that cannot bind, most often
         print(f"cannot start: {exc}", file=sys.stderr)
         exit_code[0] = 1
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
+
+    def failed(failure: Failure) -> None:
+        cannot_start(failure.value)
 
     def start() -> None:
         try:
@@ -260,25 +269,25 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
             cannot_start(exc)
             return
         assert service.ready is not None
-        service.ready.addErrback(lambda failure: cannot_start(failure.value))
+        service.ready.addErrback(failed)
 
-    stopping = []
+    stopping: list[int] = []
 
     def on_signal(signum: int, _: Any) -> None:
         if not stopping:  # a second signal while stopping changes nothing
             stopping.append(signum)
-            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+            reactor.callFromThread(reactor.stop)
 
     def on_hangup(signum: int, _: Any) -> None:
         if not stopping:
-            reactor.callFromThread(service.reload)  # type: ignore[attr-defined]
+            reactor.callFromThread(service.reload)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)  # reload; never the end of the process
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)
     return exit_code[0]
 
 

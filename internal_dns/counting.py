@@ -69,8 +69,9 @@ class Histogram:
         self.total += seconds
 
     def buckets(self) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, count in zip(self.bounds, self.counts):
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):  # counts has one more: past every bound
             running += count
             out.append((repr(bound), running))
         out.append(("+Inf", running + self.counts[-1]))

@@ -135,9 +135,9 @@ class Dispatcher:
         except Malformed:
             # Only a QUERY's shape is known here; another opcode's body may rightly differ (DSO
             # has no question, RFC 8490 §5.1), and NOTIMP is what tells that client the truth.
-            reply = header_reply(data, FORMERR if opcode_of(data) == 0 else NOTIMP)
-            self.counters.observe(INVALID, 0, "tcp" if tcp else "udp", reply[3] & 0xF, perf_counter() - started)
-            return reply
+            refusal = header_reply(data, FORMERR if opcode_of(data) == 0 else NOTIMP)
+            self.counters.observe(INVALID, 0, "tcp" if tcp else "udp", refusal[3] & 0xF, perf_counter() - started)
+            return refusal
         if q is None:
             self.counters.dropped += 1
             return None

@@ -253,7 +253,7 @@ class DnsService(service.Service):
             port = sock.getsockname()[1]
             factory = DnsStreamFactory(
                 self.dispatcher.respond,
-                lambda local, li=listener: packets.for_listener(li, True, local),
+                lambda local: packets.for_listener(listener, True, local),
                 listener,
                 self.tcp,
                 self.clock,
@@ -276,7 +276,7 @@ class DnsService(service.Service):
             sock,
             listener,
             self.dispatcher.respond,
-            lambda local, li=listener: packets.for_listener(li, False, local),
+            lambda local: packets.for_listener(listener, False, local),
         )
         udp.start()
         self.udp.append(udp)
@@ -340,8 +340,11 @@ class DnsService(service.Service):
         if query_log is not None:
             d.addCallback(lambda _: query_log.stop())
         d.addCallback(lambda _: self.collector_watch.uninstall())
-        d.addCallback(lambda _: log.info("stopped"))
-        return d
+
+        def stopped(_: object) -> None:
+            log.info("stopped")
+
+        return d.addCallback(stopped)  # the same Deferred, typed as firing None
 
     def _close(self) -> None:
         for udp in self.udp:

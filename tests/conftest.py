@@ -176,6 +176,12 @@ def registry_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def registry(registry_dir: Path) -> Path:
+    """The same copy, under the name the tests of the commands (test_cli.py and others) use."""
+    return registry_dir
+
+
+@pytest.fixture
 def start_server(reactor: Any, registry_dir: Path) -> Iterator[Callable[..., RunningServer]]:
     """start_server(**config_overrides) → a RunningServer; each is stopped after the test."""
     running: list[RunningServer] = []

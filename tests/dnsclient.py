@@ -98,14 +98,14 @@ class Reply:
         )
         assert h.rcode == (m.rcode() & 0xF)
         assert len(d.questions) == len(m.question)
-        for q, mq in zip(d.questions, m.question):
+        for q, mq in zip(d.questions, m.question, strict=True):
             assert str(q.qname) == mq.name.to_text()
             assert q.qtype == mq.rdtype
         dns_answer = [(rrset, rd) for rrset in m.answer for rd in rrset]
         dns_auth = [(rrset, rd) for rrset in m.authority for rd in rrset]
         assert len(d.rr) == len(dns_answer)
         assert len(d.auth) == len(dns_auth)
-        for lib_rr, (rrset, rd) in zip(d.rr + d.auth, dns_answer + dns_auth):
+        for lib_rr, (rrset, rd) in zip(d.rr + d.auth, dns_answer + dns_auth, strict=True):
             assert str(lib_rr.rname) == rrset.name.to_text()
             assert lib_rr.rtype == rrset.rdtype
             assert lib_rr.ttl == rrset.ttl

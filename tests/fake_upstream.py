@@ -10,9 +10,10 @@ answer; with `then_answer`, the right reply after it), `truncate` (TC over UDP, 
 EDNS: `noedns_rcode`, FORMERR by default, without OPT to a query with EDNS; answers to one
 without). Names in `broken` are never answered, whatever the mode (a broken domain, where a resolver
 times out). With `validating` on it sets AD on answers from `example.test.` to
-queries with AD or DO, as a validating resolver does (RFC 6840 §5.8). `tcp_mode`, when set, is the mode for queries over TCP; `hold` holds
-the replies of any mode until `release()`, as `slow` does. Like a real server it cuts UDP replies at the query's payload (512 without
-EDNS) with TC, and an EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
+queries with AD or DO, as a validating resolver does (RFC 6840 §5.8). `tcp_mode`, when set, is the
+mode for queries over TCP; `hold` holds the replies of any mode until `release()`, as `slow` does.
+Like a real server it cuts UDP replies at the query's payload (512 without EDNS) with TC, and an
+EDNS reply carries an NSID option and echoes DO (unless `echo_do` is off).
 
 `Pending` sends a query now and reads its reply later, for tests that move the server's clock in
 between; `Dnsmasq` runs a real dnsmasq on loopback.
@@ -294,7 +295,7 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # A 4-tuple for IPv6, so that a zone index (`fe80::53%veth0`) becomes the scope ID.
     address = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
-    for attempt in range(20 if port == 0 else 1):
+    for _ in range(20 if port == 0 else 1):
         udp = socket.socket(family, socket.SOCK_DGRAM)
         udp.bind(address)
         tcp = socket.socket(family, socket.SOCK_STREAM)

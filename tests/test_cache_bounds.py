@@ -37,7 +37,10 @@ def test_the_packet_cache_keeps_its_entry_cap_one_eviction_at_a_time(start_serve
 
 def test_the_packet_cache_evicts_the_least_recently_used(start_server: StartServer) -> None:
     server = start_server(packet_cache={"max_entries": 20})
-    ask = lambda i: lambda: server.ask(f"q{i}.internal", "AAAA")  # noqa: E731
+
+    def ask(i: int) -> Callable[[], object]:
+        return lambda: server.ask(f"q{i}.internal", "AAAA")
+
     for i in range(10):
         assert inserted(server, ask(i)) == 2
     assert inserted(server, ask(0)) == 0  # asked again: from the cache, and now the most recent
@@ -130,7 +133,7 @@ def test_collections_run_on_a_timer_taking_the_older_generations_in_turn(start_s
     for _ in range(FULL_EVERY):  # a minute of ticks on the server's clock
         server.advance(TICK)
     after = counts()
-    young, middle, full = (a - b for a, b in zip(after, before))
+    young, middle, full = (a - b for a, b in zip(after, before, strict=True))
     assert young >= FULL_EVERY * 0.9 - 1  # the tick's own (each middle or full one is instead of a young one)
     assert middle >= FULL_EVERY // MIDDLE_EVERY - 1
     assert full >= 1

@@ -8,7 +8,6 @@ query (the process is real and runs on the real clock).
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,13 +23,6 @@ from bench.peers import free_port
 from tests.processes import INTERNAL_DNS, ROOT, STOP_WAIT, TWISTD, Process, ask, serve
 
 MY_APP = sorted(["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"])
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Path:
-    target = tmp_path / "zones"
-    shutil.copytree(ROOT / "zones", target)
-    return target
 
 
 def write_config(folder: Path, port: int, **overrides: Any) -> Path:

@@ -276,7 +276,8 @@ def test_keys_that_disagree_with_their_values_or_have_no_place_are_left_out(star
     shape = "regions/<code>, networks/<name>, apps/<network>/<name>, machines/<id> or peers/<network>/<name>"
     expected = [
         *first,
-        f"{prefix}peers/other-org/vpn: peer vpn: the key and the value disagree: the key names network 'other-org', the value 'personal'",
+        f"{prefix}peers/other-org/vpn: peer vpn: the key and the value disagree:"
+        " the key names network 'other-org', the value 'personal'",
         f"{prefix}elsewhere/x: not a registry key (expected {prefix}{shape})",
         f"{prefix}machines/a/b: not a registry key (expected {prefix}{shape})",
         f"{prefix}regions/: not a registry key (expected {prefix}{shape})",
@@ -480,7 +481,7 @@ def test_values_read_share_what_they_repeat() -> None:
     )
     assert a.data == {"id": "0a", "app": "web", "state": "started", "metadata": {"role": "db"}}
     assert a.data["app"] is b.data["app"] and a.data["metadata"] is b.data["metadata"]
-    assert [k for k in a.data] == [k for k in b.data] and all(x is y for x, y in zip(a.data, b.data))
+    assert [k for k in a.data] == [k for k in b.data] and all(x is y for x, y in zip(a.data, b.data, strict=True))
 
 
 # --- the registry command's store, and the config -------------------------------------------------------
@@ -575,7 +576,8 @@ def test_reading_a_config_does_not_import_etcd3gw() -> None:
     code = (
         "import sys\n"
         "from internal_dns.config import parse_config\n"
-        "parse_config({'listen': [{'address': '127.0.0.1', 'port': 0}], 'registry': {'backend': 'etcd', 'prefix': '/x/'}}, 'c.yaml')\n"
+        "parse_config({'listen': [{'address': '127.0.0.1', 'port': 0}],"
+        " 'registry': {'backend': 'etcd', 'prefix': '/x/'}}, 'c.yaml')\n"
         "assert 'etcd3gw' not in sys.modules, 'imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

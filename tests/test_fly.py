@@ -562,7 +562,7 @@ def test_address_sets_rotate_between_answers(server: RunningServer, name: str, e
     answers = [server.ask(name, tcp=(i % 2 == 1)).addresses() for i in range(2 * n + 1)]
     for got in answers:
         assert got in rotations(expected), got
-    for before, after in zip(answers, answers[1:]):
+    for before, after in zip(answers, answers[1:], strict=False):
         assert after == before[1:] + before[:1], answers  # each answer starts one further along
     assert sorted(map(tuple, answers[:n])) == sorted(map(tuple, rotations(expected)))  # all rotations
 
@@ -575,7 +575,7 @@ def test_rotation_over_a_larger_set(tmp_path: Path, start_server: Callable[..., 
     assert len(expected) == 10
     answers = [server.ask("wide.internal").addresses() for _ in range(len(expected))]
     assert sorted(map(tuple, answers)) == sorted(map(tuple, rotations(expected)))
-    for before, after in zip(answers, answers[1:]):
+    for before, after in zip(answers, answers[1:], strict=False):
         assert after == before[1:] + before[:1]
 
 

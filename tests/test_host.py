@@ -326,7 +326,8 @@ def metric_sum(ns: Namespace, name: str, workers: int) -> float:
     total = 0.0
     for i in range(workers):
         out = ns.sh(
-            f"{ROOT / '.venv' / 'bin' / 'python'} -c \"import urllib.request; print(urllib.request.urlopen('http://[::1]:{9153 + i}/metrics').read().decode())\""
+            f'{ROOT / ".venv" / "bin" / "python"} -c "import urllib.request;'
+            f" print(urllib.request.urlopen('http://[::1]:{9153 + i}/metrics').read().decode())\""
         )
         total += sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith(name + "{"))
     return total

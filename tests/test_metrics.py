@@ -271,7 +271,7 @@ def test_request_duration_histogram(start_server: StartServer) -> None:
     later = scrape(server).histogram("internal_dns_request_duration_seconds", zone="internal", transport="udp")
     assert_histogram_sound(*later)
     assert later[1] == 8 and later[2] > udp[2]
-    assert all(after >= before for (_, before), (_, after) in zip(udp[0], later[0]))
+    assert all(after >= before for (_, before), (_, after) in zip(udp[0], later[0], strict=True))
 
 
 def test_dropped_packets(start_server: StartServer) -> None:

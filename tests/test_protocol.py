@@ -184,7 +184,7 @@ def test_owner_names_keep_the_query_case(
     server: RunningServer, case: tuple[str, str, str, str], bits: list[bool], tcp: bool
 ) -> None:
     name, rdtype, source, zone = case
-    cased = "".join(c.upper() if bit else c for c, bit in zip(name, bits + [False] * len(name)))
+    cased = "".join(c.upper() if bit else c for c, bit in zip(name, bits + [False] * len(name), strict=False))
     query = make_query(cased, rdtype).to_wire()
     wire = server.raw(query, source=source, tcp=tcp)
     assert_question_echoed(query, wire)

@@ -26,7 +26,7 @@ from internal_dns.config import load_config
 from tests.conftest import ROOT, RunningServer, on_reactor
 from tests.fake_upstream import FakeUpstream
 from tests.processes import INTERNAL_DNS, STOP_WAIT, Process, ask, serve
-from tests.test_cli import registry, run, write_config  # noqa: F401  (fixtures)
+from tests.test_cli import run, write_config
 
 StartServer = Callable[..., RunningServer]
 FIELDS = ["time", "client", "view", "name", "type", "zone", "rcode", "duration_ms", "transport"]
@@ -133,7 +133,7 @@ def serve_and_ask(processes: list[Process], folder: Path, **overrides: Any) -> t
     return out, err, before, after
 
 
-def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:  # noqa: F811
+def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream) -> None:
     out, err, before, after = serve_and_ask(processes, tmp_path, query_log="-", upstreams=[fake.address])
     assert "query log: standard output" in err
     lines = [json.loads(line) for line in out.splitlines()]  # standard output holds nothing else
@@ -160,7 +160,7 @@ def test_query_log_to_standard_output(tmp_path: Path, registry: Path, processes:
 
 def test_no_query_log_on_standard_output_when_off(
     tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream
-) -> None:  # noqa: F811
+) -> None:
     out, err, _, _ = serve_and_ask(processes, tmp_path, upstreams=[fake.address])
     assert out == ""
     assert "query log" not in err
@@ -168,7 +168,7 @@ def test_no_query_log_on_standard_output_when_off(
 
 def test_relative_path_is_relative_to_the_config_file(
     tmp_path: Path, registry: Path, processes: list[Process], fake: FakeUpstream
-) -> None:  # noqa: F811
+) -> None:
     (tmp_path / "logs").mkdir()
     config = write_config(tmp_path, 5353, query_log="logs/queries.log", upstreams=[fake.address])
     target = tmp_path / "logs" / "queries.log"

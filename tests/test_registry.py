@@ -616,7 +616,7 @@ def _shape(snap: Snapshot) -> dict[str, Any]:
 )
 def test_any_split_across_files_gives_the_same_snapshot(assignment: list[int], order: list[int]) -> None:
     files: list[dict[str, list[Any]]] = [{} for _ in range(4)]
-    for (section, item), which in zip(_entities(), assignment):
+    for (section, item), which in zip(_entities(), assignment, strict=True):
         files[which].setdefault(section, []).append(item)
     documents = [Document(f"part{i}.yaml", files[i]) for i in order]
     assert _shape(build_snapshot(documents)) == _shape(build_snapshot(docs()))

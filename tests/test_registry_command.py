@@ -122,7 +122,8 @@ def test_put_adds_then_replaces(example: Path) -> None:
         ({**NEW_MACHINE, "app": "nope"}, "internal-dns registry: machine abcdef01234567: unknown app 'nope'"),
         (
             {**NEW_MACHINE, "ip6": "fdaa:0:18:a7b:7d:f066:b83b:2"},
-            "internal-dns registry: machine abcdef01234567: address fdaa:0:18:a7b:7d:f066:b83b:2 is already used by machine 148e21dad76789",
+            "internal-dns registry: machine abcdef01234567: address fdaa:0:18:a7b:7d:f066:b83b:2"
+            " is already used by machine 148e21dad76789",
         ),
         ({**NEW_MACHINE, "region": "atlantis"}, "internal-dns registry: machine abcdef01234567: unknown region 'atlantis'"),
         (

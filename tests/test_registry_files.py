@@ -166,11 +166,11 @@ def test_a_file_or_folder_the_server_may_not_read_is_named_and_nothing_is_droppe
         (more, f"{more}: folder: cannot be read (Permission denied)", 2),
     ):
         broken.chmod(0o000)
-        wait_for(lambda: metric(metrics, "internal_dns_registry_rejected_total") >= rejections, f"the rejection of {broken}")
+        wait_for(lambda n=rejections: metric(metrics, "internal_dns_registry_rejected_total") >= n, f"the rejection of {broken}")
         assert _billing(port) == BILLING  # still served
         assert line in proc.stderr()
         broken.chmod(0o755 if broken.is_dir() else 0o644)  # a chmod alone, the content as it was
-        wait_for(lambda: metric(metrics, "internal_dns_registry_generation") >= rejections + 1, "the snapshot after the mend")
+        wait_for(lambda n=rejections: metric(metrics, "internal_dns_registry_generation") >= n + 1, "the snapshot after the mend")
         assert _billing(port) == BILLING
 
 

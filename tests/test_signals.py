@@ -17,7 +17,7 @@ import yaml
 
 from tests.processes import STOP_WAIT, Process, ask, serve
 from tests.processes import eventually as processes_eventually
-from tests.test_cli import registry, twistd, write_config  # noqa: F401
+from tests.test_cli import twistd, write_config
 
 WAIT = 15.0
 

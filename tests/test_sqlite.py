@@ -138,7 +138,8 @@ def test_rows_read_as_the_yaml_format(tmp_path: Path) -> None:
     conn.execute("INSERT INTO networks (name, prefix6, legacy) VALUES ('n', 'fdaa:9::/48', 1)")
     conn.execute("""INSERT INTO apps VALUES ('n', 'a', '[{"ip": "fdaa:9::1:1"}]')""")
     conn.execute(
-        """INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('ab', 'a', 'iad', 'fdaa:9::2', '{"role": "primary", "port": 8080}', 0)"""
+        "INSERT INTO machines (id, app, region, ip6, metadata, dns) "
+        """VALUES ('ab', 'a', 'iad', 'fdaa:9::2', '{"role": "primary", "port": 8080}', 0)"""
     )
     conn.execute(
         "INSERT INTO machines (id, app, region, ip6, metadata, dns) VALUES ('cd', 'a', 'iad', 'fdaa:9::3', '{oops', 'yes')"
@@ -315,7 +316,7 @@ def test_deletes_are_served(start_sqlite: StartSqlite, db: Path) -> None:
 
 def test_a_row_that_does_not_fit_is_left_out_and_the_rest_serves(
     start_sqlite: StartSqlite, db: Path, log_lines: list[str]
-) -> None:  # noqa: F811
+) -> None:
     server = start_sqlite(db, metrics=METRICS)
     assert scrape(server).value("internal_dns_registry_left_out") == 0
     conn = writer(db)
@@ -403,7 +404,7 @@ def until_unreachable(server: RunningServer) -> None:
 
 def test_a_pruned_change_log_reloads_everything(
     start_sqlite: StartSqlite, db: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
-) -> None:  # noqa: F811
+) -> None:
     server = start_sqlite(db)
     before = machine_ids(server.snapshot)
     monkeypatch.setattr(sqlite, "KEEP_CHANGES", 2)  # the registry command's writes keep the 2 newest

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import INTERNAL_DNS, ROOT, STOP_WAIT, Process, ask, serve
-from tests.test_cli import registry, write_config  # noqa: F401  (fixtures)
+from tests.test_cli import write_config
 
 UNIT = ROOT / "deploy" / "internal-dns@.service"
 
@@ -104,7 +104,7 @@ def systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSyst
 
 def test_ready_once_a_snapshot_serves_then_the_watchdog_then_stopping(
     tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd
-) -> None:  # noqa: F811
+) -> None:
     broken = registry / "zz-broken.yaml"
     broken.write_text("apps: [{name: x, network: nowhere}]\n")  # the registry does not load at first
     env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "200000"}
@@ -129,7 +129,7 @@ def test_ready_once_a_snapshot_serves_then_the_watchdog_then_stopping(
     assert "STOPPING=1" in systemd.received
 
 
-def test_without_systemd_nothing_is_sent(tmp_path: Path, registry: Path, processes: list[Process]) -> None:  # noqa: F811
+def test_without_systemd_nothing_is_sent(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     proc, port = serve(processes, tmp_path, lambda port: write_config(tmp_path, port), env=env)
     assert ask(port, "my-app.internal", timeout=2).rcode_text == "NOERROR"
@@ -140,7 +140,7 @@ def test_without_systemd_nothing_is_sent(tmp_path: Path, registry: Path, process
 
 def test_a_watchdog_meant_for_another_process_is_left_alone(
     tmp_path: Path, registry: Path, processes: list[Process], systemd: FakeSystemd
-) -> None:  # noqa: F811
+) -> None:
     env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
     serve(processes, tmp_path, lambda port: write_config(tmp_path, port), env=env)
     systemd.wait_for("READY=1")

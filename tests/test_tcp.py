@@ -246,13 +246,13 @@ def test_at_the_cap_busy_connections_keep_their_slots(start_server: StartServer,
     fake.hold = True  # the upstream answers only when released: both connections wait on it
     queries = [make_query(f"www{i}.example.test", "A") for i in range(2)]
     with connection(server) as first, connection(server) as second:
-        for sock, query in zip((first, second), queries):
+        for sock, query in zip((first, second), queries, strict=True):
             sock.sendall(frame(query.to_wire()))
         fake.wait_for(2)
         assert_turned_away(server)  # every connection busy: the new one is closed at once
         assert server.service.tcp.rejected["cap"] == 1
         fake.release()
-        for sock, query in zip((first, second), queries):
+        for sock, query in zip((first, second), queries, strict=True):
             assert read_reply(sock).msg.id == query.id
 
 
@@ -357,7 +357,7 @@ def test_a_client_that_does_not_read_its_replies_is_not_read_from(start_server: 
             if (
                 time.monotonic() - progress > 1.0
                 and protocol is not None
-                and not on_reactor(server.reactor, lambda: protocol._reading)
+                and not on_reactor(server.reactor, lambda p=protocol: p._reading)
             ):
                 break
         assert protocol is not None and sent < len(queries)

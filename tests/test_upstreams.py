@@ -19,7 +19,7 @@ from internal_dns.forward.upstream import Upstream, resolv_conf_upstreams
 from tests.conftest import ROOT, RunningServer
 from tests.fake_upstream import FakeUpstream
 from tests.processes import INTERNAL_DNS, STOP_WAIT, Process, serve
-from tests.test_cli import free_port, registry, run, write_config  # noqa: F401  (fixtures)
+from tests.test_cli import free_port, run, write_config
 from tests.test_metrics import METRICS, scrape
 
 StartServer = Callable[..., RunningServer]
@@ -68,7 +68,7 @@ def test_repeated_resolv_conf_nameservers_are_asked_once(start_server: StartServ
     assert series_of(server, "internal_dns_upstream_healthy") == [{"upstream": "127.0.0.1:53"}, {"upstream": "[::1]:53"}]
 
 
-def test_check_and_serve_warn_of_a_repeated_upstream(tmp_path: Path, registry: Path, processes: list[Process]) -> None:  # noqa: F811
+def test_check_and_serve_warn_of_a_repeated_upstream(tmp_path: Path, registry: Path, processes: list[Process]) -> None:
     upstream = f"127.0.0.1:{free_port()}"  # never asked: only names in the zones are
     config = write_config(tmp_path, 5353, upstreams=[upstream, upstream])
     warning = f"config warning: {config}: upstreams[1]: '{upstream}' repeats upstreams[0]; ignored"

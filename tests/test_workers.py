@@ -19,7 +19,7 @@ from internal_dns.config import ConfigError, parse_config
 from internal_dns.server import bound_socket
 from tests.dnsclient import Reply
 from tests.processes import STOP_WAIT, Process, ask, serve
-from tests.test_cli import MY_APP, free_port, registry, write_config  # noqa: F401
+from tests.test_cli import MY_APP, free_port, write_config
 
 WORKERS = 2
 
@@ -70,7 +70,7 @@ def wait_for(condition: object, what: str, seconds: float = 20.0) -> None:
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path, registry: Path, processes: list[Process]) -> tuple[Process, int, int]:  # noqa: F811
+def supervisor(tmp_path: Path, registry: Path, processes: list[Process]) -> tuple[Process, int, int]:
     metrics = {"port": 0}
 
     def config_for(port: int) -> Path:

@@ -15,12 +15,12 @@ one store bounded by entries and bytes (lru.py), least recently used out first:
   kept here too, as exact entries that hold while their TTLs do.
 
 Entries are flat tuples of bytes and numbers, which Python's collector stops tracking the first
-time it looks at them, so a full cache costs a collection nothing. Keys start with a tag naming the view (and, for exact entries, the
-transport): a reload that changes a network retires its views' tags, and what was rendered under
-them is never found again and leaves with the least recently used. Turns are counted per network
-and question in a dict shared by every entry and the full path, so a set rotates by one between
-successive answers whichever spelling or transport asks. A turn not yet rendered is a miss, which
-the full path renders and keeps.
+time it looks at them, so a full cache costs a collection nothing. Keys start with a tag naming the
+view (and, for exact entries, the transport): a reload that changes a network retires its views'
+tags, and what was rendered under them is never found again and leaves with the least recently
+used. Turns are counted per network and question in a dict shared by every entry and the full path,
+so a set rotates by one between successive answers whichever spelling or transport asks. A turn not
+yet rendered is a miss, which the full path renders and keeps.
 
 Only queries of the ordinary shape get in (one question, no compression, no records but at most a
 bare OPT); everything else takes the full path.
@@ -317,7 +317,7 @@ class PacketCache:
             return None
         first = made.render(0)
         soa_at = _serial_offset(first, end, made.answer)
-        value = (
+        value: tuple[Any, ...] = (
             entry_size(rkey, first),
             made.turn_key,
             self.serial,

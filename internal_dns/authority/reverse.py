@@ -13,7 +13,7 @@ from nothing).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 _HEX = set("0123456789abcdef")
@@ -41,6 +41,7 @@ LOCALLY_SERVED = tuple(
 def served_prefix(prefix: IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
     """The locally served block holding a network's prefix, or the prefix itself."""
     for block in LOCALLY_SERVED:
+        # The versions are equal, which mypy cannot carry over to the two unions' members.
         if block.version == prefix.version and prefix.subnet_of(block):  # type: ignore[arg-type]
             return block
     return prefix
@@ -78,11 +79,11 @@ def _octet(label: str) -> bool:
     return label.isdigit() and len(label) <= 3 and str(int(label)) == label and int(label) < 256
 
 
-def _digits(labels: tuple[str, ...], valid: object, base: int) -> tuple[int, int]:
+def _digits(labels: tuple[str, ...], valid: Callable[[str], bool], base: int) -> tuple[int, int]:
     """The address bits spelled by the labels just left of the suffix, most significant first."""
     value, count = 0, 0
     for label in reversed(labels[:-2]):
-        if not valid(label) or count == (32 if base == 16 else 4):  # type: ignore[operator]
+        if not valid(label) or count == (32 if base == 16 else 4):
             break
         value = value * base + int(label, 16 if base == 16 else 10)
         count += 1

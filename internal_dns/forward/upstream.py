@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime, IReadDescriptor
+from twisted.internet.interfaces import IReactorTime, IReadDescriptor, ITransport
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
@@ -174,6 +174,8 @@ class _DatagramExchange:
 
 
 class _StreamExchange(Protocol):
+    transport: ITransport  # set (by makeConnection) before any method below is called
+
     def __init__(self, query: bytes, done: defer.Deferred[UpstreamReply]):
         self.query = query
         self.done = done
@@ -248,7 +250,11 @@ def exchange(
         except OSError as exc:
             return defer.fail(UpstreamError("error", exc.strerror or str(exc)))
 
-    timer = clock.callLater(timeout, lambda: done.called or done.errback(UpstreamError("timeout")))
+    def expire() -> None:
+        if not done.called:
+            done.errback(UpstreamError("timeout"))
+
+    timer = clock.callLater(timeout, expire)
 
     def finish(result: Any) -> Any:
         if timer.active():

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -22,7 +23,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
-from prometheus_client.core import CounterMetricFamily, Metric
 
 
 def unwritable(target: str) -> str | None:
@@ -70,7 +70,7 @@ class QueryLog:
         self._flush_interval = flush_interval
 
     def start(self) -> None:
-        self._stream = sys.stdout if self.target == "-" else open(self.target, "a", encoding="utf-8")  # noqa: SIM115
+        self._stream = sys.stdout if self.target == "-" else open(self.target, "a", encoding="utf-8")
         self._loop.start(self._flush_interval, now=False)
 
     def record(
@@ -141,7 +141,7 @@ class QueryLog:
         if self._stream is None or self._stream is sys.stdout:
             return
         try:
-            stream = open(self.target, "a", encoding="utf-8")  # noqa: SIM115
+            stream = open(self.target, "a", encoding="utf-8")
         except OSError as exc:
             log.error(
                 "query log {target} cannot be opened again: {error}; writing on to the file already open",

@@ -177,7 +177,8 @@ class Catalog:
     def apply(self, upserts: Iterable[RawEntity] = (), deletes: Iterable[Key] = ()) -> Snapshot:
         """A change: entities added or replaced, and keys removed. Rebuilds only what it touches."""
         upserts, deletes = list(upserts), [k for k in deletes if k in self.raw]
-        changed = [(self.raw.get(e.key), e) for e in upserts] + [(self.raw[k], None) for k in deletes]
+        changed: list[tuple[RawEntity | None, RawEntity | None]] = [(self.raw.get(e.key), e) for e in upserts]
+        changed += [(self.raw[k], None) for k in deletes]
         changed = [
             (old, new) for old, new in changed if old is None or new is None or old.data != new.data or old.kind != new.kind
         ]
@@ -193,7 +194,9 @@ class Catalog:
         affected: set[str] = set()
         queue: dict[Key, None] = {}
         for old, new in changed:
-            key = (old or new).key  # type: ignore[union-attr]
+            either = old or new
+            assert either is not None  # a change has an old side, a new side or both
+            key = either.key
             self._withdraw(key, affected, queue)
             if new is not None and new.kind == INVALID:  # not an entity: its message is all there is
                 self.problems[key] = [new.data]
@@ -224,7 +227,10 @@ class Catalog:
                 self._admit_network(e)
         clashes = overlapping(list(self.networks.values()))
         for later, earlier, key in clashes:
-            line = f"{later.source}: network {later.name}: {key} {getattr(later, key)} overlaps network {earlier.name}'s {key} {getattr(earlier, key)}"
+            line = (
+                f"{later.source}: network {later.name}: {key} {getattr(later, key)}"
+                f" overlaps network {earlier.name}'s {key} {getattr(earlier, key)}"
+            )
             self.problems.setdefault(self.network_keys[later.name], []).append(line)
         for name in {later.name for later, _, _ in clashes}:
             del self.networks[name]  # an address in two networks has no one view (SPEC §2)
@@ -376,7 +382,7 @@ class Catalog:
             nets.discard(network)
             if not nets:
                 del self._app_networks[lname]
-            for mid, (mkey, machine) in list(members.machines.items()):  # they named this app
+            for mkey, machine in list(members.machines.values()):  # they named this app
                 if machine.app.lower() == lname:
                     self._withdraw(mkey, affected, requeue)
                     requeue[mkey] = None

@@ -106,7 +106,7 @@ def new_problems(before: Iterable[RawEntity], after: Iterable[RawEntity]) -> lis
 def import_change(path: Path, replace: bool, current: list[RawEntity]) -> Change:
     """Every entity of the YAML file or folder (SPEC §1's format), put; with `replace`, every
     entity the store holds that the import lacks, deleted."""
-    puts = []
+    puts: list[tuple[str, Mapping[str, Any]]] = []
     for document in load_documents(path):
         data = document.data or {}
         if not isinstance(data, Mapping):

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -83,7 +84,8 @@ def settings(options: Mapping[str, Any]) -> Settings:
         raise ValueError("endpoints: must be a list of http(s) URLs, such as [http://127.0.0.1:2379]")
     for i, url in enumerate(endpoints):
         if not isinstance(url, str):
-            raise ValueError(f"endpoints: entry {i + 1} must be an http(s) URL, not {type(url).__name__}")  # noqa: TRY004 -- the config's own error
+            # the config's own error, not a TypeError
+            raise ValueError(f"endpoints: entry {i + 1} must be an http(s) URL, not {type(url).__name__}")
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
@@ -185,11 +187,14 @@ def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = 
         return RawEntity(key, key, INVALID, f"{key}: {kind[:-1]}: the value is not JSON ({exc})")
     if not isinstance(data, dict):
         return RawEntity(key, key, INVALID, f"{key}: {kind[:-1]}: the value must be a JSON object, not {_json_type(data)}")
-    for (name, folded), part in zip(fields, names):
+    for (name, folded), part in zip(fields, names, strict=True):
         given = data.get(name)
         if isinstance(given, str) and ((given.lower() != part.lower()) if folded else (given != part)):
             # Which of the two is meant cannot be told: neither is served.
-            line = f"{key}: {describe(kind, data)}: the key and the value disagree: the key names {name} '{part}', the value '{given}'"
+            line = (
+                f"{key}: {describe(kind, data)}: the key and the value disagree:"
+                f" the key names {name} '{part}', the value '{given}'"
+            )
             return RawEntity(key, key, INVALID, line)
     return RawEntity(key, key, kind, compact(data) if compact is not None else data)
 
@@ -416,7 +421,7 @@ class Watch:
                     scanned = 0
                     if line.strip() and not self._message(json.loads(line)):
                         return
-        except Exception as exc:  # noqa: BLE001 -- the connection broke (etcd stopped, or close()): said below
+        except Exception as exc:  # the connection broke (etcd stopped, or close()): said below
             why = f"the watch stream broke ({reason(exc)})"
         finally:
             self.response.close()
@@ -618,7 +623,7 @@ class EtcdStore:
         ops = txn_ops(self.prefix, puts, deletes)
         for i in range(0, len(ops), MAX_TXN_OPS):
             txn = {"compare": [], "success": ops[i : i + MAX_TXN_OPS], "failure": []}
-            self.cluster.call("writing", lambda client, txn=txn: client.transaction(txn))
+            self.cluster.call("writing", methodcaller("transaction", txn))  # client.transaction(txn)
 
     def close(self) -> None:
         self.cluster.close()

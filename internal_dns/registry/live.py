@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
+from functools import partial
 from typing import Any
 
 from twisted.internet import threads
@@ -108,7 +109,7 @@ class LiveBackend:
                     position = None
                 if position is None:
                     entities, position = self.load_all()
-                    self._deliver(build_frozen(lambda: self.catalog.load(entities)))
+                    self._deliver(build_frozen(partial(self.catalog.load, entities)))
                 upserts, deletes, position = self.changes(position, self.wait)
                 if self._stopping.is_set():
                     break

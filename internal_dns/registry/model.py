@@ -14,7 +14,7 @@ import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no trailing newline
 _MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
@@ -178,6 +178,14 @@ class Dependent(Exception):
     """The entity refers to one that was already reported invalid."""
 
 
+@overload
+def _text(raw: Mapping[str, Any], key: str, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def _text(raw: Mapping[str, Any], key: str, required: bool) -> str | None: ...
+
+
 def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None:
     value = raw.get(key)
     if value is None:
@@ -197,7 +205,7 @@ def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None
 def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
     value = _text(raw, key)
     try:
-        return IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, value)))  # type: ignore[arg-type]
+        return IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, value)))
     except OSError:
         raise ValueError(f"{key} {value!r} is not an IPv6 address") from None
 
@@ -205,7 +213,7 @@ def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
 def _ip4(raw: Mapping[str, Any], key: str) -> IPv4Address:
     value = _text(raw, key)
     try:
-        return IPv4Address(socket.inet_pton(socket.AF_INET, value))  # type: ignore[arg-type]
+        return IPv4Address(socket.inet_pton(socket.AF_INET, value))
     except OSError:
         raise ValueError(f"{key} {value!r} is not an IPv4 address") from None
 
@@ -281,10 +289,19 @@ class References(Protocol):
     """What an app, machine or peer may refer to: the accepted networks, apps and regions, and
     the names of those rejected (a reference to one of them is Dependent, not an error of its own)."""
 
-    networks: Mapping[str, Network]
-    regions: Mapping[str, Region]
-    broken_networks: Collection[str]
-    broken_apps: Collection[str]  # lower-cased names
+    # Read-only (properties), so that an implementation may hold a narrower type in a plain
+    # attribute (the catalog's broken names are a dict of counts).
+    @property
+    def networks(self) -> Mapping[str, Network]: ...
+
+    @property
+    def regions(self) -> Mapping[str, Region]: ...
+
+    @property
+    def broken_networks(self) -> Collection[str]: ...
+
+    @property
+    def broken_apps(self) -> Collection[str]: ...  # lower-cased names
 
     def app_networks(self, lname: str) -> Collection[str]: ...
 

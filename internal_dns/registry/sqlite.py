@@ -40,7 +40,7 @@ import sqlite3
 import textwrap
 import threading
 import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,15 +190,15 @@ class _Decoder:
         self.share = share
         self.cache: dict[str, Any] = {}  # JSON text -> decoded, with `share`
         self.values: dict[Any, Any] = {}  # a repeated value -> its one copy, with `share`
-        self._makers: dict[str, Any] = {}
+        self._makers: dict[str, Callable[[tuple[Any, ...]], RawEntity]] = {}
 
     def entity(self, table: Table, row: tuple[Any, ...]) -> RawEntity:
         make = self._makers.get(table.kind)
         if make is None:
             make = self._makers[table.kind] = self.maker(table)
-        return make(row)  # type: ignore[no-any-return]
+        return make(row)
 
-    def maker(self, table: Table) -> Any:
+    def maker(self, table: Table) -> Callable[[tuple[Any, ...]], RawEntity]:
         """A function of one row of `table` to its RawEntity (a million calls: kept lean)."""
         kind, columns, json_columns, flags = table.kind, table.columns, table.json, table.flags
         prefix = f"{self.db}:{kind}/"
@@ -208,7 +208,7 @@ class _Decoder:
         decode = self._json
 
         def make(row: tuple[Any, ...]) -> RawEntity:
-            data = {c: v for c, v in zip(columns, row) if v is not None}
+            data = {c: v for c, v in zip(columns, row, strict=True) if v is not None}  # a row of SELECT columns
             for c in shared:
                 v = data.get(c)
                 if v is not None:
@@ -413,6 +413,7 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for key in gone:
+                assert isinstance(key, tuple)  # this store's keys: (table, *primary key), as `maker` makes them
                 conn.execute(TABLES[key[0]].delete, key[1:])
             for kind, row, _ in rows:
                 conn.execute(TABLES[kind].upsert, row)

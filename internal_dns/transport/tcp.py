@@ -24,7 +24,7 @@ import ipaddress
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.defer import Deferred, gatherResults
@@ -34,6 +34,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.config import ListenConfig, TcpConfig
+
+if TYPE_CHECKING:
+    from twisted.internet.tcp import Server
 
 log = Logger()
 
@@ -94,8 +97,8 @@ class TcpConnections:
         yield rejected
         closed = CounterMetricFamily(
             "internal_dns_tcp_closed",
-            "TCP connections the server closed: idle, a query not whole in time (message_timeout), replies not read (not_draining), "
-            "or given way to a new connection (evicted).",
+            "TCP connections the server closed: idle, a query not whole in time (message_timeout), "
+            "replies not read (not_draining), or given way to a new connection (evicted).",
             labels=["reason"],
         )
         for reason, n in self.closed.items():
@@ -164,6 +167,9 @@ class TcpConnections:
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class DnsStreamProtocol(Protocol):
     factory: DnsStreamFactory
+    # What the reactor gives a protocol of a listening TCP port (listenTCP, adoptStreamPort): the
+    # flow control below uses more of it (bufferSize, startReading, disconnecting) than ITCPTransport.
+    transport: Server
 
     def __init__(self) -> None:
         self.host = ""

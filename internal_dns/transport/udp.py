@@ -123,6 +123,7 @@ class UdpListener:
                 log.debug("UDP read on {address}: {error}", address=self.listener.address, error=exc)
                 return
             # The whole PKTINFO (destination and interface) is the key: no slicing per datagram.
+            found: tuple[str | None, list[tuple[int, int, bytes]], dict[str, bytes]] | None
             found = known.get(ancillary[0][2]) if len(ancillary) == 1 else None
             if found is None:
                 found = self._local(ancillary)

@@ -34,11 +34,15 @@ class InternalDnsServiceMaker:
     options = Options
 
     def makeService(self, options: Any) -> Any:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as installed
         from twisted.internet.error import CannotListenError
 
         from internal_dns.cli import log_warnings
         from internal_dns.server import DnsService
+
+        # To mypy twisted.internet.reactor is a module without attributes (the reactor object is put
+        # in its place when installed): Any, as DnsService takes it.
+        reactor: Any = installed
 
         class TwistdDnsService(DnsService):
             def startService(self) -> None:

@@ -114,7 +114,7 @@ def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
     """
     if seen is None or len(seen) != len(current):
         return False
-    for old, new in zip(seen, current):
+    for old, new in zip(seen, current, strict=True):  # the lengths are equal (just above)
         if old[:5] != new[:5] or (old[5] and new[5] and old[5] != new[5]):
             return False
     return True
