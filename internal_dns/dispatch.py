@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from internal_dns.authority.answer import Zone, Zones, answer
+from internal_dns.authority.answer import Zone, Zones, answer, private_reverse
 from internal_dns.authority.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
 from internal_dns.authority.reverse import PrivateReverse, is_reverse, served_prefix
 from internal_dns.authority.views import View, ViewResolver
@@ -33,14 +33,11 @@ from internal_dns.records import (
     IXFR,
     NOERROR,
     NOTIMP,
-    NXDOMAIN,
     REFUSED,
     SERVFAIL,
-    SOA,
     TXT,
     Answer,
     RRset,
-    soa_rdata,
     txt_rdata,
 )
 from internal_dns.registry.model import Snapshot
@@ -251,15 +248,7 @@ class Dispatcher:
         return TCP_LIMIT if tcp else min(q.udp_limit(), self.config.edns_payload)
 
     def _private_reverse(self, q: Query, view: View, zone_labels: int, serial: int, tcp: bool) -> bytes:
-        zone = ".".join(q.labels[-zone_labels:])
-        ttl = self.config.ttl
-        soa = RRset(len(q.labels) - zone_labels, SOA, ttl, (soa_rdata(zone, serial, ttl),))
-        if len(q.labels) > zone_labels:
-            result = Answer(NXDOMAIN, authority=(soa,))
-        elif q.qtype in (SOA, ANY):  # the reverse zone's apex holds its SOA
-            result = Answer(NOERROR, answer=(soa,))
-        else:
-            result = Answer(NOERROR, authority=(soa,))
+        result = private_reverse(q.labels, zone_labels, q.qtype, serial, self.config.ttl)
         return self._render(q, result, view, tcp, 0)
 
     def recursion_available(self, view: View | None) -> bool:

@@ -59,7 +59,23 @@ def answer(snapshot: Snapshot, view: View, zone: Zone, labels: tuple[str, ...], 
     relative = labels[: len(labels) - len(zone.labels)]
     serial = snapshot.serial
     node = apex(zone, serial, ttl) if not relative else zone.scheme(snapshot, view, relative)
-    soa = RRset(len(relative), SOA, ttl, (soa_rdata(zone.name, serial, ttl),))
+    return from_node(node, zone.name, len(relative), qtype, serial, ttl)
+
+
+def private_reverse(labels: tuple[str, ...], zone_labels: int, qtype: int, serial: int, ttl: int) -> Answer:
+    """A reverse name inside a locally served block holding a network (`reverse.py`): the zone's
+    apex holds its SOA, and no name below it exists, in any view — so that another network's
+    addresses cannot be told from unused ones (SPEC §2)."""
+    zone = ".".join(labels[len(labels) - zone_labels :])
+    depth = len(labels) - zone_labels
+    node = Node({SOA: RecordSet((soa_rdata(zone, serial, ttl),))}) if depth == 0 else None
+    return from_node(node, zone, depth, qtype, serial, ttl)
+
+
+def from_node(node: Node | None, zone: str, depth: int, qtype: int, serial: int, ttl: int) -> Answer:
+    """The rules every zone shares, given what a name holds (None: it does not exist) and how
+    many labels below the apex it is: NXDOMAIN or NODATA with the zone's SOA, ANY, or the records."""
+    soa = RRset(depth, SOA, ttl, (soa_rdata(zone, serial, ttl),))
     if node is None:
         return Answer(NXDOMAIN, authority=(soa,))
     if qtype == ANY:

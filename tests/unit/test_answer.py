@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from internal_dns.authority.answer import Zones, answer, apex
+from internal_dns.authority.answer import Zones, answer, apex, private_reverse
 from internal_dns.authority.views import View
 from internal_dns.records import AAAA, ANY, NOERROR, NS, NXDOMAIN, SOA, TXT, A, Answer, RRset, name_wire, soa_rdata
 from internal_dns.registry.catalog import build_snapshot
@@ -234,3 +234,28 @@ def test_the_soa_serial_is_the_snapshots(snapshot: Snapshot, zones: Zones) -> No
     assert nx.authority == (soa_of("internal", 1, serial=1795314158),)
     top = ask(later, zones, PERSONAL, "internal", SOA)
     assert struct.unpack("!I", top.answer[0].rdatas[0][-20:-16]) == (1795314158,)
+
+
+# --- private reverse zones: the same rules, an apex holding only its SOA -----------------------------
+
+REVERSE_ZONE = ("d", "f", "ip6", "arpa")
+
+
+def reverse(labels: tuple[str, ...], qtype: int) -> Answer:
+    return private_reverse(labels, len(REVERSE_ZONE), qtype, 7, 5)
+
+
+@pytest.mark.parametrize("qtype", [SOA, ANY])
+def test_a_private_reverse_apex_answers_its_soa(qtype: int) -> None:
+    assert reverse(REVERSE_ZONE, qtype) == Answer(NOERROR, answer=(RRset(0, SOA, 5, (soa_rdata("d.f.ip6.arpa", 7, 5),)),))
+
+
+@pytest.mark.parametrize("qtype", [NS, TXT, 12])
+def test_a_private_reverse_apex_has_nothing_else(qtype: int) -> None:
+    assert reverse(REVERSE_ZONE, qtype) == Answer(NOERROR, authority=(RRset(0, SOA, 5, (soa_rdata("d.f.ip6.arpa", 7, 5),)),))
+
+
+def test_every_name_below_a_private_reverse_apex_is_nxdomain() -> None:
+    labels = ("2", "0", "0", "0") + REVERSE_ZONE
+    soa = RRset(4, SOA, 5, (soa_rdata("d.f.ip6.arpa", 7, 5),))  # owned by the apex, four labels up
+    assert reverse(labels, 12) == Answer(NXDOMAIN, authority=(soa,))
