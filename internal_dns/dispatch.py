@@ -232,7 +232,9 @@ class Dispatcher:
         result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
         return self._render(q, result, view, tcp, self._turn(turns_at, result))
 
-    def _render(self, q: Query, result: Answer, view: View, tcp: bool, turn: int) -> bytes:
+    def _render(self, q: Query, result: Answer, view: View | None, tcp: bool, turn: int = 0) -> bytes:
+        """Every reply but the packet cache's is rendered here: one place for RA, the size limit,
+        the payload we advertise and the rotation."""
         return render(
             q,
             result,
@@ -249,7 +251,7 @@ class Dispatcher:
 
     def _private_reverse(self, q: Query, view: View, zone_labels: int, serial: int, tcp: bool) -> bytes:
         result = private_reverse(q.labels, zone_labels, q.qtype, serial, self.config.ttl)
-        return self._render(q, result, view, tcp, 0)
+        return self._render(q, result, view, tcp)
 
     def recursion_available(self, view: View | None) -> bool:
         return view is not None and self.forwarder is not None
@@ -264,25 +266,13 @@ class Dispatcher:
         return turn
 
     def _refuse(self, q: Query, rcode: int, tcp: bool) -> bytes:
-        return render(
-            q,
-            Answer(rcode, authoritative=False),
-            recursion_available=False,
-            limit=self._limit(q, tcp),
-            server_payload=self.config.edns_payload,
-        )
+        return self._render(q, Answer(rcode, authoritative=False), None, tcp)
 
     def _chaos(self, q: Query, tcp: bool) -> bytes:
         if q.labels not in _CHAOS_ID_NAMES or q.qtype not in (TXT, ANY):
             return self._refuse(q, REFUSED, tcp)
         record = RRset(0, TXT, 0, (txt_rdata(self.config.server_id),), rclass=CH)
-        return render(
-            q,
-            Answer(NOERROR, answer=(record,)),
-            recursion_available=False,
-            limit=self._limit(q, tcp),
-            server_payload=self.config.edns_payload,
-        )
+        return self._render(q, Answer(NOERROR, answer=(record,)), None, tcp)
 
 
 def _rotates(result: Answer) -> bool:
