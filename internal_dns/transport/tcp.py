@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.config import ListenConfig, TcpConfig
+from internal_dns.transport.handoff import HostsFor, Respond
 
 if TYPE_CHECKING:
     from twisted.internet.tcp import Server
@@ -43,10 +44,6 @@ log = Logger()
 _LENGTH = struct.Struct("!H")
 REJECTED = ("cap", "per_source")  # why a new connection was closed at once
 CLOSED = ("idle", "message_timeout", "not_draining", "evicted")  # why the server closed an open one
-
-# (data, host, local address or None, listener, tcp, hosts) → the reply, a Deferred of it, or None
-Respond = Callable[[bytes, str, "str | None", ListenConfig, bool, dict[str, bytes]], "bytes | Deferred[bytes] | None"]
-HostsFor = Callable[["str | None"], dict[str, bytes]]
 
 
 class TcpConnections:

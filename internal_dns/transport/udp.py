@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.config import ListenConfig
+from internal_dns.transport.handoff import HostsFor, Respond
 
 log = Logger()
 
@@ -36,10 +36,6 @@ READS_PER_WAKEUP = 64  # then the reactor's other sockets get their turn
 DRAIN_GRACE = 0.25  # seconds a stepped-aside socket is still read
 _IN_PKTINFO = struct.Struct("@i4s4s")  # ifindex, local (spec_dst), header destination
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
-
-# (data, host, local address or None, listener, tcp, hosts) → the reply, a Deferred of it, or None
-Respond = Callable[[bytes, str, "str | None", ListenConfig, bool, dict[str, bytes]], "bytes | Deferred[bytes] | None"]
-HostsFor = Callable[["str | None"], dict[str, bytes]]
 
 
 def is_wildcard(address: str) -> bool:
