@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from bench.peers import free_port
-from internal_dns.registry.etcd import EtcdStore, Settings, range_end
+from internal_dns.registry.etcd import EtcdStore, Settings
+from internal_dns.registry.etcd.codec import range_end
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 START_WITHIN = 30.0  # seconds etcd may take to answer before a test fails

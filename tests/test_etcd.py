@@ -23,15 +23,10 @@ from twisted.internet import task
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import edit
 from internal_dns.registry.catalog import INVALID
-from internal_dns.registry.etcd import (
-    MAX_TXN_OPS,
-    Compact,
-    EtcdStore,
-    entity,
-    key_of,
-    read_prefix,
-    settings,
-)
+from internal_dns.registry.etcd import EtcdStore, settings
+from internal_dns.registry.etcd.client import read_prefix
+from internal_dns.registry.etcd.codec import Compact, entity, key_of
+from internal_dns.registry.etcd.store import MAX_TXN_OPS
 from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, on_reactor
 from tests.dnsclient import Reply
 from tests.etcd_server import EtcdServer, free_port, shared_etcd

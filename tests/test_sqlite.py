@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred
 from internal_dns.config import parse_config
 from internal_dns.registry import edit, sqlite
 from internal_dns.registry.model import Snapshot
-from internal_dns.registry.sqlite import SCHEMA, SqliteBackend, SqliteStore
+from internal_dns.registry.sqlite import SCHEMA, SqliteBackend, SqliteStore, changes
 from tests.conftest import EMBEDDED_ZONES, ROOT, RunningServer, base_config, on_reactor
 from tests.fake_upstream import FakeUpstream
 from tests.readme_examples import README, examples, normalise, run
@@ -176,7 +176,7 @@ def test_a_change_of_primary_key_logs_the_old_key_and_the_new(db: Path) -> None:
 
 
 def test_a_write_prunes_the_change_log(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite, "KEEP_CHANGES", 10)
+    monkeypatch.setattr(changes, "KEEP_CHANGES", 10)
     store = SqliteStore(db)
     edit.apply(store, edit.Change([("machines", {**NEW_MACHINE, "state": "stopped"})], []))
     conn = sqlite3.connect(db)
@@ -407,7 +407,7 @@ def test_a_pruned_change_log_reloads_everything(
 ) -> None:
     server = start_sqlite(db)
     before = machine_ids(server.snapshot)
-    monkeypatch.setattr(sqlite, "KEEP_CHANGES", 2)  # the registry command's writes keep the 2 newest
+    monkeypatch.setattr(changes, "KEEP_CHANGES", 2)  # the registry command's writes keep the 2 newest
     store = SqliteStore(db)
     try:
         new = [("machines", {**NEW_MACHINE, "id": f"abcdef0123456{i}", "ip6": f"fdaa:0:18:a7b:99::{i + 2}"}) for i in range(4)]

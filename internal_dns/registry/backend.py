@@ -51,8 +51,4 @@ class Backend(Protocol):
         """Stop watching; no publish or reject happens after the result fires."""
         ...
 
-
-class Reloadable(Protocol):
-    """A backend that can be told to read its whole store again now (SIGHUP); optional."""
-
-    def reload(self) -> object: ...
+    # Optional: `reload()`, read the whole store again now (SIGHUP); the server asks for it by name.

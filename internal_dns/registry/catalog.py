@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from internal_dns.registry.kinds import EXPORT_ORDER, KINDS, SECTIONS, Kind
 from internal_dns.registry.model import (
-    SECTIONS,
     App,
     AppIndex,
     Dependent,
@@ -52,14 +52,17 @@ from internal_dns.registry.model import (
 Key = Hashable
 INVALID = "invalid"  # the kind of an entry that is not an entity at all (its data: the message)
 _ORDER = {kind: i for i, kind in enumerate((INVALID, *SECTIONS))}
-_STRUCTURAL = {"regions", "networks"}
+_STRUCTURAL = {k.section for k in KINDS if k.structural}  # regions, networks
+_MEMBERS = tuple(k.section for k in KINDS if not k.structural)  # apps, machines, peers: a network's
+# What a registry file's document must be, as the catalog and the registry command's import say
+DOCUMENT_SHAPE = f"must be a mapping with {'/'.join(k.section for k in EXPORT_ORDER)}"
 
 
 @dataclass(frozen=True, slots=True)
 class RawEntity:
     key: Key
     source: str  # for messages: a file's path, an etcd key, a table and row
-    kind: str  # a section: regions, networks, apps, machines, peers (or INVALID)
+    kind: str  # a kind's section (kinds.py): regions, networks, apps, machines, peers (or INVALID)
     data: Any  # the mapping as read
 
 
@@ -86,11 +89,12 @@ def entities_of(document: Document) -> list[RawEntity]:
                 (source, INVALID, 0),
                 source,
                 INVALID,
-                f"{source}: document: must be a mapping with networks/apps/machines/peers/regions",
+                f"{source}: document: {DOCUMENT_SHAPE}",
             )
         ]
     seen: dict[tuple[str, Any], int] = {}
-    for kind in SECTIONS:
+    for entity_kind in KINDS:
+        kind = entity_kind.section
         items = data.get(kind)
         if items is None:
             continue
@@ -105,20 +109,17 @@ def entities_of(document: Document) -> list[RawEntity]:
                     )
                 )
                 continue
-            identity = _identity(kind, item)
+            identity = _identity(entity_kind, item)
             n = seen.get((kind, identity), 0)
             seen[(kind, identity)] = n + 1
             out.append(RawEntity((source, kind, identity, n), source, kind, item))
     return out
 
 
-def _identity(kind: str, item: Mapping[str, Any]) -> Any:
-    field_name = {"regions": "code", "machines": "id"}.get(kind, "name")
-    value = item.get(field_name)
-    identity = str(value) if isinstance(value, (str, int)) else None
-    if kind in ("apps", "peers"):  # one name may live in several networks of one file
-        return (identity, str(item.get("network")))
-    return identity
+def _identity(kind: Kind, item: Mapping[str, Any]) -> tuple[str | None, ...]:
+    """The values of the kind's identity fields as given (an app's network too: one name may live
+    in several networks of one file); a field that is not a text or a number is None."""
+    return tuple(str(value) if isinstance(value := item.get(name), (str, int)) else None for name in kind.identity)
 
 
 def build_snapshot(documents: Iterable[Document]) -> Snapshot:
@@ -143,7 +144,6 @@ class Catalog:
         self.network_problems: dict[str, dict[Key, list[str]]] = {}  # found indexing a network
         self.accepted: dict[Key, tuple[str, Any]] = {}  # key -> (kind, identity)
         self.regions: dict[str, Region] = {}
-        self.region_sources: dict[str, str] = {}
         self.networks: dict[str, Network] = {}
         self.network_keys: dict[str, Key] = {}
         self.broken_networks: dict[str, int] = {}  # names of networks left out (a count of each)
@@ -203,7 +203,7 @@ class Catalog:
             elif new is not None:
                 queue[key] = None
         # Whatever was left out may fit now (its app has come, a clashing address has gone).
-        for key in [k for k in (*self.problems, *self.silent) if self.raw[k].kind in ("apps", "machines", "peers")]:
+        for key in [k for k in (*self.problems, *self.silent) if self.raw[k].kind in _MEMBERS]:
             self._withdraw(key, affected, queue)
             queue[key] = None
         self._admit_all([self.raw[k] for k in queue if k in self.raw], affected)
@@ -238,7 +238,7 @@ class Catalog:
             self.accepted.pop(self.network_keys.pop(name), None)
         for name in self.networks:
             self.members[name] = _Members()
-        self._admit_all([e for e in ordered if e.kind in ("apps", "machines", "peers")], set())
+        self._admit_all([e for e in ordered if e.kind in _MEMBERS], set())
         for name in self.networks:
             self._index_network(name)
 

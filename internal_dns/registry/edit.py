@@ -17,13 +17,12 @@ from typing import Any
 
 import yaml
 
-from internal_dns.registry.catalog import Catalog, RawEntity
+from internal_dns.registry.catalog import DOCUMENT_SHAPE, Catalog, RawEntity
 from internal_dns.registry.files import load_documents
-from internal_dns.registry.model import SECTIONS
+from internal_dns.registry.kinds import BY_SECTION, EXPORT_ORDER, KINDS, SECTIONS
 from internal_dns.registry.plugins import Store
 
-KINDS = {kind[:-1]: kind for kind in SECTIONS} | {kind: kind for kind in SECTIONS}  # "machine" or "machines"
-EXPORT_ORDER = ("networks", "apps", "machines", "peers", "regions")  # as SPEC §1 lists them
+_NAMED = {k.singular: k.section for k in KINDS} | {k.section: k.section for k in KINDS}  # "machine" or "machines"
 
 
 class Refused(Exception):
@@ -35,29 +34,39 @@ class Refused(Exception):
 
 
 def kind_of(text: str) -> str:
+    """The section of the kind a person names, singular or plural: "machine" -> "machines"."""
     try:
-        return KINDS[text.lower()]
+        return _NAMED[text.lower()]
     except KeyError:
-        raise ValueError(f"unknown kind {text!r} (one of {', '.join(k[:-1] for k in SECTIONS)})") from None
+        raise ValueError(f"unknown kind {text!r} (one of {', '.join(k.singular for k in KINDS)})") from None
 
 
 def identity(kind: str, data: Mapping[str, Any]) -> tuple[str, ...]:
     """What makes an entity the same entity: a put of an equal identity replaces it."""
-    if kind == "regions":
-        return (str(data.get("code", "")).lower(),)
-    if kind == "machines":
-        return (str(data.get("id", "")),)
-    if kind == "networks":
-        return (str(data.get("name", "")),)
-    return (str(data.get("network", "")), str(data.get("name", "")).lower())  # apps, peers
+    fields = BY_SECTION[kind]
+    return tuple(
+        str(data.get(name, "")).lower() if name in fields.folded else str(data.get(name, "")) for name in fields.identity
+    )
+
+
+def named(kind: str, name: str, network: str | None) -> tuple[str, ...]:
+    """The identity of the entity a person names: by its name (a machine's id, a region's code),
+    with its network for an app or a peer (ValueError without it)."""
+    fields = BY_SECTION[kind]
+    if "network" in fields.identity and network is None:
+        raise ValueError(f"{article(fields.singular)} {fields.singular} is named with its network: add --network")
+    given = {field: network if field == "network" else name for field in fields.identity}
+    return tuple(str(given[field]).lower() if field in fields.folded else str(given[field]) for field in fields.identity)
 
 
 def describe_identity(kind: str, ident: tuple[str, ...], data: Mapping[str, Any] | None = None) -> str:
     """'machine 148e21dad76789', 'app web/shop-staging' (an app or peer with its network)."""
-    if kind in ("apps", "peers"):
-        name = str(data.get("name")) if data is not None else ident[1]
-        return f"{kind[:-1]} {name}/{ident[0]}"
-    return f"{kind[:-1]} {ident[0]}"
+    fields = BY_SECTION[kind]
+    given = dict(zip(fields.identity, ident, strict=True))
+    if "network" in given:
+        name = str(data.get("name")) if data is not None else given["name"]
+        return f"{fields.singular} {name}/{given['network']}"
+    return f"{fields.singular} {ident[0]}"
 
 
 @dataclass
@@ -72,7 +81,7 @@ def apply(store: Store, change: Change) -> list[str]:
     current = store.read()
     by_identity: dict[tuple[str, tuple[str, ...]], RawEntity] = {}
     for e in current:
-        if e.kind in SECTIONS and isinstance(e.data, Mapping):
+        if e.kind in BY_SECTION and isinstance(e.data, Mapping):
             by_identity.setdefault((e.kind, identity(e.kind, e.data)), e)
     missing = [describe_identity(kind, ident) for kind, ident in change.deletes if (kind, ident) not in by_identity]
     if missing:
@@ -110,7 +119,7 @@ def import_change(path: Path, replace: bool, current: list[RawEntity]) -> Change
     for document in load_documents(path):
         data = document.data or {}
         if not isinstance(data, Mapping):
-            raise Refused([f"{document.source}: document: must be a mapping with networks/apps/machines/peers/regions"])
+            raise Refused([f"{document.source}: document: {DOCUMENT_SHAPE}"])
         for kind in SECTIONS:
             for item in data.get(kind) or []:
                 if not isinstance(item, Mapping):
@@ -122,14 +131,14 @@ def import_change(path: Path, replace: bool, current: list[RawEntity]) -> Change
         deletes = [
             (e.kind, identity(e.kind, e.data))
             for e in current
-            if e.kind in SECTIONS and isinstance(e.data, Mapping) and (e.kind, identity(e.kind, e.data)) not in wanted
+            if e.kind in BY_SECTION and isinstance(e.data, Mapping) and (e.kind, identity(e.kind, e.data)) not in wanted
         ]
     return Change(puts, deletes, source=str(path))
 
 
 def export(entities: Iterable[RawEntity]) -> str:
     """The registry in SPEC §1's YAML format."""
-    sections: dict[str, list[Any]] = {kind: [] for kind in EXPORT_ORDER}
+    sections: dict[str, list[Any]] = {kind.section: [] for kind in EXPORT_ORDER}
     for e in entities:
         if e.kind in sections and isinstance(e.data, Mapping):
             sections[e.kind].append(dict(e.data))
@@ -142,3 +151,7 @@ def export(entities: Iterable[RawEntity]) -> str:
         width=120,
         allow_unicode=True,
     )
+
+
+def article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"

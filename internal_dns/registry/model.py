@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Literal, Protocol, overload
 
+from internal_dns.registry.kinds import BY_SECTION
+
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no trailing newline
 _MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
 
@@ -171,8 +173,6 @@ class Snapshot:
 # rejected, whose own line says what to fix). Whole-registry rules (duplicates, addresses used
 # twice, overlapping prefixes) are the catalog's (catalog.py).
 
-SECTIONS = ("regions", "networks", "apps", "machines", "peers")
-
 
 class Dependent(Exception):
     """The entity refers to one that was already reported invalid."""
@@ -232,7 +232,7 @@ def _prefix(raw: Mapping[str, Any], key: str, kind: type[IPv4Network] | type[IPv
 
 def describe(kind: str, raw: Any) -> str:
     """How messages name an entity: 'machine 148e21dad76789', 'app my-app', 'peer', ..."""
-    noun = kind[:-1]  # the section's singular
+    noun = BY_SECTION[kind].singular
     if isinstance(raw, Mapping):
         for key in ("name", "id", "code"):
             if isinstance(raw.get(key), (str, int)):

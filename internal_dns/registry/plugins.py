@@ -8,7 +8,9 @@ The built-in ones (files, sqlite, etcd) register there like any third-party pack
 
 An entry point names a `BackendPlugin`: the backend's own `registry:` config keys, a check of
 them, the server's `Backend` (backend.py), and the registry command's `Store` (read and write
-entities; a backend without one serves, but `internal-dns registry` cannot change it).
+entities; a backend without one serves, but `internal-dns registry` cannot change it). Every
+backend is used alike: `internal-dns check` reads the whole registry through the Store, and
+names it as the plugin's optional `where(config)` says (the backend's name without one).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class BackendPlugin(Protocol):
 
     def store(self, config: RegistryConfig) -> Store: ...
 
+    # Optional: `where(config) -> str`, how `internal-dns check` names the registry (see where()).
+
 
 def names() -> tuple[str, ...]:
     return tuple(sorted({ep.name for ep in entry_points(group=GROUP)}))
@@ -71,3 +75,10 @@ def load(name: str) -> BackendPlugin:
 
 def make_backend(config: RegistryConfig, reactor: Any, clock: IReactorTime) -> Backend:
     return load(config.backend).backend(config, reactor, clock)
+
+
+def where(config: RegistryConfig) -> str:
+    """How `internal-dns check` names the registry: as its plugin's `where(config)` says (files:
+    the folder), else by the backend's name."""
+    named = getattr(load(config.backend), "where", None)
+    return str(named(config)) if named is not None else config.backend

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from internal_dns.events import Event
 from internal_dns.registry.model import RegistryError, Snapshot
 
 log = Logger()
@@ -21,11 +21,11 @@ class SnapshotStore:
         self.clock = clock
         self.current: Snapshot | None = None
         self.generation = 0
-        self.loaded_at: float | None = None
         self.confirmed_at: float | None = None
         self.rejections = 0
         self.last_error: RegistryError | None = None
-        self._waiters: list[Deferred[Snapshot | RegistryError]] = []
+        # each publish or rejection, as it happens (tests and tooling wait on it)
+        self.changed: Event[Snapshot | RegistryError] = Event()
         self.listeners: list[Callable[[Snapshot], None]] = []
         # A live store (etcd, SQLite) that cannot be reached: why, and since when.
         self.unreachable_since: float | None = None
@@ -38,7 +38,7 @@ class SnapshotStore:
         serial = max(previous + 1, int(self.clock.seconds())) & 0xFFFFFFFF
         self.current = snapshot.with_serial(serial)
         self.generation += 1
-        self.loaded_at = self.confirmed_at = self.clock.seconds()
+        self.confirmed_at = self.clock.seconds()
         self.last_error = None
         self._reachable()
         counts = snapshot.counts()
@@ -51,14 +51,14 @@ class SnapshotStore:
         )
         for listener in self.listeners:
             listener(self.current)
-        self._wake(self.current)
+        self.changed.fire(self.current)
 
     def reject(self, error: RegistryError) -> None:
         self.rejections += 1
         self.last_error = error
         keeping = "keeping the last good snapshot" if self.current is not None else "no snapshot loaded yet"
         log.error("{error} ({keeping})", error=str(error), keeping=keeping)
-        self._wake(error)
+        self.changed.fire(error)
 
     def confirm(self) -> None:
         self.confirmed_at = self.clock.seconds()
@@ -114,14 +114,3 @@ class SnapshotStore:
         if self.current is None or self.confirmed_at is None:
             return None
         return self.clock.seconds() - self.confirmed_at
-
-    def next_change(self) -> Deferred[Snapshot | RegistryError]:
-        """Fires with the next published snapshot or rejection (for tests and tooling)."""
-        d: Deferred[Snapshot | RegistryError] = Deferred()
-        self._waiters.append(d)
-        return d
-
-    def _wake(self, outcome: Snapshot | RegistryError) -> None:
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(outcome)

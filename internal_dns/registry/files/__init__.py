@@ -30,5 +30,9 @@ class FilesPlugin:
     def store(self, config: Any) -> Any:
         return FilesStore(config.path)
 
+    def where(self, config: Any) -> str:
+        """`internal-dns check` names a files registry by its folder."""
+        return str(config.path)
+
 
 PLUGIN = FilesPlugin()

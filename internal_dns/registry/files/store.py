@@ -21,10 +21,9 @@ import yaml
 
 from internal_dns.registry.catalog import RawEntity, entities_of
 from internal_dns.registry.files.folder import load_documents
-from internal_dns.registry.model import SECTIONS
+from internal_dns.registry.kinds import BY_SECTION, EXPORT_ORDER
 
 NEW_FILE = "registry.yaml"
-_ORDER = ("networks", "apps", "machines", "peers", "regions")
 
 
 class FilesStore:
@@ -57,9 +56,9 @@ class FilesStore:
                 added.setdefault(target, []).append((kind, data))
                 touched.add(target)
         for path in sorted(touched):
-            sections: dict[str, list[Any]] = {kind: [] for kind in _ORDER}
+            sections: dict[str, list[Any]] = {kind.section: [] for kind in EXPORT_ORDER}
             for e in files.get(path, []):
-                if e.key in dropped or e.kind not in SECTIONS:
+                if e.key in dropped or e.kind not in BY_SECTION:
                     continue
                 kind, data = replaced.get(e.key, (e.kind, e.data))
                 sections[kind].append(dict(data))
@@ -78,7 +77,7 @@ class FilesStore:
                 if e.kind == "apps" and str(e.data.get("name", "")).lower() == str(data.get("app", "")).lower()
             }
             network = homes.pop() if len(homes) == 1 else None
-        if kind in ("apps", "machines", "peers") and network is not None:
+        if not BY_SECTION[kind].structural and network is not None:  # an app, machine or peer
             for e in current:
                 if e.kind == "networks" and e.data.get("name") == network:
                     return e.source

@@ -1,0 +1,165 @@
+"""Entities as etcd keys and JSON values, and back.
+
+An entity lives under `<prefix><section>/<identity>`: the names of its kind's identity fields
+(kinds.py), in key order, the folded ones lower-cased; its value is the JSON object of its fields.
+Read back, a key that disagrees with its value, a key of another shape under the prefix, or a
+value that is not a JSON object becomes an INVALID entry saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from internal_dns.registry.catalog import INVALID, RawEntity
+from internal_dns.registry.kinds import BY_SECTION, KINDS
+from internal_dns.registry.model import describe
+
+_SHAPES = [f"{kind.section}/{'/'.join(f'<{name}>' for name in kind.identity)}" for kind in KINDS]
+SHAPES = f"{', '.join(_SHAPES[:-1])} or {_SHAPES[-1]}"  # "regions/<code>, ... or peers/<network>/<name>"
+_RANK = {kind.section: i for i, kind in enumerate(KINDS)}
+
+
+def key_of(prefix: str, kind: str, data: Mapping[str, Any]) -> str:
+    """The key an entity is stored under."""
+    fields = BY_SECTION[kind]
+    names = []
+    for name in fields.identity:
+        value = data.get(name)
+        if not isinstance(value, str) or not value or "/" in value:
+            raise ValueError(f"{describe(kind, data)}: '{name}' must be a text without '/' to be stored under a key")
+        names.append(value.lower() if name in fields.folded else value)
+    return f"{prefix}{kind}/{'/'.join(names)}"
+
+
+def value_of(kind: str, data: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(dict(data), ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{describe(kind, data)}: cannot be stored as JSON ({exc})") from None
+
+
+def key_bytes(key: str) -> bytes:
+    """A key as etcd holds it (a key read as not UTF-8 goes back to the same bytes)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The end of etcd's range of every key starting with `prefix`."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\0"  # every key
+
+
+class Compact:
+    """Shares, among the values read, the texts and mappings that many entities repeat.
+
+    The catalog keeps every entity's mapping as read; a million machines parsed from JSON each
+    with their own copies of the field names, of `app`, `region`, `state`, and of the metadata,
+    take twice the memory of the same machines sharing them.
+    """
+
+    FIELDS = frozenset(("app", "network", "region", "state", "process_group"))  # values repeated
+    MAPPINGS = 100_000  # distinct mappings kept for sharing; beyond it, the memo starts anew
+
+    def __init__(self) -> None:
+        self.mappings: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        intern, fields = sys.intern, self.FIELDS
+        out = {}
+        for name, value in data.items():
+            if type(value) is str:
+                if name in fields:
+                    value = intern(value)
+            elif type(value) is dict:
+                value = self.mapping(value)
+            out[intern(name)] = value
+        return out
+
+    def mapping(self, value: dict[str, Any]) -> dict[str, Any]:
+        """An equal mapping read before (metadata), or this one, remembered."""
+        try:
+            key = tuple(value.items())
+            found = self.mappings.get(key)
+        except TypeError:  # a value that is a list or a mapping itself
+            return value
+        if found is None:
+            if len(self.mappings) >= self.MAPPINGS:
+                self.mappings.clear()
+            found = self.mappings[key] = {
+                sys.intern(k): sys.intern(v) if type(v) is str and len(v) <= 64 else v for k, v in value.items()
+            }
+        return found
+
+
+def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = None) -> RawEntity:
+    """One key and its value as the catalog takes them: key and source are the etcd key; a key
+    or value that is no entity is an INVALID entry whose data is the line saying why."""
+    try:
+        key = raw_key.decode()
+    except UnicodeDecodeError:
+        key = raw_key.decode("utf-8", "surrogateescape")  # the catalog's key: back to the same bytes
+        source = raw_key.decode("utf-8", "backslashreplace")  # printable, for messages
+        return RawEntity(key, source, INVALID, f"{source}: the key is not UTF-8")
+    kind, _, rest = key[len(prefix) :].partition("/")
+    fields = BY_SECTION.get(kind)
+    names = rest.split("/")
+    if fields is None or len(names) != len(fields.identity) or not all(names):
+        return RawEntity(key, key, INVALID, f"{key}: not a registry key (expected {prefix}{SHAPES})")
+    try:
+        data = json.loads(value)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        return RawEntity(key, key, INVALID, f"{key}: {fields.singular}: the value is not JSON ({exc})")
+    if not isinstance(data, dict):
+        return RawEntity(key, key, INVALID, f"{key}: {fields.singular}: the value must be a JSON object, not {_json_type(data)}")
+    for name, part in zip(fields.identity, names, strict=True):
+        given = data.get(name)
+        if isinstance(given, str) and ((given.lower() != part.lower()) if name in fields.folded else (given != part)):
+            # Which of the two is meant cannot be told: neither is served.
+            line = (
+                f"{key}: {describe(kind, data)}: the key and the value disagree:"
+                f" the key names {name} '{part}', the value '{given}'"
+            )
+            return RawEntity(key, key, INVALID, line)
+    return RawEntity(key, key, kind, compact(data) if compact is not None else data)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"
+
+
+def txn_ops(
+    prefix: str, puts: Iterable[tuple[str, Mapping[str, Any], RawEntity | None]], deletes: Iterable[RawEntity]
+) -> list[dict[str, Any]]:
+    """The registry command's change as etcd transaction operations: puts (networks and regions
+    first, so that the entities referring to them find them), then deletes (the referring ones
+    first). A replaced entity whose key changed has its old key deleted."""
+    from etcd3gw.utils import _encode
+
+    values: dict[str, tuple[int, bytes]] = {}
+    gone: dict[str, int] = {}
+    for kind, data, old in puts:
+        key = key_of(prefix, kind, data)
+        values[key] = (_RANK[kind], value_of(kind, data))
+        if old is not None and old.key != key:
+            gone[str(old.key)] = _RANK.get(old.kind, 0)
+    for e in deletes:
+        gone[str(e.key)] = _RANK.get(e.kind, 0)
+    ops: list[dict[str, Any]] = []
+    for key, (_, value) in sorted(values.items(), key=lambda kv: kv[1][0]):
+        ops.append({"request_put": {"key": _encode(key_bytes(key)), "value": _encode(value)}})
+    for key, _ in sorted(((k, o) for k, o in gone.items() if k not in values), key=lambda ko: -ko[1]):
+        ops.append({"request_delete_range": {"key": _encode(key_bytes(key))}})
+    return ops

@@ -1,0 +1,132 @@
+"""The server's side of the sqlite backend: the file read whole, then `PRAGMA data_version`
+asked every poll interval and the change log read when another connection has committed (a
+`LiveBackend`, live.py)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from internal_dns.registry.catalog import RawEntity
+from internal_dns.registry.heap import collector_paused
+from internal_dns.registry.live import LiveBackend, Resync, Unavailable
+from internal_dns.registry.sqlite.changes import last_seq, read_changes
+from internal_dns.registry.sqlite.codec import read_entities
+from internal_dns.registry.sqlite.connection import connect, reading, schema_problem
+
+DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
+
+
+class SqliteBackend(LiveBackend):
+    retry_max = 2.0  # a local file: looking again costs nothing
+
+    def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL):
+        super().__init__(reactor)
+        self.path = path
+        self.poll_interval = poll_interval
+        self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file the position is of
+        self._data_version: int | None = None
+        self._interrupted = threading.Event()
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
+
+    # --- on the backend's thread --------------------------------------------------------------
+    def load_all(self) -> tuple[list[RawEntity], int]:
+        self.close()
+        conn, self._file = self._open()
+        self._conn = conn
+        try:
+            self._data_version = self._version(conn)  # before reading: a commit after it is seen
+            with collector_paused(), reading(conn):
+                position = last_seq(conn)
+                entities = read_entities(conn, str(self.path), share=True)
+        except sqlite3.Error as exc:
+            self.close()
+            raise Unavailable(f"{self.path}: {exc}") from exc
+        return entities, position
+
+    def changes(self, position: int, timeout: float) -> tuple[list[RawEntity], list[Hashable], int]:
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._interrupted.is_set():
+                conn = self._connection()
+                version = self._version(conn)
+                if version != self._data_version:
+                    self._data_version = version
+                    found = read_changes(conn, self.path, position)
+                    if found is not None:
+                        return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._interrupted.wait(min(self.poll_interval, remaining))
+        except sqlite3.Error as exc:
+            self.close()
+            raise Unavailable(f"{self.path}: {exc}") from exc
+        except (Unavailable, Resync):
+            self.close()
+            raise
+        return [], [], position
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, if the path still names the file it reads (a stat: cheap); else
+        the file is opened again, and must be the one the position is of."""
+        now = self._stat()
+        if now is None:
+            raise Unavailable(f"{self.path}: the database file was removed")
+        if now != self._file:
+            raise Resync(f"{self.path}: the database file was replaced")
+        if self._conn is None:  # closed after an error: open it again and look at the log at once
+            conn, opened = self._open()
+            if opened != self._file:
+                conn.close()
+                raise Resync(f"{self.path}: the database file was replaced")
+            self._conn, self._data_version = conn, None
+        return self._conn
+
+    def _open(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """A connection to the file at the path, and the file's identity."""
+        before = self._stat()
+        if before is None:
+            raise Unavailable(f"no database at {self.path} (`internal-dns registry import` creates one)")
+        if self.path.is_dir():
+            raise Unavailable(f"{self.path} is a folder: registry.path names the database file")
+        try:
+            conn = connect(self.path, create=False)
+            try:
+                problem = schema_problem(conn, self.path)
+            except sqlite3.Error:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"{self.path}: {exc}") from exc
+        if problem is not None or self._stat() != before:
+            conn.close()
+            raise Unavailable(problem or f"{self.path}: replaced while being opened")
+        return conn, before
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
