@@ -17,9 +17,11 @@ from internal_dns import __version__
 from internal_dns.config import Config, ConfigError, load_config
 from internal_dns.crosscheck import cross_check
 from internal_dns.ops.querylog import unwritable
+from internal_dns.registry import plugins
 from internal_dns.registry.catalog import Catalog
-from internal_dns.registry.files import load_snapshot
-from internal_dns.registry.model import SECTIONS, RegistryError, Snapshot
+from internal_dns.registry.heap import collector_paused
+from internal_dns.registry.kinds import BY_SECTION
+from internal_dns.registry.model import RegistryError, Snapshot
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -70,7 +72,7 @@ def _registry_parser(commands: Any) -> None:
 
 
 def run_registry(args: argparse.Namespace) -> int:
-    from internal_dns.registry import edit, plugins
+    from internal_dns.registry import edit
 
     try:
         config = load_config(args.config)
@@ -82,7 +84,7 @@ def run_registry(args: argparse.Namespace) -> int:
         if args.action == "list":
             kind = edit.kind_of(args.kind) if args.kind else None
             for e in store.read():
-                if e.kind in SECTIONS and (kind is None or e.kind == kind):
+                if e.kind in BY_SECTION and (kind is None or e.kind == kind):
                     described = edit.describe_identity(e.kind, edit.identity(e.kind, e.data), e.data)
                     print(f"{described} {json.dumps(e.data, sort_keys=True, default=str)}")
             return 0
@@ -103,14 +105,7 @@ def run_registry(args: argparse.Namespace) -> int:
             change = edit.Change([(kind, data)], [])
         elif args.action == "delete":
             kind = edit.kind_of(args.kind)
-            if kind in ("apps", "peers"):
-                if args.network is None:
-                    print(f"registry delete: an {kind[:-1]} is named with its network: add --network", file=sys.stderr)
-                    return 2
-                ident: tuple[str, ...] = (args.network, args.name.lower())
-            else:
-                ident = (args.name.lower() if kind == "regions" else args.name,)
-            change = edit.Change([], [(kind, ident)])
+            change = edit.Change([], [(kind, edit.named(kind, args.name, args.network))])
         else:
             change = edit.import_change(args.path, args.replace, store.read())
         for line in edit.apply(store, change):
@@ -162,38 +157,32 @@ def run_check(path: str) -> int:
         return 1
     counts = snapshot.counts()
     print(
-        f"{path}: ok; registry {_where(config)}: {counts['networks']} networks, {counts['apps']} apps, "
+        f"{path}: ok; registry {plugins.where(config.registry)}: {counts['networks']} networks, {counts['apps']} apps, "
         f"{counts['machines']} machines, {counts['peers']} peers, {counts['regions']} regions"
     )
     return 0
 
 
 def load_registry(config: Config) -> Snapshot:
-    """The registry the config names, strictly: every entity that does not fit is a problem."""
-    from internal_dns.registry import plugins
-
-    if config.registry.backend == "files":
-        return load_snapshot(config.registry.path)
+    """The registry the config names, read whole through its backend's Store and checked
+    strictly: every entity that does not fit is a problem."""
     store = plugins.load(config.registry.backend).store(config.registry)
-    try:
-        if not getattr(store, "exists", lambda: True)():  # a store `registry import` would create
-            raise RegistryError([f"{store.describe()}: no registry there yet"])
-        entities = store.read()
-    except RegistryError:
-        raise
-    except Exception as exc:
-        raise RegistryError([f"{store.describe()}: cannot be read ({type(exc).__name__}: {exc})"]) from exc
-    finally:
-        store.close()
-    catalog = Catalog()
-    snapshot = catalog.load(entities)
+    with collector_paused():  # millions of small objects, as when a server builds a snapshot (heap.py)
+        try:
+            if not getattr(store, "exists", lambda: True)():  # a store `registry import` would create
+                raise RegistryError([f"{store.describe()}: no registry there yet"])
+            entities = store.read()
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError([f"{store.describe()}: cannot be read ({type(exc).__name__}: {exc})"]) from exc
+        finally:
+            store.close()
+        catalog = Catalog()
+        snapshot = catalog.load(entities)
     if catalog.problem_lines():
         raise RegistryError(catalog.problem_lines())
     return snapshot
-
-
-def _where(config: Config) -> str:
-    return str(config.registry.path) if config.registry.backend == "files" else config.registry.backend
 
 
 def log_warnings(config: Config) -> None:
@@ -253,6 +242,7 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     exit_code = [0]
+    started: list[bool] = []  # stopped at shutdown once starting has begun, even if it failed
 
     def cannot_start(exc: BaseException | None) -> None:  # a listener that cannot bind, most often
         print(f"cannot start: {exc}", file=sys.stderr)
@@ -263,13 +253,13 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
         cannot_start(failure.value)
 
     def start() -> None:
+        started.append(True)
         try:
-            service.startService()  # binds once the registry has loaded: later
+            ready = service.start()  # binds once the registry has loaded: later
         except Exception as exc:
             cannot_start(exc)
             return
-        assert service.ready is not None
-        service.ready.addErrback(failed)
+        ready.addErrback(failed)
 
     stopping: list[int] = []
 
@@ -283,7 +273,7 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
             reactor.callFromThread(service.reload)
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stop() if started else None)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)  # reload; never the end of the process

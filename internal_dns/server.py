@@ -82,13 +82,12 @@ class DnsService(service.Service):
         self.udp: list[UdpListener] = []
         self.tcp_ports: list[Any] = []
         self.http_port: Any = None
-        self.ready: defer.Deferred[None] | None = None
         self.serving = False  # listeners bound, a snapshot loaded: what systemd is told as READY=1
         self._notify = SystemdNotifier(self.reactor)
 
     def startService(self) -> None:
         super().startService()
-        self.ready = self.start()
+        self.start()  # a failure to start is watched where start() is called (cli.py) or overridden (twistd's plugin)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

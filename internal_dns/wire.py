@@ -69,24 +69,12 @@ def parse_query(data: bytes) -> Query | None:
         return None
     if qdcount != 1:
         raise Malformed(f"QDCOUNT is {qdcount}, not 1")
-    pos = 12
-    labels: list[str] = []
     offsets: list[int] = []
+    labels: list[str] = []
+    pos = skip_name(data, 12, pointers=False, offsets=offsets, labels=labels)
+    if pos - 12 > 255:
+        raise Malformed("question name longer than 255 bytes")
     end = len(data)
-    while True:
-        if pos >= end:
-            raise Malformed("question name runs past the end")
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:
-            raise Malformed("compression or a bad label type in the question")
-        offsets.append(pos)
-        labels.append(data[pos + 1 : pos + 1 + length].lower().decode("latin-1"))
-        pos += 1 + length
-        if pos - 12 > 254:
-            raise Malformed("question name longer than 255 bytes")
     if pos + 4 > end:
         raise Malformed("question runs past the end")
     qtype, qclass = _TYPE_CLASS.unpack_from(data, pos)
@@ -111,20 +99,49 @@ def parse_query(data: bytes) -> Query | None:
     return Query(data, qid, flags, tuple(labels), tuple(offsets), question_end, qtype, qclass, edns)
 
 
-def _skip_rr(data: bytes, pos: int) -> tuple[int, int]:
+def skip_name(
+    data: bytes,
+    pos: int,
+    *,
+    pointers: bool = True,
+    offsets: list[int] | None = None,
+    labels: list[str] | None = None,
+) -> int:
+    """Where the wire-format name that starts at `pos` ends (RFC 1035 §3.1, §4.1.4): the one
+    walker of names for every part that reads messages.
+
+    Labels of up to 63 bytes, ended by the root label or, when `pointers`, by a compression
+    pointer (two bytes; where it points is not followed). Raises Malformed for any other label
+    type (64 to 191, and a pointer when not `pointers`) and for a name that runs past the end of
+    `data`; the caller checks what follows the name. For each label (not the root, not a
+    pointer) `offsets` gets where it starts and `labels` its text, lower-cased, when given: the
+    question is parsed in this one pass.
+    """
     end = len(data)
     while True:
         if pos >= end:
-            raise Malformed("record name runs past the end")
+            raise Malformed("name runs past the end")
         length = data[pos]
-        if length & 0xC0 == 0xC0:
-            pos += 2
-            break
-        if length > 63:
-            raise Malformed("bad label type")
-        pos += 1 + length
         if length == 0:
-            break
+            return pos + 1
+        if length > 63:
+            if length < 0xC0:
+                raise Malformed("bad label type")
+            if not pointers:
+                raise Malformed("compression where none may be")
+            if pos + 2 > end:
+                raise Malformed("compression pointer runs past the end")
+            return pos + 2
+        if offsets is not None:
+            offsets.append(pos)
+        if labels is not None:
+            labels.append(data[pos + 1 : pos + 1 + length].lower().decode("latin-1"))
+        pos += 1 + length
+
+
+def _skip_rr(data: bytes, pos: int) -> tuple[int, int]:
+    end = len(data)
+    pos = skip_name(data, pos)
     if pos + 10 > end:
         raise Malformed("record runs past the end")
     rtype, _, _, rdlength = struct.unpack_from("!HHIH", data, pos)

@@ -139,7 +139,7 @@ class RunningServer:
         """Move the clock one poll interval and wait for the snapshot or rejection it brings."""
 
         def go() -> Any:
-            d = self.service.store.next_change()
+            d = self.service.store.changed.next()
             self.clock.advance(self.config.registry.poll_interval)
             return d
 

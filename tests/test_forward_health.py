@@ -45,7 +45,7 @@ def advance_until_health_change(server: RunningServer, seconds: float) -> Upstre
     """Move the clock and wait (bounded) until an upstream is marked down or back up."""
 
     def go() -> Any:
-        d = server.service.forwarder.next_health_change()
+        d = server.service.forwarder.health_changed.next()
         server.clock.advance(seconds)
         return d
 
@@ -56,7 +56,7 @@ def advance_until_probed(server: RunningServer, seconds: float) -> Upstream:
     """Move the clock and wait (bounded) until a probe's outcome has been counted."""
 
     def go() -> Any:
-        d = server.service.forwarder.next_probe()
+        d = server.service.forwarder.probe_counted.next()
         server.clock.advance(seconds)
         return d
 
@@ -66,7 +66,7 @@ def advance_until_probed(server: RunningServer, seconds: float) -> Upstream:
 def expect_probe(server: RunningServer) -> Callable[[], Upstream]:
     """Start waiting for the next probe's outcome now; the returned call waits (bounded) for it."""
     waiting: list[Deferred[Upstream]] = []
-    on_reactor(server.reactor, lambda: waiting.append(server.service.forwarder.next_probe()))
+    on_reactor(server.reactor, lambda: waiting.append(server.service.forwarder.probe_counted.next()))
     return lambda: on_reactor(server.reactor, lambda: waiting[0])
 
 

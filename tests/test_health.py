@@ -91,7 +91,7 @@ def test_not_ready_while_every_upstream_is_down(start_server: StartServer, fake:
     assert http_get(server, "/readyz")[0] == 200  # a failed query alone is no verdict
 
     def down() -> Any:
-        d = server.service.forwarder.next_health_change()
+        d = server.service.forwarder.health_changed.next()
         server.clock.advance(1.0)  # the check fails too: down
         return d
 
@@ -102,7 +102,7 @@ def test_not_ready_while_every_upstream_is_down(start_server: StartServer, fake:
     fake.mode = "answer"
 
     def back() -> Any:
-        d = server.service.forwarder.next_health_change()
+        d = server.service.forwarder.health_changed.next()
         server.clock.advance(2.0)  # probed again, and answered
         return d
 

@@ -395,7 +395,7 @@ def test_upstream_healthy_drops_after_failed_health_checks(start_server: StartSe
     fake.mode = "answer"
 
     def probe_back() -> Any:
-        d = server.service.forwarder.next_health_change()
+        d = server.service.forwarder.health_changed.next()
         server.clock.advance(2.0)
         return d
 

@@ -84,6 +84,12 @@ def canonical_key(data: bytes, tcp: bool) -> tuple[bytes, int] | None:
     """(key, end of the question) for a query of the ordinary shape, or None."""
     if len(data) < 17 or data[2] & 0xF8 or data[4:10] != _COUNTS or data[10]:
         return None
+    # The question name, walked here rather than by wire.skip_name(data, 12, pointers=False): that
+    # call made this function some 150-200 ns (about 20%) slower under timeit on a 33- and a
+    # 44-byte query, and every query answered from a rendering, or kept as a forwarded answer,
+    # runs it. The rules are the walker's (labels up to 63 bytes, no compression, a name running
+    # past the end refused), a refusal being None here; tests/unit/test_packetcache.py checks
+    # that the two give the same answers.
     pos = 12
     try:
         length = data[pos]

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from internal_dns.config import CacheConfig, ForwardConfig
+from internal_dns.events import Event
 from internal_dns.forward.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.forward.relay import UpstreamReply, fit_for_udp, for_client, upstream_query
 from internal_dns.forward.upstream import Upstream, UpstreamError, exchange
@@ -71,9 +72,12 @@ class Forwarder:
         # Upstreams under a health check: the probe in flight, or the call that sends the next.
         self._checks: dict[Upstream, defer.Deferred[UpstreamReply] | IDelayedCall] = {}
         self._stopped = False
-        self._health_waiters: list[defer.Deferred[Upstream]] = []
-        self._probe_waiters: list[defer.Deferred[Upstream]] = []
         self.stats = ForwardStats()
+        # An upstream marked down or back up (the operator's log subscribes), and a health
+        # check's outcome counted.
+        self.health_changed: Event[Upstream] = Event()
+        self.probe_counted: Event[Upstream] = Event()
+        self.health_changed.subscribe(self._log_health)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
@@ -130,17 +134,6 @@ class Forwarder:
 
     def healthy(self) -> bool:
         return any(not u.down for u in self.upstreams)
-
-    def next_health_change(self) -> defer.Deferred[Upstream]:
-        """Fires with the next upstream marked down or back up (for tests and the operator's log)."""
-        d: defer.Deferred[Upstream] = defer.Deferred()
-        self._health_waiters.append(d)
-        return d
-
-    def _health_changed(self, upstream: Upstream) -> None:
-        waiters, self._health_waiters = self._health_waiters, []
-        for d in waiters:
-            d.callback(upstream)
 
     # --- the query path -----------------------------------------------------------------------
     def cached(self, q: Query, tcp: bool) -> tuple[bytes, float] | None:
@@ -311,7 +304,7 @@ class Forwarder:
         upstream.failures = 0
         if upstream.down:
             self._up(upstream)
-        self._probe_handled(upstream)
+        self.probe_counted.fire(upstream)
 
     def _probe_failed(self, failure: Any, upstream: Upstream) -> None:
         if failure is not None and failure.check(defer.CancelledError):
@@ -320,35 +313,28 @@ class Forwarder:
         upstream.failures += 1
         if not upstream.down and upstream.failures >= self.config.fail_threshold:
             upstream.down = True
+            self.health_changed.fire(upstream)
+        if self._stopped:
+            self._checks.pop(upstream, None)
+        else:
+            self._checks[upstream] = self.clock.callLater(self.config.probe_interval, self._probe, upstream)
+        self.probe_counted.fire(upstream)
+
+    def _up(self, upstream: Upstream) -> None:
+        upstream.down = False
+        upstream.failures = 0
+        self.health_changed.fire(upstream)
+
+    def _log_health(self, upstream: Upstream) -> None:
+        if upstream.down:
             log.warn(
                 "upstream {upstream} marked down after {n} failed health checks; probing every {interval}s",
                 upstream=upstream.label,
                 n=upstream.failures,
                 interval=self.config.probe_interval,
             )
-            self._health_changed(upstream)
-        if self._stopped:
-            self._checks.pop(upstream, None)
         else:
-            self._checks[upstream] = self.clock.callLater(self.config.probe_interval, self._probe, upstream)
-        self._probe_handled(upstream)
-
-    def _up(self, upstream: Upstream) -> None:
-        upstream.down = False
-        upstream.failures = 0
-        log.info("upstream {upstream} answers again", upstream=upstream.label)
-        self._health_changed(upstream)
-
-    def next_probe(self) -> defer.Deferred[Upstream]:
-        """Fires with the upstream of the next probe once its outcome is counted (for tests)."""
-        d: defer.Deferred[Upstream] = defer.Deferred()
-        self._probe_waiters.append(d)
-        return d
-
-    def _probe_handled(self, upstream: Upstream) -> None:
-        waiters, self._probe_waiters = self._probe_waiters, []
-        for d in waiters:
-            d.callback(upstream)
+            log.info("upstream {upstream} answers again", upstream=upstream.label)
 
 
 def _pass_to(outcome: Outcome, waiter: defer.Deferred[Outcome]) -> Outcome:

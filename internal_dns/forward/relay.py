@@ -15,7 +15,7 @@ import dns.exception
 import dns.message
 
 from internal_dns.records import NOERROR, NXDOMAIN, OPT, SOA
-from internal_dns.wire import AA, AD, CD, QR, RA, RD, TC, Malformed, Query, opt_wire
+from internal_dns.wire import AA, AD, CD, QR, RA, RD, TC, Malformed, Query, opt_wire, skip_name
 
 _HEADER = struct.Struct("!HHHHHH")
 _DO = 0x8000  # in the OPT record's flags
@@ -90,7 +90,7 @@ def parse_reply(wire: bytes) -> UpstreamReply:
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
     if not flags & QR or qdcount != 1:
         raise Malformed("not a reply to one question")
-    pos = _skip_name(wire, 12) + 4
+    pos = skip_name(wire, 12) + 4
     if pos > len(wire):
         raise Malformed("question runs past the end")
     question = wire[12:pos]
@@ -98,7 +98,7 @@ def parse_reply(wire: bytes) -> UpstreamReply:
     for section, count in enumerate((ancount, nscount, arcount)):
         for _ in range(count):
             start = pos
-            pos = _skip_name(wire, pos)
+            pos = skip_name(wire, pos)
             if pos + 10 > len(wire):
                 raise Malformed("record runs past the end")
             rtype, _, _, rdlength = struct.unpack_from("!HHIH", wire, pos)
@@ -108,20 +108,6 @@ def parse_reply(wire: bytes) -> UpstreamReply:
             records.append(Record(section, start, end, rtype, pos + 4))
             pos = end
     return UpstreamReply(wire, qid, flags, question, tuple(records))
-
-
-def _skip_name(wire: bytes, pos: int) -> int:
-    while True:
-        if pos >= len(wire):
-            raise Malformed("name runs past the end")
-        length = wire[pos]
-        if length & 0xC0 == 0xC0:
-            return pos + 2
-        if length > 63:
-            raise Malformed("bad label type")
-        pos += 1 + length
-        if length == 0:
-            return pos
 
 
 def same_question(a: bytes, b: bytes) -> bool:
@@ -199,4 +185,4 @@ def fit_for_udp(wire: bytes, limit: int) -> bytes:
         return msg.to_wire(max_size=limit, prefer_truncation=True)
     except (dns.exception.DNSException, ValueError):
         flags = struct.unpack_from("!H", wire, 2)[0] | TC
-        return wire[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + wire[12 : _skip_name(wire, 12) + 4]
+        return wire[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + wire[12 : skip_name(wire, 12) + 4]

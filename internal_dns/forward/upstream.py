@@ -23,7 +23,7 @@ from zope.interface import implementer
 from internal_dns.config import parse_hostport
 from internal_dns.counting import Histogram
 from internal_dns.forward.relay import UpstreamReply, parse_reply, same_question
-from internal_dns.wire import Malformed
+from internal_dns.wire import Malformed, skip_name
 
 RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry", "noedns_retry")
 PROBE_RESULTS = ("success", "failure")  # health checks: answered (not REFUSED), or not
@@ -220,10 +220,7 @@ class _StreamFactory(ClientFactory):
 
 
 def _question(query: bytes) -> bytes:
-    pos = 12
-    while query[pos]:
-        pos += 1 + query[pos]
-    return query[12 : pos + 5]
+    return query[12 : skip_name(query, 12, pointers=False) + 4]
 
 
 def _matching(data: bytes, expect_id: int, question: bytes) -> UpstreamReply | None:

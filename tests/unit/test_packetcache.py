@@ -13,6 +13,8 @@ from typing import Any
 import dns.flags
 import dns.message
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from internal_dns.authority.packetcache import (
     MAX_TURNS,
@@ -26,7 +28,7 @@ from internal_dns.authority.packetcache import (
 )
 from internal_dns.counting import QueryCounters
 from internal_dns.records import AAAA, NOERROR, NXDOMAIN, SOA, TXT, A, Answer, RRset, soa_rdata, txt_rdata
-from internal_dns.wire import parse_query, render
+from internal_dns.wire import Malformed, parse_query, render, skip_name
 
 SIX = tuple(IPv6Address(f"fdaa::{i:x}").packed for i in range(1, 7))
 
@@ -177,6 +179,68 @@ def test_unusual_queries_have_no_canonical_key(data: bytes) -> None:
 def test_canonical_key_takes_a_bare_opt() -> None:
     found = canonical_key(header(ar=1) + QUESTION + BARE_OPT, False)
     assert found is not None and found[1] == 12 + len(QUESTION)
+
+
+# canonical_key walks the question name itself (a call to wire.skip_name costs too much there):
+# its rules must be the walker's without compression. Each question here is the name and, when the
+# name can end, a type and class after it.
+TYPE_CLASS = b"\x00\x1c\x00\x01"
+NAME_CASES = {
+    "root": b"\x00" + TYPE_CLASS,
+    "two labels": QUESTION,
+    "letter case": b"\x06My-App\x08INTERNAL\x00" + TYPE_CLASS,
+    "a label of 63": b"\x3f" + b"a" * 63 + b"\x00" + TYPE_CLASS,
+    "over 255 bytes": (b"\x3c" + b"a" * 60) * 5 + b"\x00" + TYPE_CLASS,  # the walker's rule; parse_query's is 255
+    "a pointer": b"\xc0\x0c" + TYPE_CLASS,
+    "a label, then a pointer": b"\x03www\xc0\x0c" + TYPE_CLASS,
+    "top bits all set": b"\xff\xff" + TYPE_CLASS,
+    "a pointer with room for a label of 192 after it": b"\xc0" + b"a" * 192 + b"\x00" + TYPE_CLASS,
+    "label type 0x40": b"\x40" + b"a" * 64 + b"\x00" + TYPE_CLASS,
+    "label type 0x80": b"\x80\x00" + TYPE_CLASS,
+    "label type 0xbf": b"\xbf\x00" + TYPE_CLASS,
+    "past the end in a label": b"\x06my-app\x08inte",
+    "a label longer than what is left": b"\x06my-app\x3fshort",
+    "no root label": b"\x06my-app",
+    "a length byte last": b"\x06my-app\x05",
+}
+
+
+def walker_says(data: bytes) -> int | None:
+    """Where the question ends by wire.skip_name, when it ends where the query does; else None."""
+    try:
+        end = skip_name(data, 12, pointers=False) + 4
+    except Malformed:
+        return None
+    return end if end == len(data) else None
+
+
+def key_says(data: bytes) -> int | None:
+    found = canonical_key(data, False)
+    return None if found is None else found[1]
+
+
+@pytest.mark.parametrize("question", NAME_CASES.values(), ids=NAME_CASES.keys())
+def test_canonical_key_walks_names_by_the_walkers_rules(question: bytes) -> None:
+    data = header() + question
+    assert key_says(data) == walker_says(data)
+
+
+def test_the_name_cases_cover_both_answers() -> None:
+    ends = [walker_says(header() + question) for question in NAME_CASES.values()]
+    assert None in ends and any(end is not None for end in ends)
+
+
+_LABEL = st.binary(min_size=0, max_size=70).map(lambda b: bytes((len(b),)) + b)  # lengths 64 to 70 too
+_ODD_BYTE = st.sampled_from([b"\x00", b"\x01", b"\x3f", b"\x40", b"\x80", b"\xbf", b"\xc0", b"\xc0\x0c", b"\xff"])
+
+
+@given(
+    parts=st.lists(st.one_of(_LABEL, _ODD_BYTE), max_size=8),
+    tail=st.sampled_from([b"", b"\x00", TYPE_CLASS, b"\x00" + TYPE_CLASS]),
+)
+def test_canonical_key_and_the_walker_agree_on_any_name(parts: list[bytes], tail: bytes) -> None:
+    data = header() + b"".join(parts) + tail
+    assert key_says(data) == walker_says(data)
 
 
 def test_turn_key_is_per_network_name_and_type() -> None:

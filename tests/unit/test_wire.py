@@ -45,6 +45,7 @@ from internal_dns.wire import (
     opt_wire,
     parse_query,
     render,
+    skip_name,
 )
 
 ADDRESSES = tuple(IPv6Address(f"fdaa:0:18::{i:x}").packed for i in range(1, 4))
@@ -201,6 +202,48 @@ MALFORMED = {
 def test_malformed_queries_raise(data: bytes) -> None:
     with pytest.raises(Malformed):
         parse_query(data)
+
+
+# --- names ---------------------------------------------------------------------------------------------
+
+# (bytes before the name, the name and what follows it, where the name ends with pointers allowed
+# and without: None for Malformed)
+NAMES = {
+    "root": (b"", b"\x00\x00\x01", 1, 1),
+    "two labels": (b"", b"\x06my-app\x08internal\x00\x00\x1c", 17, 17),
+    "a label of 63": (b"", b"\x3f" + b"a" * 63 + b"\x00", 65, 65),
+    "a pointer": (b"", b"\xc0\x0c\x00\x01", 2, None),
+    "a label, then a pointer": (b"", b"\x03www\xc0\x0c", 6, None),
+    "a pointer's second byte missing": (b"", b"\x03www\xc0", None, None),
+    "a pointer with the top bits all set": (b"", b"\xff\xff", 2, None),
+    "label type 0x40": (b"", b"\x40" + b"a" * 64 + b"\x00", None, None),
+    "label type 0x80": (b"", b"\x80\x00", None, None),
+    "label type 0xbf": (b"", b"\xbf\x00", None, None),
+    "no root label": (b"", b"\x06my-app", None, None),
+    "a label past the end": (b"", b"\x06my-app\x3fshort", None, None),
+    "nothing at all": (b"", b"", None, None),
+    "after a header": (b"\x00" * 12, b"\x01a\x00", 3, 3),
+}
+
+
+@pytest.mark.parametrize(("before", "name", "with_pointers", "without"), NAMES.values(), ids=NAMES.keys())
+def test_skip_name_finds_the_end_or_refuses(before: bytes, name: bytes, with_pointers: int | None, without: int | None) -> None:
+    data = before + name
+    for pointers, expected in ((True, with_pointers), (False, without)):
+        if expected is None:
+            with pytest.raises(Malformed):
+                skip_name(data, len(before), pointers=pointers)
+        else:
+            assert skip_name(data, len(before), pointers=pointers) == len(before) + expected
+
+
+def test_skip_name_gives_where_each_label_starts() -> None:
+    offsets: list[int] = []
+    assert skip_name(b"\x00\x03www\x06my-app\x00", 1, offsets=offsets) == 13
+    assert offsets == [1, 5]
+    offsets.clear()
+    assert skip_name(b"\x03www\xc0\x0c", 0, offsets=offsets) == 6
+    assert offsets == [0]  # a pointer is no label of this name
 
 
 def test_opcode_of_reads_the_header() -> None:

@@ -35,6 +35,7 @@ class InternalDnsServiceMaker:
 
     def makeService(self, options: Any) -> Any:
         from twisted.internet import reactor as installed
+        from twisted.internet.defer import Deferred
         from twisted.internet.error import CannotListenError
 
         from internal_dns.cli import log_warnings
@@ -45,15 +46,15 @@ class InternalDnsServiceMaker:
         reactor: Any = installed
 
         class TwistdDnsService(DnsService):
-            def startService(self) -> None:
+            def start(self) -> Deferred[None]:  # what twistd's startService() calls
                 try:
-                    super().startService()
+                    ready = super().start()
                 except CannotListenError as exc:  # a port in use: a message, not a traceback
                     raise SystemExit(f"internal-dns: cannot start: {exc}") from None
-                assert self.ready is not None
-                self.ready.addErrback(self._cannot_start)  # the DNS listeners bind once the registry loads
+                ready.addErrback(self._cannot_start)  # the DNS listeners bind once the registry loads
                 # SIGHUP reloads, as under `internal-dns serve`; twistd leaves it to end the process.
                 signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
+                return ready
 
             def _cannot_start(self, failure: Any) -> None:
                 # twistd offers no way to end with a status of one's choosing from the reactor,
