@@ -1,4 +1,9 @@
-"""The YAML config (SPEC §9) as frozen dataclasses; every error names the file and the key."""
+"""The YAML config (SPEC §9) as frozen dataclasses; every error names the file and the key.
+
+Each part owns the dataclass of its own section (`registry/settings.py`, `authority/settings.py`,
+`forward/settings.py`, `transport/settings.py`); this module reads the file into them, holds the
+service's own keys, and checks what crosses sections. The parts import their settings, never this module.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from internal_dns.authority.settings import PacketCacheConfig, ViewConfig
+from internal_dns.forward.settings import CacheConfig, ForwardConfig, parse_hostport
 from internal_dns.registry import plugins
 from internal_dns.registry.settings import RegistryConfig
+from internal_dns.transport.settings import ListenConfig, TcpConfig
 
 SCHEMES = ("fly", "flycast", "railway")
 
@@ -25,61 +32,9 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ListenConfig:
-    address: str
-    port: int
-    network: str | None = None  # the view of queries no prefix or `views:` entry claims
-    region: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ViewConfig:
-    source: IPv4Network | IPv6Network
-    network: str
-
-
-@dataclass(frozen=True, slots=True)
-class TcpConfig:
-    idle_timeout: float = 10.0  # seconds without a whole query or a reply before a connection is closed
-    max_connections: int = 256  # in all; past it the longest idle connection gives way to a new one
-    max_per_source: int = 32  # connections from one address
-    message_timeout: float = 3.0  # seconds a started query may take to arrive whole
-    max_unsent: int = 65536  # bytes of replies a client has not read before reading from it stops
-    max_pipelined: int = 100  # queries of one connection waiting on an upstream before reading stops
-
-
-@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     address: str = "127.0.0.1"
-    port: int = 9153
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardConfig:
-    enabled: bool = True
-    timeout: float = 1.5  # one upstream attempt
-    deadline: float = 4.0  # the whole question: SERVFAIL by then (glibc waits 5 s per try)
-    max_in_flight: int = 1024  # distinct upstream queries; beyond it SERVFAIL at once
-    fail_threshold: int = 3  # failed health checks in a row that mark an upstream down
-    probe_interval: float = 2.0  # how often an upstream whose health check failed is probed again
-    resolv_conf: Path = Path("/etc/resolv.conf")  # upstreams when `upstreams:` is not set
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    enabled: bool = True
-    max_entries: int = 10000
-    max_bytes: int = 16 * 1024 * 1024
-    max_ttl: int = 86400
-    serve_stale: bool = True  # RFC 8767, while every upstream fails
-    stale_ttl: int = 30
-    max_stale: float = 86400.0  # how long past expiry an answer may still be served stale
-
-
-@dataclass(frozen=True, slots=True)
-class PacketCacheConfig:
-    max_entries: int = 100_000  # rendered questions and exact spellings together
-    max_bytes: int = 32 * 1024 * 1024
+    port: int = 9153  # the service's own listener for /metrics, /healthz, /readyz
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,32 +309,6 @@ def _list(r: _Reader, value: Any, key: str) -> list[Any]:
     if not isinstance(value, list):
         raise r.fail(key, f"must be a list, not {type(value).__name__}")
     return value
-
-
-def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    """`address`, `address:port`, `[v6]:port` or a bare IPv6 address → (address, port); an IPv6
-    link-local address keeps its zone index (`fe80::1%eth0`), without which it cannot be reached.
-
-    The host must be an IP address: an upstream given by name would need a resolver to find it.
-    Raises ValueError with the reason.
-    """
-    text = text.strip()
-    host, port = text, str(default_port)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"expected [address]:port, not {text!r}")
-            port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    try:
-        address = ipaddress.ip_address(host)  # an IPv6 zone index (`fe80::1%eth0`) is kept: it is part of the address
-    except ValueError:
-        raise ValueError(f"not an IP address (host or host:port, the host an address): {text!r}") from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"port must be from 1 to 65535, not {port!r}")
-    return str(address), int(port)
 
 
 def _upstream(r: _Reader, value: Any, key: str) -> tuple[str, int]:

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from internal_dns.config import ListenConfig, ViewConfig
+from internal_dns.authority.settings import ViewConfig
 from internal_dns.registry.model import Snapshot
+from internal_dns.transport.settings import ListenConfig
 
 Address = IPv4Address | IPv6Address
 

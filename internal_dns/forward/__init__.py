@@ -2,6 +2,6 @@
 
 Owns the forwarder (`forwarder`: in-flight sharing, upstream order and health), one exchange with
 one upstream (`upstream`), the byte surgery on upstream replies (`relay`) and the reply cache
-(`cache`). May import the DNS vocabulary and `config`; nothing of the authority, the transports,
-operations or the service.
+(`cache`), and its own settings (`settings`). May import the DNS vocabulary; nothing of the
+authority, the transports, operations, `config` or the service.
 """

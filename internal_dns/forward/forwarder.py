@@ -23,10 +23,10 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from internal_dns.config import CacheConfig, ForwardConfig
 from internal_dns.events import Event
 from internal_dns.forward.cache import CacheKey, Entry, ReplyCache, cache_key
 from internal_dns.forward.relay import UpstreamReply, fit_for_udp, for_client, upstream_query
+from internal_dns.forward.settings import CacheConfig, ForwardConfig
 from internal_dns.forward.upstream import Upstream, UpstreamError, exchange
 from internal_dns.records import FORMERR, NOTIMP, NS, REFUSED, SERVFAIL, Answer
 from internal_dns.wire import TCP_LIMIT, Query, parse_query, render

@@ -20,9 +20,9 @@ from twisted.internet.interfaces import IReactorTime, IReadDescriptor, ITranspor
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
-from internal_dns.config import parse_hostport
 from internal_dns.counting import Histogram
 from internal_dns.forward.relay import UpstreamReply, parse_reply, same_question
+from internal_dns.forward.settings import parse_hostport
 from internal_dns.wire import Malformed, skip_name
 
 RESULTS = ("success", "timeout", "error", "servfail", "refused", "truncated_retry", "noedns_retry")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 
-from internal_dns.config import ListenConfig
+from internal_dns.transport.settings import ListenConfig
 
 # (data, host, local address or None, listener, tcp, hosts) → the reply, a Deferred of it, or None
 Respond = Callable[[bytes, str, "str | None", ListenConfig, bool, dict[str, bytes]], "bytes | Deferred[bytes] | None"]

@@ -33,8 +33,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from internal_dns.config import ListenConfig, TcpConfig
 from internal_dns.transport.handoff import HostsFor, Respond
+from internal_dns.transport.settings import ListenConfig, TcpConfig
 
 if TYPE_CHECKING:
     from twisted.internet.tcp import Server

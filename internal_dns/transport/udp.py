@@ -26,8 +26,8 @@ from twisted.internet.interfaces import IReactorTime, IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from internal_dns.config import ListenConfig
 from internal_dns.transport.handoff import HostsFor, Respond
+from internal_dns.transport.settings import ListenConfig
 
 log = Logger()
 

@@ -1,0 +1,23 @@
+"""The transports' settings: each listener (`listen:`) and TCP's limits (`tcp:`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    address: str
+    port: int
+    network: str | None = None  # the view of queries no prefix or `views:` entry claims
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    idle_timeout: float = 10.0  # seconds without a whole query or a reply before a connection is closed
+    max_connections: int = 256  # in all; past it the longest idle connection gives way to a new one
+    max_per_source: int = 32  # connections from one address
+    message_timeout: float = 3.0  # seconds a started query may take to arrive whole
+    max_unsent: int = 65536  # bytes of replies a client has not read before reading from it stops
+    max_pipelined: int = 100  # queries of one connection waiting on an upstream before reading stops
