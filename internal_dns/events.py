@@ -26,6 +26,10 @@ class Event(Generic[T]):
         """Call `subscriber` with the value of every firing from now on, in the order subscribed."""
         self._subscribers.append(subscriber)
 
+    def unsubscribe(self, subscriber: Callable[[T], object]) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
     def next(self) -> Deferred[T]:
         """A Deferred that fires with the value of the next firing; cancelled, it is forgotten."""
         d: Deferred[T] = Deferred(self._forget)

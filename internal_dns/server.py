@@ -69,8 +69,8 @@ class DnsService(service.Service):
         self.clock = clock if clock is not None else reactor
         self.store = SnapshotStore(self.clock)
         self.dispatcher = Dispatcher(config, self.clock)
-        self.store.listeners.append(self.dispatcher.swap)
-        self.store.listeners.append(self._cross_check)
+        self.store.published.subscribe(self.dispatcher.swap)
+        self.store.published.subscribe(self._cross_check)
         self._config_problems: list[str] = []
         self.backend = backend if backend is not None else make_backend(config.registry, reactor, self.clock)
         self.forwarder = self._make_forwarder()
@@ -231,7 +231,7 @@ class DnsService(service.Service):
             log.warn("the registry has not loaded: listening anyway; private names answer SERVFAIL until it does")
         for listener in self.config.listen:
             self._listen(listener)
-        self.store.listeners.append(self._serving)
+        self.store.published.subscribe(self._serving)
         if self.store.current is not None:
             self._serving(self.store.current)
         self._notify.start_watchdog()
@@ -322,8 +322,7 @@ class DnsService(service.Service):
         self._notify.send("STOPPING=1")
         self._notify.stop_watchdog()
         self.serving = False
-        if self.store.listeners.count(self._serving):
-            self.store.listeners.remove(self._serving)
+        self.store.published.unsubscribe(self._serving)
         for port in self.tcp_ports:
             port.doRead()  # accept what completed its handshake (when the kernel does not hand it on)
         stops = [defer.maybeDeferred(port.stopListening) for port in self.tcp_ports]

@@ -87,10 +87,10 @@ def until(server: RunningServer, condition: Callable[[Snapshot | None], bool]) -
 
         def check(*_: Any) -> None:
             if not done.called and condition(store.current):
-                store.listeners.remove(check)
+                store.published.unsubscribe(check)
                 done.callback(None)
 
-        store.listeners.append(check)
+        store.published.subscribe(check)
         check()
         return done
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
@@ -26,7 +26,7 @@ class SnapshotStore:
         self.last_error: RegistryError | None = None
         # each publish or rejection, as it happens (tests and tooling wait on it)
         self.changed: Event[Snapshot | RegistryError] = Event()
-        self.listeners: list[Callable[[Snapshot], None]] = []
+        self.published: Event[Snapshot] = Event()  # each snapshot swapped in, as it is
         # A live store (etcd, SQLite) that cannot be reached: why, and since when.
         self.unreachable_since: float | None = None
         self.unreachable_reason: str | None = None
@@ -49,8 +49,7 @@ class SnapshotStore:
             serial=serial,
             **counts,
         )
-        for listener in self.listeners:
-            listener(self.current)
+        self.published.fire(self.current)
         self.changed.fire(self.current)
 
     def reject(self, error: RegistryError) -> None:

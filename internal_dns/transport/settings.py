@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
@@ -11,6 +12,16 @@ class ListenConfig:
     port: int
     network: str | None = None  # the view of queries no prefix or `views:` entry claims
     region: str | None = None
+
+    @property
+    def wildcard(self) -> bool:
+        """`::` or `0.0.0.0`: every address of the host, each query answered from the one it asked."""
+        return ipaddress.ip_address(self.address).is_unspecified
+
+
+def unmapped(address: str) -> str:
+    """An IPv4 peer of a dual-stack socket appears as ::ffff:a.b.c.d: the IPv4 address."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
 @dataclass(frozen=True, slots=True)

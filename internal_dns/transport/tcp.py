@@ -20,7 +20,6 @@ answered in any order, and the limits that keep one client from taking the servi
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.transport.handoff import HostsFor, Respond
-from internal_dns.transport.settings import ListenConfig, TcpConfig
+from internal_dns.transport.settings import ListenConfig, TcpConfig, unmapped
 
 if TYPE_CHECKING:
     from twisted.internet.tcp import Server
@@ -377,11 +376,6 @@ class DnsStreamFactory(Factory):
         self.respond = respond
         self.hosts_for = hosts_for  # destination → the packet cache's source → tag map, over TCP
         self.listener = listener
-        self.wildcard = ipaddress.ip_address(listener.address).is_unspecified
+        self.wildcard = listener.wildcard
         self.connections = connections
         self.clock = clock
-
-
-def unmapped(address: str) -> str:
-    """An IPv4 client of a dual-stack socket appears as ::ffff:a.b.c.d: the IPv4 address."""
-    return address[7:] if address.startswith("::ffff:") and "." in address else address

@@ -16,7 +16,6 @@ queries still in flight.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from typing import Any
@@ -27,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.transport.handoff import HostsFor, Respond
-from internal_dns.transport.settings import ListenConfig
+from internal_dns.transport.settings import ListenConfig, unmapped
 
 log = Logger()
 
@@ -35,11 +34,6 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's number; Python's socket
 READS_PER_WAKEUP = 64  # then the reactor's other sockets get their turn
 DRAIN_GRACE = 0.25  # seconds a stepped-aside socket is still read
 _IN_PKTINFO = struct.Struct("@i4s4s")  # ifindex, local (spec_dst), header destination
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
-
-
-def is_wildcard(address: str) -> bool:
-    return ipaddress.ip_address(address).is_unspecified
 
 
 @implementer(IReadDescriptor)
@@ -54,7 +48,7 @@ class UdpListener:
         self.hosts_for = hosts_for
         self.family = sock.family
         self.port: int = sock.getsockname()[1]
-        self.wildcard = is_wildcard(listener.address)
+        self.wildcard = listener.wildcard
         self.hosts = hosts_for(None)
         # destination → (its text, the ancillary data that sends from it, the packet cache's host map)
         self._locals: dict[bytes, tuple[str, list[tuple[int, int, bytes]], dict[str, bytes]]] = {}
@@ -164,10 +158,7 @@ class UdpListener:
         and the packet cache's source map for it; remembered by the PKTINFO bytes themselves."""
         for level, kind, data in ancillary:
             if kind == socket.IPV6_PKTINFO and level == socket.IPPROTO_IPV6:
-                address = data[:16]
-                text = socket.inet_ntop(socket.AF_INET6, address)
-                if address.startswith(_V4_MAPPED):
-                    text = socket.inet_ntop(socket.AF_INET, address[12:])
+                text = unmapped(socket.inet_ntop(socket.AF_INET6, data[:16]))
                 # The interface index comes back too: it matters for link-local addresses.
                 return self._remember(data, text, [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data[:20])])
             if kind == IP_PKTINFO and level == socket.IPPROTO_IP:
