@@ -150,6 +150,11 @@ def start(ns: Namespace, processes: list[Process], folder: Path, config: Path, n
     return proc
 
 
+def wait_listening(server: Process, address: str, what: str, count: int = 1) -> None:
+    """Until the server (each of its `count` workers) says it listens on `address` port 53."""
+    wait_for(lambda: server.stderr().count(f"listening on {address} port 53") == count, what)
+
+
 def wait_for(condition: Callable[[], Any], what: str, seconds: float = 60.0) -> Any:
     return eventually(condition, what, seconds, every=0.1)
 
@@ -212,7 +217,7 @@ def test_a_wildcard_ipv6_listener_serves_every_networks_resolver_address(
     host: Namespace, tmp_path: Path, zones: Path, processes: list[Process], resolvers: dict[str, str]
 ) -> None:
     server = start(host, processes, tmp_path, host_config(tmp_path, "::", zones))
-    wait_for(lambda: "listening on :: port 53" in server.stderr(), "the server to listen")
+    wait_listening(server, "::", "the server to listen")
     # dig from each network's own machine, to each network's resolver address: its own answers.
     for tcp in (False, True):
         assert dig(host, PERSONAL_DNS6, LAPTOP, "my-app.internal", tcp=tcp) == ("NOERROR", MY_APP)
@@ -241,7 +246,7 @@ def test_a_wildcard_ipv4_listener_serves_every_networks_resolver_address(
     host: Namespace, tmp_path: Path, zones: Path, processes: list[Process], resolvers: dict[str, str]
 ) -> None:
     server = start(host, processes, tmp_path, host_config(tmp_path, "0.0.0.0", zones))
-    wait_for(lambda: "listening on 0.0.0.0 port 53" in server.stderr(), "the server to listen")
+    wait_listening(server, "0.0.0.0", "the server to listen")
     for tcp in (False, True):
         assert dig(host, PERSONAL_DNS4, MY_APP_MACHINE4, "my-app.internal", tcp=tcp) == ("NOERROR", MY_APP)
         assert dig(host, SHOP_DNS4, SHOP_WEB4, "web.railway.internal", "A", tcp=tcp) == ("NOERROR", WEB4)
@@ -258,7 +263,7 @@ def test_a_network_added_later_is_served_on_its_resolver_address(
 ) -> None:
     config = host_config(tmp_path, "::", zones, registry={"backend": "files", "path": str(zones), "poll_interval": 0.2})
     server = start(host, processes, tmp_path, config)
-    wait_for(lambda: "listening on :: port 53" in server.stderr(), "the server to listen")
+    wait_listening(server, "::", "the server to listen")
     lab_dns = "fdaa:0:99::3"
     host.add(lab_dns)
     assert dig(host, lab_dns, "::1", "probe.internal")[0] == "REFUSED"  # no network has that address yet
@@ -283,7 +288,7 @@ def test_a_second_server_takes_over_without_a_lost_query(
 ) -> None:
     config = host_config(tmp_path, "::", zones, workers=workers, metrics={"address": "::1", "port": 9153})
     old = start(host, processes, tmp_path, config, name="old")
-    wait_for(lambda: old.stderr().count("listening on :: port 53") == workers, "the old server")
+    wait_listening(old, "::", "the old server", workers)
     result = tmp_path / "probe.json"
     probe = Process(
         host.command(
@@ -305,7 +310,7 @@ def test_a_second_server_takes_over_without_a_lost_query(
     time.sleep(1.0)
     new = start(host, processes, tmp_path, config, name="new")
     # The new one loads its registry, then binds beside the old one: from then on both answer.
-    wait_for(lambda: new.stderr().count("listening on :: port 53") == workers, "the new server to listen")
+    wait_listening(new, "::", "the new server to listen", workers)
     time.sleep(1.0)
     old.send_signal(signal.SIGTERM)  # steps aside, answers what it received, exits
     assert old.wait(STOP_WAIT) == 0, old.stderr()
