@@ -165,6 +165,10 @@ class Catalog:
     def app(self, network: str, lname: str) -> App:
         return self.apps[(network, lname)][1]
 
+    def keys(self) -> Iterable[Key]:
+        """The key of every entity held, accepted or left out."""
+        return self.raw.keys()
+
     # --- loading and changing -----------------------------------------------------------------
     def load(self, entities: Iterable[RawEntity]) -> Snapshot:
         """Everything anew from these entities."""
