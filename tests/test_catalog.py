@@ -247,3 +247,82 @@ def test_an_entry_that_is_no_entity_is_reported_when_it_arrives_in_a_change() ->
     assert catalog.problem_lines() == ["junk: not a registry key"]
     catalog.apply(deletes=["junk"])
     assert catalog.problem_lines() == []
+
+
+# --- regions and networks change one at a time too ------------------------------------------------
+
+PREFIX4 = {None: None, "own": "10.{i}.0.0/16", "narrow": "10.{i}.9.0/24"}  # "narrow" leaves machines' ip4 outside
+
+
+def network_entity(name: str, prefix6: str, prefix4: str | None) -> RawEntity:
+    i = NETWORKS.index(name) + 1 if name in NETWORKS else 4
+    data: dict[str, Any] = {"name": name, "prefix6": prefix6.format(i=i)}
+    if PREFIX4[prefix4] is not None:
+        data["prefix4"] = str(PREFIX4[prefix4]).format(i=i)
+    return RawEntity(f"networks/{name}", f"networks/{name}", "networks", data)
+
+
+def region_entity(code: str, latitude: float) -> RawEntity:
+    return RawEntity(f"regions/{code}", f"regions/{code}", "regions", {"code": code, "latitude": latitude, "longitude": 4.7})
+
+
+structural_change = st.one_of(
+    change,
+    st.builds(
+        lambda name, prefix6, prefix4: ("put", network_entity(name, prefix6, prefix4)),
+        st.sampled_from([*NETWORKS, "delta"]),
+        # its own prefix, or one inside alpha's: an overlap, which leaves the later network out
+        st.sampled_from(["fdaa:0:{i}::/48", "fdaa:0:1:8000::/49"]),
+        st.sampled_from(list(PREFIX4)),
+    ),
+    st.builds(lambda name: ("delete", f"networks/{name}"), st.sampled_from([*NETWORKS, "delta"])),
+    st.builds(
+        lambda code, latitude: ("put", region_entity(code, latitude)),
+        st.sampled_from(["iad", "ams", "syd", "ord"]),
+        st.sampled_from([1.5, 52.3]),
+    ),
+    st.builds(lambda code: ("delete", f"regions/{code}"), st.sampled_from(["iad", "ams", "syd", "ord"])),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(structural_change, min_size=1, max_size=25))
+def test_changes_to_regions_and_networks_end_where_a_fresh_load_does(changes: list[tuple[str, Any]]) -> None:
+    entities = base()
+    live = Catalog()
+    live.load(entities.values())
+    for op, arg in changes:
+        if op == "put":
+            entities[arg.key] = arg
+            after = live.apply(upserts=[arg])
+        else:
+            entities.pop(arg, None)
+            after = live.apply(deletes=[arg])
+        fresh = Catalog()
+        expected = fresh.load(entities.values())
+        assert sorted(live.problem_lines()) == sorted(fresh.problem_lines())
+        assert after.counts() == expected.counts()
+        assert after.regions == expected.regions
+        assert after.networks.keys() == expected.networks.keys()
+        for name in expected.networks:
+            assert after.networks[name] == expected.networks[name], name
+
+
+def test_a_region_moved_or_a_network_added_leaves_every_other_index_as_it_was() -> None:
+    catalog = Catalog()
+    entities = base()
+    entities["machines/1"] = machine_entity(1, "alpha", "web", "started", "ams", 1, True, True)
+    before = catalog.load(entities.values())
+    moved = catalog.apply(upserts=[region_entity("ams", 52.4)])
+    assert moved.regions["ams"].latitude == 52.4
+    assert all(moved.networks[n] is before.networks[n] for n in NETWORKS)
+    added = catalog.apply(upserts=[network_entity("delta", "fdaa:0:{i}::/48", "own")])
+    assert "delta" in added.networks and added.networks["delta"].machines == ()
+    assert all(added.networks[n] is before.networks[n] for n in NETWORKS)
+    narrowed = catalog.apply(upserts=[network_entity("alpha", "fdaa:0:{i}::/48", "narrow")])
+    assert narrowed.networks["alpha"].machines == ()  # its machine's ip4 now lies outside
+    assert narrowed.networks["beta"] is before.networks["beta"]
+    assert any("is outside network alpha's prefix 10.1.9.0/24" in line for line in catalog.problem_lines())
+    gone = catalog.apply(deletes=["regions/ams"])
+    assert "machines/00000000000001: machine 00000000000001: unknown region 'ams'" in catalog.problem_lines()
+    assert gone.networks["beta"] is before.networks["beta"]

@@ -112,7 +112,7 @@ class ViewResolver:
         network = self._networks.lookup(ip) or self._configured.lookup(ip) or self.listener_network(listener, local)
         if network is None or network not in self.snapshot.networks:
             return None
-        region = self.snapshot.networks[network].owners.get(ip)  # the querier's own, if it is one of the network's
+        region = self.snapshot.networks[network].region_of(ip.packed)  # the querier's own, if it is one of the network's
         return View(network, region or listener.region or self.server_region)
 
     def listener_network(self, listener: ListenConfig, local: str | None = None) -> str | None:

@@ -1,11 +1,15 @@
 """The catalog: every entity of a registry, checked against the others and indexed per network.
 
 A backend hands the catalog raw entities, each under a key of its own (an entity of a file, an
-etcd key, a table row): all of them to `load`, or what changed to `apply`. The catalog keeps what
-it accepted, the problems of what it did not, and one `NetworkIndex` per network. A change
-rebuilds only the indexes of the networks it touches; every other network keeps its index object,
-so that the server keeps what it rendered from it. Networks and regions are what the rest refers
-to: a change to one of them rebuilds everything.
+etcd key, a table row): all of them to `load`, or what changed to `apply`, as an iterable that
+is read once, so that a million entities as read never need to be held at once. The catalog keeps
+the parsed form of what it accepted (never the mappings as read: they cost twice the rest), the
+mappings of what it left out (few) and of regions and networks (few), the problems, and one
+`NetworkIndex` per network. A change rebuilds only the indexes of the networks it touches; every
+other network keeps its index object, so that the server keeps what it rendered from it. That
+holds for networks and regions too: a changed network re-indexes itself (and the apps with Flycast
+addresses on it), a removed one sends its members back to wait, a removed region the members in
+it; an accepted entity sent back is written out again from its parsed form (`as_read`).
 
 One set of rules, two ways of using them:
 - strict (the files backend, `check`, `registry import`): a registry with any problem is not
@@ -20,9 +24,10 @@ first keeps its place, so an established machine is never displaced by a newcome
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from itertools import chain
 from typing import Any
 
 from internal_dns.registry.kinds import EXPORT_ORDER, KINDS, SECTIONS, Kind
@@ -46,7 +51,6 @@ from internal_dns.registry.model import (
     parse_network,
     parse_peer,
     parse_region,
-    release_gradually,
 )
 
 Key = Hashable
@@ -70,9 +74,9 @@ class RawEntity:
 class _Members:
     """The accepted entities of one network, in the order the catalog accepted them."""
 
-    apps: dict[str, tuple[Key, App]] = field(default_factory=dict)  # lower-cased name
-    machines: dict[str, tuple[Key, Machine]] = field(default_factory=dict)  # id
-    peers: dict[str, tuple[Key, Peer]] = field(default_factory=dict)  # lower-cased name
+    apps: dict[str, App] = field(default_factory=dict)  # lower-cased name
+    machines: dict[str, Machine] = field(default_factory=dict)  # id
+    peers: dict[str, Peer] = field(default_factory=dict)  # lower-cased name
     flycast_in: dict[Key, tuple[App, tuple[Flycast, ...]]] = field(default_factory=dict)  # apps with addresses here
 
 
@@ -131,238 +135,417 @@ def build_snapshot(documents: Iterable[Document]) -> Snapshot:
     return snapshot
 
 
+Member = App | Machine | Peer
+
+
+def as_read(kind: str, entity: Member) -> RawEntity:
+    """An accepted entity written out as a mapping that parses back to an equal entity."""
+    data: dict[str, Any]
+    if isinstance(entity, Machine):
+        data = {
+            "id": entity.id,
+            "app": entity.app,
+            "region": entity.region,
+            "state": entity.state,
+            "process_group": entity.process_group,
+            "ip6": str(entity.ip6),
+            "metadata": entity.metadata,
+            "dns": entity.dns,
+        }
+        if entity.qualified:
+            data["network"] = entity.network
+        if entity.packed4 is not None:
+            data["ip4"] = str(entity.ip4)
+    elif isinstance(entity, App):
+        data = {"name": entity.name, "network": entity.network}
+        if entity.flycast:
+            data["flycast"] = [{"ip": str(fc.ip), "network": fc.network} for fc in entity.flycast]
+    else:
+        data = {"name": entity.name, "network": entity.network, "ip6": str(entity.ip6)}
+        if entity.region is not None:
+            data["region"] = entity.region
+    return RawEntity(entity.key, entity.source, kind, data)
+
+
+def _kind_of(entity: Member) -> str:
+    return "machines" if isinstance(entity, Machine) else "apps" if isinstance(entity, App) else "peers"
+
+
 class Catalog:
     """The registry's entities and indexes; not thread-safe: one backend thread owns it."""
 
     def __init__(self) -> None:
-        self.raw: dict[Key, RawEntity] = {}
-        self._reset()
-
-    def _reset(self) -> None:
+        self.structure: dict[Key, RawEntity] = {}  # regions and networks as read, in arrival order
+        self.pending: dict[Key, RawEntity] = {}  # members left out (and INVALID entries), as read
         self.problems: dict[Key, list[str]] = {}  # entities left out, and why
         self.silent: set[Key] = set()  # left out for referring to an entity that was left out
         self.network_problems: dict[str, dict[Key, list[str]]] = {}  # found indexing a network
-        self.accepted: dict[Key, tuple[str, Any]] = {}  # key -> (kind, identity)
+        self.entities: dict[Key, Member] = {}  # accepted apps, machines and peers
         self.regions: dict[str, Region] = {}
+        self.region_keys: set[Key] = set()  # the region entries accepted
         self.networks: dict[str, Network] = {}
         self.network_keys: dict[str, Key] = {}
         self.broken_networks: dict[str, int] = {}  # names of networks left out (a count of each)
         self.broken_apps: dict[str, int] = {}  # lower-cased names of apps left out
         self.broken_app_keys: dict[Key, str] = {}
-        self.apps: dict[tuple[str, str], tuple[Key, App]] = {}
+        self.apps: dict[tuple[str, str], App] = {}
         self._app_networks: dict[str, set[str]] = {}
-        self.machines: dict[str, tuple[Key, Machine]] = {}
-        self.unqualified: dict[str, set[Key]] = {}  # app name -> machines that gave no network
-        self.peers: dict[tuple[str, str], tuple[Key, Peer]] = {}
+        self.machines: dict[str, Machine] = {}
+        self.peers: dict[tuple[str, str], Peer] = {}
         self.members: dict[str, _Members] = {}
         self.index: dict[str, NetworkIndex] = {}
         self.shared: dict[Any, Any] = {}  # values many machines share (metadata)
+        self._parsed: dict[Key, tuple[RawEntity, Region | Network | str]] = {}  # regions and networks
 
     # --- what parsers may refer to (model.References) ----------------------------------------
     def app_networks(self, lname: str) -> Collection[str]:
         return self._app_networks.get(lname, ())
 
     def app(self, network: str, lname: str) -> App:
-        return self.apps[(network, lname)][1]
+        return self.apps[(network, lname)]
 
     def keys(self) -> Iterable[Key]:
         """The key of every entity held, accepted or left out."""
-        return self.raw.keys()
+        return chain(self.structure, self.pending, self.entities)
+
+    def _kind(self, key: Key) -> str:
+        held = self.structure.get(key) or self.pending.get(key)
+        if held is not None:
+            return held.kind
+        return _kind_of(self.entities[key])
 
     # --- loading and changing -----------------------------------------------------------------
     def load(self, entities: Iterable[RawEntity]) -> Snapshot:
-        """Everything anew from these entities."""
-        old = self.raw
-        self.raw = {e.key: e for e in entities}
-        release_gradually(old)
-        self._rebuild()
-        return self.snapshot()
+        """Everything anew from these entities: what is held and not among them goes."""
+        return self._change(entities, (), everything=True)
 
     def apply(self, upserts: Iterable[RawEntity] = (), deletes: Iterable[Key] = ()) -> Snapshot:
         """A change: entities added or replaced, and keys removed. Rebuilds only what it touches."""
-        upserts, deletes = list(upserts), [k for k in deletes if k in self.raw]
-        changed: list[tuple[RawEntity | None, RawEntity | None]] = [(self.raw.get(e.key), e) for e in upserts]
-        changed += [(self.raw[k], None) for k in deletes]
-        changed = [
-            (old, new) for old, new in changed if old is None or new is None or old.data != new.data or old.kind != new.kind
-        ]
-        if not changed:
-            return self.snapshot()
-        for k in deletes:
-            del self.raw[k]
-        for e in upserts:
-            self.raw[e.key] = e
-        if any(r.kind in _STRUCTURAL for pair in changed for r in pair if r is not None):
-            self._rebuild()
-            return self.snapshot()
+        return self._change(upserts, deletes, everything=False)
+
+    def _change(self, upserts: Iterable[RawEntity], deletes: Iterable[Key], everything: bool) -> Snapshot:
         affected: set[str] = set()
-        queue: dict[Key, None] = {}
-        for old, new in changed:
-            either = old or new
-            assert either is not None  # a change has an old side, a new side or both
-            key = either.key
-            self._withdraw(key, affected, queue)
-            if new is not None and new.kind == INVALID:  # not an entity: its message is all there is
-                self.problems[key] = [new.data]
-            elif new is not None:
-                queue[key] = None
-        # Whatever was left out may fit now (its app has come, a clashing address has gone).
-        for key in [k for k in (*self.problems, *self.silent) if self.raw[k].kind in _MEMBERS]:
-            self._withdraw(key, affected, queue)
-            queue[key] = None
-        self._admit_all([self.raw[k] for k in queue if k in self.raw], affected)
+        queue: dict[Key, None] = {}  # members to admit once everything has been read
+        # a load into a catalog that holds something: what it holds and is not read again goes
+        seen: set[Key] | None = set() if everything and any(self.keys()) else None
+        unsettled = False  # regions or networks changed since they were last settled
+        for key in deletes:
+            unsettled |= self._remove(key, affected, queue)
+        for e in upserts:
+            if seen is not None:
+                seen.add(e.key)
+            if e.kind in _STRUCTURAL:
+                old = self.structure.get(e.key)
+                if old is not None and old.kind == e.kind and old.data == e.data:
+                    continue
+                if old is None:
+                    self._remove(e.key, affected, queue)  # it may have been a member before
+                self.structure[e.key] = e
+                unsettled = True
+                continue
+            if self._unchanged(e):
+                continue
+            if e.key in self.structure:
+                unsettled |= self._remove(e.key, affected, queue)
+            if unsettled:  # members are read against settled regions and networks...
+                self._settle(affected, queue)
+                unsettled = False
+                self._retry(queue, affected)  # ...and what waited for them goes first, in its order
+            self._withdraw(e.key, affected, queue)
+            queue.pop(e.key, None)
+            self._admit(e, affected, queue)
+        if seen is not None:
+            for key in [k for k in self.keys() if k not in seen]:
+                unsettled |= self._remove(key, affected, queue)
+        if unsettled:
+            self._settle(affected, queue)
+        self._retry(queue, affected)
         for name in affected:
             if name in self.networks:
                 self._index_network(name)
         return self.snapshot()
 
-    def _rebuild(self) -> None:
-        old_state = (self.accepted, self.apps, self.machines, self.peers, self.members, self.index)
-        self._reset()
-        for container in old_state:
-            release_gradually(container)
-        ordered = sorted(self.raw.values(), key=lambda e: _ORDER[e.kind])  # stable: kept in order
-        for e in ordered:
-            if e.kind == INVALID:
-                self.problems[e.key] = [e.data]
-            elif e.kind == "regions":
-                self._admit_region(e)
-            elif e.kind == "networks":
-                self._admit_network(e)
-        clashes = overlapping(list(self.networks.values()))
-        for later, earlier, key in clashes:
-            line = (
-                f"{later.source}: network {later.name}: {key} {getattr(later, key)}"
-                f" overlaps network {earlier.name}'s {key} {getattr(earlier, key)}"
-            )
-            self.problems.setdefault(self.network_keys[later.name], []).append(line)
-        for name in {later.name for later, _, _ in clashes}:
-            del self.networks[name]  # an address in two networks has no one view (SPEC §2)
-            self.broken_networks[name] = self.broken_networks.get(name, 0) + 1
-            self.accepted.pop(self.network_keys.pop(name), None)
-        for name in self.networks:
-            self.members[name] = _Members()
-        self._admit_all([e for e in ordered if e.kind in _MEMBERS], set())
-        for name in self.networks:
-            self._index_network(name)
-
-    # --- admitting and withdrawing one entity --------------------------------------------------
-    def _admit_region(self, e: RawEntity) -> None:
+    def _unchanged(self, e: RawEntity) -> bool:
+        """Whether an entity read again is the one held (a file re-read, a value written again)."""
+        held = self.pending.get(e.key)
+        if held is not None:
+            return held.kind == e.kind and held.data == e.data
+        entity = self.entities.get(e.key)
+        if entity is None or _kind_of(entity) != e.kind:
+            return False
         try:
-            region = parse_region(e.data)
+            again = self._parse(e)
+        except (ValueError, Dependent, KeyError):
+            return False
+        if isinstance(entity, Machine):
+            return entity == again
+        return entity == again and entity.source == again.source
+
+    def _remove(self, key: Key, affected: set[str], queue: dict[Key, None]) -> bool:
+        """A key gone from the store; whether regions or networks need settling again."""
+        if self.structure.pop(key, None) is not None:
+            self.problems.pop(key, None)
+            return True
+        self._withdraw(key, affected, queue)
+        self.pending.pop(key, None)
+        self.problems.pop(key, None)
+        self.silent.discard(key)
+        queue.pop(key, None)
+        return False
+
+    # --- regions and networks -------------------------------------------------------------------
+    def _settle(self, affected: set[str], queue: dict[Key, None]) -> None:
+        """Regions and networks again from their entries (a few thousand at most); what changed
+        is passed on to the members that refer to it, and nothing else is touched."""
+        for key in self.structure:
+            self.problems.pop(key, None)
+        regions: dict[str, Region] = {}
+        region_keys: set[Key] = set()
+        networks: dict[str, Network] = {}
+        network_keys: dict[str, Key] = {}
+        broken: dict[str, int] = {}
+        parsed: dict[Key, tuple[RawEntity, Region | Network | str]] = {}
+        for key, e in self.structure.items():
+            known = self._parsed.get(key)
+            if known is None or known[0] is not e:  # parsed once per entry as read
+                known = (e, self._parse_structure(e))
+            parsed[key] = known
+            if e.kind == "regions":
+                self._admit_region(e, known[1], regions, region_keys)
+            else:
+                self._admit_network(e, known[1], networks, network_keys, broken)
+        self._parsed = parsed
+        clashes = overlapping(list(networks.values()))
+        for later, earlier, field_name in clashes:
+            line = (
+                f"{later.source}: network {later.name}: {field_name} {getattr(later, field_name)}"
+                f" overlaps network {earlier.name}'s {field_name} {getattr(earlier, field_name)}"
+            )
+            self.problems.setdefault(network_keys[later.name], []).append(line)
+        for name in {later.name for later, _, _ in clashes}:
+            del networks[name]  # an address in two networks has no one view (SPEC §2)
+            broken[name] = broken.get(name, 0) + 1
+            network_keys.pop(name)
+
+        gone_regions = self.regions.keys() - regions.keys()
+        gone = [name for name in self.networks if name not in networks]
+        changed = [name for name, net in networks.items() if name in self.networks and self.networks[name] != net]
+        self.regions, self.region_keys = regions, region_keys
+        self.network_keys, self.broken_networks = network_keys, broken
+        for name in gone:
+            members = self.members[name]
+            held: list[Member] = [*members.apps.values(), *members.machines.values(), *members.peers.values()]
+            for entity in held:
+                self._withdraw(entity.key, affected, queue)
+                queue[entity.key] = None
+            for key in list(members.flycast_in):  # other networks' apps with addresses on it
+                self._withdraw(key, affected, queue)
+                queue[key] = None
+            del self.networks[name]
+            del self.members[name]
+            self.index.pop(name, None)
+            self.network_problems.pop(name, None)
+        for name, net in networks.items():
+            if name not in self.networks:
+                self.members[name] = _Members()
+            self.networks[name] = net
+        for name in [*changed, *(n for n in networks if n not in self.index)]:
+            affected.add(name)
+        for name in changed:  # an app's Flycast address must lie in the network's prefix
+            for key in list(self.members[name].flycast_in):
+                self._withdraw(key, affected, queue)
+                queue[key] = None
+        if gone_regions:  # rare: a region taken out sends back what is in it
+            located: list[Machine | Peer] = [*self.machines.values(), *self.peers.values()]
+            for entity in located:
+                if entity.region in gone_regions:
+                    self._withdraw(entity.key, affected, queue)
+                    queue[entity.key] = None
+        # the same names in the order they were read: a network re-read keeps its place
+        self.networks = {name: self.networks[name] for name in networks}
+
+    @staticmethod
+    def _parse_structure(e: RawEntity) -> Region | Network | str:
+        """The region or network, or the line saying why it is not one."""
+        try:
+            return parse_region(e.data) if e.kind == "regions" else parse_network(e.source, e.data)
         except ValueError as exc:
-            self.problems[e.key] = [f"{e.source}: {describe('regions', e.data)}: {exc}"]
+            return f"{e.source}: {describe(e.kind, e.data)}: {exc}"
+
+    def _admit_region(self, e: RawEntity, parsed: Region | Network | str, regions: dict[str, Region], keys: set[Key]) -> None:
+        if not isinstance(parsed, Region):
+            self.problems[e.key] = [str(parsed)]
             return
-        known = self.regions.get(region.code)
+        region = parsed
+        known = regions.get(region.code)
         if known is None:
-            self.regions[region.code] = region
+            regions[region.code] = region
         elif (known.latitude, known.longitude) != (region.latitude, region.longitude):
             self.problems[e.key] = [f"{e.source}: region {region.code}: defined twice with different coordinates"]
             return
         elif region.name and not known.name:
             # An org file may repeat a region without its city (SPEC §1's example): same region.
-            self.regions[region.code] = region
-        self.accepted[e.key] = ("regions", region.code)
+            regions[region.code] = region
+        keys.add(e.key)
 
-    def _admit_network(self, e: RawEntity) -> None:
-        try:
-            network = parse_network(e.source, e.data)
-        except ValueError as exc:
-            self.problems[e.key] = [f"{e.source}: {describe('networks', e.data)}: {exc}"]
+    def _admit_network(
+        self,
+        e: RawEntity,
+        parsed: Region | Network | str,
+        networks: dict[str, Network],
+        keys: dict[str, Key],
+        broken: dict[str, int],
+    ) -> None:
+        if not isinstance(parsed, Network):
+            self.problems[e.key] = [str(parsed)]
             if isinstance(e.data.get("name"), str):
-                self.broken_networks[e.data["name"]] = self.broken_networks.get(e.data["name"], 0) + 1
+                broken[e.data["name"]] = broken.get(e.data["name"], 0) + 1
             return
-        if network.name in self.networks:
-            first = self.networks[network.name].source
+        network = parsed
+        if network.name in networks:
+            first = networks[network.name].source
             self.problems[e.key] = [f"{e.source}: network {network.name}: duplicate network (first in {first})"]
             return
-        self.networks[network.name] = network
-        self.network_keys[network.name] = e.key
-        self.accepted[e.key] = ("networks", network.name)
+        networks[network.name] = network
+        keys[network.name] = e.key
 
-    def _admit_all(self, entities: list[RawEntity], affected: set[str]) -> None:
-        """Apps first (machines refer to them), then machines and peers; a newly admitted app
-        sends the machines that named it without a network back to be placed again."""
-        apps = [e for e in entities if e.kind == "apps"]
-        rest = {e.key: e for e in entities if e.kind in ("machines", "peers")}
-        for e in apps:
-            requeue: dict[Key, None] = {}
-            self._admit_app(e, affected, requeue)
-            for key in requeue:
-                rest.setdefault(key, self.raw[key])
-        for e in sorted(rest.values(), key=lambda e: _ORDER[e.kind]):
-            if e.kind == "machines":
-                self._admit_machine(e, affected)
-            else:
-                self._admit_peer(e, affected)
+    # --- admitting and withdrawing one member ---------------------------------------------------
+    def _parse(self, e: RawEntity) -> Member:
+        if e.kind == "machines":
+            return parse_machine(e.source, e.data, self, self.shared, e.key)
+        if e.kind == "apps":
+            return parse_app(e.source, e.data, self, e.key)
+        return parse_peer(e.source, e.data, self, e.key)
 
-    def _left_out(self, e: RawEntity, exc: Exception) -> None:
-        if isinstance(exc, Dependent):
-            self.silent.add(e.key)
-        else:
-            self.problems[e.key] = [f"{e.source}: {describe(e.kind, e.data)}: {exc}"]
+    def _retry(self, queue: dict[Key, None], affected: set[str]) -> None:
+        """Whatever was left out may fit now (its app has come, a clashing address has gone)."""
+        for key, e in self.pending.items():
+            if e.kind != INVALID:
+                queue[key] = None
+        self._admit_queue(queue, affected)
 
-    def _admit_app(self, e: RawEntity, affected: set[str], requeue: dict[Key, None]) -> None:
+    def _admit_queue(self, queue: dict[Key, None], affected: set[str]) -> None:
+        """Apps first (machines refer to them), then machines and peers; a newly admitted app may
+        send machines back to be placed again, which join the queue."""
+        while queue:
+            batch = [self.pending[k] for k in queue if k in self.pending]
+            queue.clear()
+            batch.sort(key=lambda e: _ORDER[e.kind])  # stable: kept in order
+            for e in batch:
+                if e.key in self.pending:  # not admitted meanwhile
+                    self._admit(e, affected, queue)
+
+    def _admit(self, e: RawEntity, affected: set[str], queue: dict[Key, None]) -> None:
+        """One member in, or left out (kept as read, with its problem)."""
+        key = e.key
+        self._forget_problems(key)  # a member tried again
+        if e.kind == INVALID:  # not an entity: its message is all there is
+            self.pending[key] = e
+            self.problems[key] = [e.data]
+            return
         try:
-            app = parse_app(e.source, e.data, self)
+            entity = self._parse(e)
         except (ValueError, Dependent) as exc:
-            self._left_out(e, exc)
-            if isinstance(e.data.get("name"), str):  # its machines are left out without a word
+            self.pending[key] = e
+            if isinstance(exc, Dependent):
+                self.silent.add(key)
+            else:
+                self.problems[key] = [f"{e.source}: {describe(e.kind, e.data)}: {exc}"]
+            if e.kind == "apps" and isinstance(e.data.get("name"), str):  # its machines go without a word
                 lname = e.data["name"].lower()
                 self.broken_apps[lname] = self.broken_apps.get(lname, 0) + 1
-                self.broken_app_keys[e.key] = lname
+                self.broken_app_keys[key] = lname
             return
+        if isinstance(entity, Machine):
+            placed = self._place_machine(entity, affected)
+        elif isinstance(entity, App):
+            placed = self._place_app(entity, affected, queue)
+        else:
+            placed = self._place_peer(entity, affected)
+        if placed:
+            self.pending.pop(key, None)
+            self.entities[key] = entity
+        else:
+            self.pending[key] = e
+
+    def _place_app(self, app: App, affected: set[str], queue: dict[Key, None]) -> bool:
         lname = app.name.lower()
         identity = (app.network, lname)
         if identity in self.apps:
-            first = self.apps[identity][1].source
-            self.problems[e.key] = [f"{e.source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
-            return
-        self.apps[identity] = (e.key, app)
-        self.accepted[e.key] = ("apps", identity)
+            first = self.apps[identity].source
+            self.problems[app.key] = [f"{app.source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
+            return False
+        self.apps[identity] = app
         self._app_networks.setdefault(lname, set()).add(app.network)
-        self.members[app.network].apps[lname] = (e.key, app)
+        self.members[app.network].apps[lname] = app
         affected.add(app.network)
         for target, addresses in _by_target(app.flycast).items():
-            self.members[target].flycast_in[e.key] = (app, addresses)
+            self.members[target].flycast_in[app.key] = (app, addresses)
             affected.add(target)
-        self._unplace_unqualified(lname, affected, requeue)
+        self._unplace_unqualified(lname, affected, queue)
+        return True
 
-    def _admit_machine(self, e: RawEntity, affected: set[str]) -> None:
-        try:
-            machine = parse_machine(e.source, e.data, self, self.shared)
-        except (ValueError, Dependent) as exc:
-            self._left_out(e, exc)
-            return
-        if machine.id in self.machines:
-            first = self.machines[machine.id][1].source
-            self.problems[e.key] = [f"{e.source}: machine {machine.id}: duplicate machine id (first in {first})"]
-            return
-        self.machines[machine.id] = (e.key, machine)
-        self.accepted[e.key] = ("machines", machine.id)
-        self.members[machine.network].machines[machine.id] = (e.key, machine)
-        if e.data.get("network") is None:
-            self.unqualified.setdefault(machine.app.lower(), set()).add(e.key)
+    def _place_machine(self, machine: Machine, affected: set[str]) -> bool:
+        known = self.machines.get(machine.id)
+        if known is not None:
+            line = f"{machine.source}: machine {machine.id}: duplicate machine id (first in {known.source})"
+            self.problems[machine.key] = [line]
+            return False
+        self.machines[machine.id] = machine
+        self.members[machine.network].machines[machine.id] = machine
         affected.add(machine.network)
+        return True
 
-    def _admit_peer(self, e: RawEntity, affected: set[str]) -> None:
-        try:
-            peer = parse_peer(e.source, e.data, self)
-        except (ValueError, Dependent) as exc:
-            self._left_out(e, exc)
-            return
+    def _place_peer(self, peer: Peer, affected: set[str]) -> bool:
         identity = (peer.network, peer.name.lower())
-        if identity in self.peers:
-            first = self.peers[identity][1].source
-            self.problems[e.key] = [f"{e.source}: peer {peer.name}: duplicate peer in network {peer.network} (first in {first})"]
-            return
-        self.peers[identity] = (e.key, peer)
-        self.accepted[e.key] = ("peers", identity)
-        self.members[peer.network].peers[identity[1]] = (e.key, peer)
+        known = self.peers.get(identity)
+        if known is not None:
+            self.problems[peer.key] = [
+                f"{peer.source}: peer {peer.name}: duplicate peer in network {peer.network} (first in {known.source})"
+            ]
+            return False
+        self.peers[identity] = peer
+        self.members[peer.network].peers[identity[1]] = peer
         affected.add(peer.network)
+        return True
 
-    def _withdraw(self, key: Key, affected: set[str], requeue: dict[Key, None]) -> None:
-        """Take an entity out (accepted or left out), noting the networks and entities it touched."""
+    def _withdraw(self, key: Key, affected: set[str], queue: dict[Key, None]) -> None:
+        """Take a member out (accepted or left out); an accepted one waits in `pending`, as read,
+        and so do the members that depended on it (they join the queue)."""
+        self._forget_problems(key)
+        entity = self.entities.pop(key, None)
+        if entity is None:
+            return
+        self.pending[key] = as_read(_kind_of(entity), entity)
+        if isinstance(entity, App):
+            network, lname = entity.network, entity.name.lower()
+            del self.apps[(network, lname)]
+            members = self.members[network]
+            del members.apps[lname]
+            affected.add(network)
+            for target in _by_target(entity.flycast):
+                if target in self.members:
+                    self.members[target].flycast_in.pop(key, None)
+                    affected.add(target)
+            nets = self._app_networks[lname]
+            nets.discard(network)
+            if not nets:
+                del self._app_networks[lname]
+            for machine in [m for m in members.machines.values() if m.app.lower() == lname]:  # they named this app
+                self._withdraw(machine.key, affected, queue)
+                queue[machine.key] = None
+            self._unplace_unqualified(lname, affected, queue)
+        elif isinstance(entity, Machine):
+            del self.machines[entity.id]
+            del self.members[entity.network].machines[entity.id]
+            affected.add(entity.network)
+        else:
+            identity = (entity.network, entity.name.lower())
+            del self.peers[identity]
+            del self.members[entity.network].peers[identity[1]]
+            affected.add(entity.network)
+
+    def _forget_problems(self, key: Key) -> None:
         self.silent.discard(key)
         self.problems.pop(key, None)
         lname = self.broken_app_keys.pop(key, None)
@@ -370,46 +553,21 @@ class Catalog:
             self.broken_apps[lname] -= 1
             if not self.broken_apps[lname]:
                 del self.broken_apps[lname]
-        if key not in self.accepted:
-            return
-        kind, identity = self.accepted.pop(key)
-        if kind == "apps":
-            _, app = self.apps.pop(identity)
-            network, lname = identity
-            members = self.members[network]
-            del members.apps[lname]
-            affected.add(network)
-            for target in _by_target(app.flycast):
-                self.members[target].flycast_in.pop(key, None)
-                affected.add(target)
-            nets = self._app_networks[lname]
-            nets.discard(network)
-            if not nets:
-                del self._app_networks[lname]
-            for mkey, machine in list(members.machines.values()):  # they named this app
-                if machine.app.lower() == lname:
-                    self._withdraw(mkey, affected, requeue)
-                    requeue[mkey] = None
-            self._unplace_unqualified(lname, affected, requeue)
-        elif kind == "machines":
-            _, machine = self.machines.pop(identity)
-            del self.members[machine.network].machines[identity]
-            self.unqualified.get(machine.app.lower(), set()).discard(key)
-            affected.add(machine.network)
-        elif kind == "peers":
-            del self.peers[identity]
-            del self.members[identity[0]].peers[identity[1]]
-            affected.add(identity[0])
 
-    def _unplace_unqualified(self, lname: str, affected: set[str], requeue: dict[Key, None]) -> None:
+    def _unplace_unqualified(self, lname: str, affected: set[str], queue: dict[Key, None]) -> None:
         """Machines that named app `lname` without a network: where they belong may have changed."""
-        for mkey in list(self.unqualified.get(lname, ())):
-            self._withdraw(mkey, affected, requeue)
-            requeue[mkey] = None
+        for network in list(self._app_networks.get(lname, ())):
+            unplaced = [m for m in self.members[network].machines.values() if not m.qualified and m.app.lower() == lname]
+            for machine in unplaced:
+                self._withdraw(machine.key, affected, queue)
+                queue[machine.key] = None
 
     # --- indexes --------------------------------------------------------------------------------
     def _index_network(self, name: str) -> None:
+        before = self.index.get(name)
         index, problems = index_network(self.networks[name], self.members[name])
+        if before is not None and before.owners_made:
+            index.owner_map()  # asked for before: made here, not on the reactor's first query
         self.index[name] = index
         if problems:
             self.network_problems[name] = problems
@@ -431,7 +589,7 @@ class Catalog:
 
         Asked after every change: it costs the number of problems, never the registry's size.
         """
-        lines = [line for key in sorted(self.problems, key=lambda k: _ORDER[self.raw[k].kind]) for line in self.problems[key]]
+        lines = [line for key in sorted(self.problems, key=lambda k: _ORDER[self._kind(k)]) for line in self.problems[key]]
         for name in self.networks:
             for found in self.network_problems.get(name, {}).values():
                 lines.extend(found)
@@ -445,58 +603,79 @@ def _by_target(flycast: tuple[Flycast, ...]) -> dict[str, tuple[Flycast, ...]]:
     return {target: tuple(fcs) for target, fcs in out.items()}
 
 
+def _inside(prefix: IPv4Network | IPv6Network) -> Callable[[bytes], bool]:
+    """A test of packed addresses for membership of the prefix, without making address objects."""
+    shift = prefix.max_prefixlen - prefix.prefixlen
+    base = int(prefix.network_address) >> shift
+    return lambda packed: int.from_bytes(packed) >> shift == base
+
+
+def _text(packed: bytes) -> str:
+    return str(ip_address(packed))
+
+
 def index_network(net: Network, members: _Members) -> tuple[NetworkIndex, dict[Key, list[str]]]:
     """One network's index, and the problems of the members it leaves out: an address outside
     the network's prefix, or one already used (the first user keeps it)."""
     problems: dict[Key, list[str]] = {}
-    owner: dict[IPv4Address | IPv6Address, str] = {}
-    for key in ("dns6", "dns4"):  # a network's resolver address belongs to no machine
-        if (ip := getattr(net, key)) is not None:
-            owner[ip] = f"network {net.name} ({key})"
+    owner: dict[bytes, Any] = {}  # packed address -> who holds it: a text, or the entity
+    for field_name in ("dns6", "dns4"):  # a network's resolver address belongs to no machine
+        if (ip := getattr(net, field_name)) is not None:
+            owner[ip.packed] = f"network {net.name} ({field_name})"
 
-    def fault(key: Key, source: str, who: str, reason: str) -> None:
-        problems.setdefault(key, []).append(f"{source}: {who}: {reason}")
+    def who(holder: Any) -> str:
+        if isinstance(holder, str):
+            return holder
+        if isinstance(holder, Machine):
+            return f"machine {holder.id}"
+        if isinstance(holder, Peer):
+            return f"peer {holder.name}"
+        return f"app {holder.name} (flycast)"
 
-    def claim(ips: list[IPv4Address | IPv6Address], who: str, key: Key, source: str) -> bool:
-        taken = [ip for ip in ips if ip in owner]
+    def fault(key: Key, source: str, holder: Any, reason: str) -> None:
+        problems.setdefault(key, []).append(f"{source}: {who(holder)}: {reason}")
+
+    def claim(addresses: list[bytes], holder: Any, key: Key, source: str) -> bool:
+        taken = [ip for ip in addresses if ip in owner]
         for ip in taken:
-            fault(key, source, who, f"address {ip} is already used by {owner[ip]}")
+            fault(key, source, holder, f"address {_text(ip)} is already used by {who(owner[ip])}")
         if taken:
             return False
-        for ip in ips:
-            owner[ip] = who
+        for ip in addresses:
+            owner[ip] = holder
         return True
 
     flycast: dict[str, list[IPv6Address]] = {lname: [] for lname in members.apps}  # own apps exist under .flycast
-    for app_key, (app, addresses) in members.flycast_in.items():
-        for fc in addresses:
-            if claim([fc.ip], f"app {app.name} (flycast)", app_key, app.source):
+    for app_key, (app, flycast_here) in members.flycast_in.items():
+        for fc in flycast_here:
+            if claim([fc.ip.packed], app, app_key, app.source):
                 flycast.setdefault(app.name.lower(), []).append(fc.ip)
 
+    in6 = _inside(net.prefix6)
+    in4 = _inside(net.prefix4) if net.prefix4 is not None else None
     machines: list[Machine] = []
-    for mkey, m in members.machines.values():
-        who = f"machine {m.id}"
+    for m in members.machines.values():
         ok = True
-        if m.ip6 not in net.prefix6:
-            fault(mkey, m.source, who, f"ip6 {m.ip6} is outside network {net.name}'s prefix {net.prefix6}")
+        if not in6(m.packed6):
+            fault(m.key, m.source, m, f"ip6 {m.ip6} is outside network {net.name}'s prefix {net.prefix6}")
             ok = False
-        if m.ip4 is not None:
-            if net.prefix4 is None:
-                fault(mkey, m.source, who, f"ip4 {m.ip4} given but network {net.name} has no prefix4")
+        if m.packed4 is not None:
+            if in4 is None:
+                fault(m.key, m.source, m, f"ip4 {m.ip4} given but network {net.name} has no prefix4")
                 ok = False
-            elif m.ip4 not in net.prefix4:
-                fault(mkey, m.source, who, f"ip4 {m.ip4} is outside network {net.name}'s prefix {net.prefix4}")
+            elif not in4(m.packed4):
+                fault(m.key, m.source, m, f"ip4 {m.ip4} is outside network {net.name}'s prefix {net.prefix4}")
                 ok = False
-        if claim([ip for ip in (m.ip4, m.ip6) if ip is not None], who, mkey, m.source) and ok:
+        addresses = [m.packed6] if m.packed4 is None else [m.packed4, m.packed6]
+        if claim(addresses, m, m.key, m.source) and ok:
             machines.append(m)
 
     peers: list[Peer] = []
-    for pkey, p in members.peers.values():
-        who = f"peer {p.name}"
+    for p in members.peers.values():
         ok = p.ip6 in net.prefix6
         if not ok:
-            fault(pkey, p.source, who, f"ip6 {p.ip6} is outside network {net.name}'s prefix {net.prefix6}")
-        if claim([p.ip6], who, pkey, p.source) and ok:
+            fault(p.key, p.source, p, f"ip6 {p.ip6} is outside network {net.name}'s prefix {net.prefix6}")
+        if claim([p.ip6.packed], p, p.key, p.source) and ok:
             peers.append(p)
 
     return _index(net, members, machines, peers, flycast), problems
@@ -506,21 +685,17 @@ def _index(
     net: Network, members: _Members, machines: list[Machine], peers: list[Peer], flycast: dict[str, list[IPv6Address]]
 ) -> NetworkIndex:
     by_app: dict[str, list[Machine]] = {lname: [] for lname in members.apps}
-    owners: dict[IPv4Address | IPv6Address, str | None] = {}
     for m in machines:
-        owners[m.ip6] = m.region
-        if m.ip4 is not None:
-            owners[m.ip4] = m.region
         if m.dns:
             by_app[m.app.lower()].append(m)
-    for p in peers:
-        owners[p.ip6] = p.region
     apps: dict[str, AppIndex] = {}
-    for lname, (_, app) in members.apps.items():
-        ms = tuple(sorted(by_app[lname], key=lambda m: m.id))
-        apps[lname] = AppIndex(app, ms, tuple(m for m in ms if m.started), {m.id: m for m in ms})
+    for lname, app in members.apps.items():
+        ms = tuple(sorted(by_app[lname], key=_machine_id))
+        started = tuple(m for m in ms if m.started)
+        apps[lname] = AppIndex(app, ms, ms if len(started) == len(ms) else started)
     visible = {p.name.lower(): p for p in peers if not p.interactive}
-    every = tuple(sorted((m for a in apps.values() for m in a.machines), key=lambda m: m.id))
+    every = tuple(sorted((m for a in apps.values() for m in a.machines), key=_machine_id))
+    started = tuple(m for m in every if m.started)
     return NetworkIndex(
         network=net,
         apps=apps,
@@ -528,9 +703,13 @@ def _index(
         peers=visible,
         peer_names=tuple(sorted(p.name for p in visible.values())),
         machines=every,
-        started=tuple(m for m in every if m.started),
+        started=every if len(started) == len(every) else started,
         flycast={k: tuple(sorted(v)) for k, v in flycast.items()},  # several apps of one name may add to a set
-        owners=owners,
+        addressed=(*machines, *peers),
         machine_count=len(machines),
         peer_count=len(peers),
     )
+
+
+def _machine_id(m: Machine) -> str:
+    return m.id

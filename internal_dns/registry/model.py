@@ -11,9 +11,11 @@ import ipaddress
 import re
 import socket
 import sys
-from collections.abc import Collection, Mapping
+from bisect import bisect_left
+from collections.abc import Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, overload
 
 from internal_dns.registry.kinds import BY_SECTION
@@ -61,25 +63,99 @@ class App:
     network: str
     flycast: tuple[Flycast, ...] = ()
     source: str = ""
+    key: Hashable = None  # the catalog's key of the entity it was read from
 
 
-@dataclass(frozen=True, slots=True)
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
 class Machine:
+    """A machine. A million of them may be held, so each is lean: slots, its addresses packed
+    (`packed6`, `packed4`: what answers carry; `ip6`/`ip4` make address objects when asked), its
+    texts shared with its neighbours'. Read only once made, by convention: the catalog shares
+    one object between its maps and every index."""
+
+    __slots__ = (
+        "id",
+        "app",
+        "network",
+        "region",
+        "packed6",
+        "state",
+        "process_group",
+        "packed4",
+        "metadata",
+        "dns",
+        "source",
+        "key",
+        "qualified",
+    )
     id: str
     app: str
     network: str
     region: str
-    ip6: IPv6Address
-    state: str = STARTED
-    process_group: str = DEFAULT_PROCESS_GROUP
-    ip4: IPv4Address | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    dns: bool = True
-    source: str = ""
+    packed6: bytes
+    state: str
+    process_group: str
+    packed4: bytes | None
+    metadata: Mapping[str, str]
+    dns: bool
+    source: str
+    key: Hashable  # the catalog's key of the entity it was read from
+    qualified: bool  # it named its network (else its app's network was looked up)
+
+    def __init__(
+        self,
+        id: str,
+        app: str,
+        network: str,
+        region: str,
+        ip6: IPv6Address | bytes,
+        state: str = STARTED,
+        process_group: str = DEFAULT_PROCESS_GROUP,
+        ip4: IPv4Address | bytes | None = None,
+        metadata: Mapping[str, str] = _NO_METADATA,
+        dns: bool = True,
+        source: str = "",
+        key: Hashable = None,
+        qualified: bool = True,
+    ):
+        self.id = id
+        self.app = app
+        self.network = network
+        self.region = region
+        self.packed6 = ip6 if ip6.__class__ is bytes else ip6.packed  # type: ignore[union-attr]
+        self.state = state
+        self.process_group = process_group
+        self.packed4 = ip4 if ip4 is None or ip4.__class__ is bytes else ip4.packed  # type: ignore[union-attr]
+        self.metadata = metadata
+        self.dns = dns
+        self.source = source
+        self.key = key
+        self.qualified = qualified
+
+    @property
+    def ip6(self) -> IPv6Address:
+        return IPv6Address(self.packed6)
+
+    @property
+    def ip4(self) -> IPv4Address | None:
+        return None if self.packed4 is None else IPv4Address(self.packed4)
 
     @property
     def started(self) -> bool:
         return self.state == STARTED
+
+    def fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Machine) and self.fields() == other.fields()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and its metadata is a mapping
+
+    def __repr__(self) -> str:
+        return f"Machine({self.id!r}, {self.app!r}, {self.network!r}, {self.region!r}, {str(self.ip6)!r}, {self.state!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +165,7 @@ class Peer:
     ip6: IPv6Address
     region: str | None = None
     source: str = ""
+    key: Hashable = None
 
     @property
     def interactive(self) -> bool:
@@ -119,12 +196,62 @@ class Document:
 # --- the per-network index the answer logic reads -------------------------------------------
 
 
+def _machine_id(m: Machine) -> str:
+    return m.id
+
+
+class ById(Mapping[str, Machine]):
+    """Machines sorted by id, looked up by id (a bisection: no dictionary per app)."""
+
+    __slots__ = ("_machines",)
+
+    def __init__(self, machines: tuple[Machine, ...]):
+        self._machines = machines
+
+    def __getitem__(self, mid: str) -> Machine:
+        machines = self._machines
+        i = bisect_left(machines, mid, key=_machine_id)
+        if i < len(machines) and machines[i].id == mid:
+            return machines[i]
+        raise KeyError(mid)
+
+    def __iter__(self) -> Iterator[str]:
+        return (m.id for m in self._machines)
+
+    def __len__(self) -> int:
+        return len(self._machines)
+
+
 @dataclass(frozen=True, slots=True)
 class AppIndex:
     app: App
     machines: tuple[Machine, ...]  # every dns:true machine, by id
     started: tuple[Machine, ...]  # the started ones, by id
-    by_id: Mapping[str, Machine]
+
+    @property
+    def by_id(self) -> Mapping[str, Machine]:
+        return ById(self.machines)
+
+
+Address = IPv4Address | IPv6Address
+
+
+class Owners(Mapping[Address, "str | None"]):
+    """Address -> region of the machine or peer that holds it, asked with address objects."""
+
+    __slots__ = ("_by_packed",)
+
+    def __init__(self, by_packed: Mapping[bytes, str | None]):
+        self._by_packed = by_packed
+
+    def __getitem__(self, ip: Address) -> str | None:
+        return self._by_packed[ip.packed]
+
+    def __iter__(self) -> Iterator[Address]:
+        return (ipaddress.ip_address(packed) for packed in self._by_packed)
+
+    def __len__(self) -> int:
+        return len(self._by_packed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +264,40 @@ class NetworkIndex:
     machines: tuple[Machine, ...]  # every dns:true machine of the network, by id
     started: tuple[Machine, ...]
     flycast: Mapping[str, tuple[IPv6Address, ...]]  # app name -> addresses on this network
-    # address -> region of the machine (any state, dns or not) or peer that owns it: the region
-    # of a querier, for `nearest`. Kept per network so that an unchanged network shares it too.
-    owners: Mapping[IPv4Address | IPv6Address, str | None] = field(default_factory=dict)
+    # Every machine (any state, dns or not) and peer holding an address here: the owners of
+    # addresses, which say the region of a querier, for `nearest`.
+    addressed: tuple[Machine | Peer, ...] = field(default=(), compare=False)  # in no order that matters
     machine_count: int = 0  # every machine, whatever its state or dns
     peer_count: int = 0  # every peer, interactive ones too
+    # address (packed) -> region, made when first asked: most networks of a big registry never
+    # send a query to a given host, and the map costs as much as the machines themselves.
+    _owners: dict[bytes, str | None] | None = field(default=None, compare=False, repr=False)
+
+    def region_of(self, packed: bytes) -> str | None:
+        """The region of the machine or peer holding this address, if one of the network's does."""
+        return self.owner_map().get(packed)
+
+    def owner_map(self) -> Mapping[bytes, str | None]:
+        owners = self._owners
+        if owners is None:
+            owners = {}
+            for holder in self.addressed:
+                if isinstance(holder, Machine):
+                    owners[holder.packed6] = holder.region
+                    if holder.packed4 is not None:
+                        owners[holder.packed4] = holder.region
+                else:
+                    owners[holder.ip6.packed] = holder.region
+            object.__setattr__(self, "_owners", owners)  # a cache: the index stays equal
+        return owners
+
+    @property
+    def owners(self) -> Mapping[Address, str | None]:
+        return Owners(self.owner_map())
+
+    @property
+    def owners_made(self) -> bool:
+        return self._owners is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,20 +358,28 @@ def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None
 
 # The C parser is ten times quicker than ipaddress's own, which counts for a million machines;
 # both accept exactly the textual forms of RFC 4291 §2.2 and dotted quads without leading zeros.
-def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
+def _packed6(raw: Mapping[str, Any], key: str) -> bytes:
     value = _text(raw, key)
     try:
-        return IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, value)))
+        return socket.inet_pton(socket.AF_INET6, value)
     except OSError:
         raise ValueError(f"{key} {value!r} is not an IPv6 address") from None
 
 
-def _ip4(raw: Mapping[str, Any], key: str) -> IPv4Address:
+def _packed4(raw: Mapping[str, Any], key: str) -> bytes:
     value = _text(raw, key)
     try:
-        return IPv4Address(socket.inet_pton(socket.AF_INET, value))
+        return socket.inet_pton(socket.AF_INET, value)
     except OSError:
         raise ValueError(f"{key} {value!r} is not an IPv4 address") from None
+
+
+def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
+    return IPv6Address(_packed6(raw, key))
+
+
+def _ip4(raw: Mapping[str, Any], key: str) -> IPv4Address:
+    return IPv4Address(_packed4(raw, key))
 
 
 def _prefix(raw: Mapping[str, Any], key: str, kind: type[IPv4Network] | type[IPv6Network]) -> Any:
@@ -315,7 +479,7 @@ def _known_network(refs: References, network: str, what: str = "") -> None:
         raise ValueError(f"{what}unknown network '{network}'")
 
 
-def parse_app(source: str, item: Mapping[str, Any], refs: References) -> App:
+def parse_app(source: str, item: Mapping[str, Any], refs: References, key: Hashable = None) -> App:
     name = _text(item, "name")
     network = _text(item, "network")
     assert name is not None and network is not None
@@ -335,7 +499,7 @@ def parse_app(source: str, item: Mapping[str, Any], refs: References) -> App:
         if ip not in refs.networks[target].prefix6:
             raise ValueError(f"flycast {ip} is outside network {target}'s prefix {refs.networks[target].prefix6}")
         flycast.append(Flycast(ip, sys.intern(target)))
-    return App(sys.intern(name), sys.intern(network), tuple(flycast), source)
+    return App(sys.intern(name), sys.intern(network), tuple(flycast), source, key)
 
 
 def machine_network(item: Mapping[str, Any], refs: References) -> str:
@@ -361,7 +525,9 @@ def machine_network(item: Mapping[str, Any], refs: References) -> str:
     return network
 
 
-def parse_machine(source: str, item: Mapping[str, Any], refs: References, shared: dict[Any, Any]) -> Machine:
+def parse_machine(
+    source: str, item: Mapping[str, Any], refs: References, shared: dict[Any, Any], key: Hashable = None
+) -> Machine:
     """`shared` interns values many machines have in common (metadata mappings, ...)."""
     mid = _text(item, "id")
     assert mid is not None
@@ -375,20 +541,19 @@ def parse_machine(source: str, item: Mapping[str, Any], refs: References, shared
     group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
     if not is_label(group):
         raise ValueError(f"process_group '{group}' is not a DNS label")
-    ip6 = _ip6(item, "ip6")
-    ip4 = _ip4(item, "ip4") if item.get("ip4") is not None else None
+    ip6 = _packed6(item, "ip6")
+    ip4 = _packed4(item, "ip4") if item.get("ip4") is not None else None
     metadata_raw = item.get("metadata") or {}
     if not isinstance(metadata_raw, Mapping):
         raise ValueError("metadata must be a mapping of strings")
-    metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
     dns = item.get("dns", True)
     if not isinstance(dns, bool):
         raise ValueError("dns must be true or false")
+    metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
+    metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)  # read only: one serves every equal one
     app = refs.app(network, str(item["app"]).lower())
-    key = tuple(sorted(metadata.items()))
-    metadata = shared.setdefault(key, metadata)  # read only, so one mapping serves every equal one
     return Machine(
-        mid,
+        sys.intern(mid),
         app.name,
         refs.networks[network].name,
         refs.regions[region].code,
@@ -399,10 +564,12 @@ def parse_machine(source: str, item: Mapping[str, Any], refs: References, shared
         metadata,
         dns,
         source,
+        key,
+        item.get("network") is not None,
     )
 
 
-def parse_peer(source: str, item: Mapping[str, Any], refs: References) -> Peer:
+def parse_peer(source: str, item: Mapping[str, Any], refs: References, key: Hashable = None) -> Peer:
     name = _text(item, "name")
     network = _text(item, "network")
     assert name is not None and network is not None
@@ -416,7 +583,7 @@ def parse_peer(source: str, item: Mapping[str, Any], refs: References) -> Peer:
         if region not in refs.regions:
             raise ValueError(f"unknown region '{region}'")
         region = refs.regions[region].code
-    return Peer(name, refs.networks[network].name, ip6, region, source)
+    return Peer(name, refs.networks[network].name, ip6, region, source, key)
 
 
 def overlapping(networks: list[Network]) -> list[tuple[Network, Network, str]]:
@@ -443,16 +610,3 @@ def overlapping(networks: list[Network]) -> list[tuple[Network, Network, str]]:
             open_spans.append((end, net))
     pairs.sort(key=lambda p: (order[p[0].name], order[p[1].name]))
     return pairs
-
-
-def release_gradually(*containers: dict[Any, Any] | list[Any]) -> None:
-    """Empty big containers one item at a time.
-
-    Freeing a container of a hundred thousand objects at once is one C-level cascade that holds
-    the interpreter lock throughout (tens of milliseconds); freed item by item, between bytecodes,
-    the lock can pass to the reactor thread as usual.
-    """
-    for container in containers:
-        pop = container.popitem if isinstance(container, dict) else container.pop
-        while container:
-            pop()

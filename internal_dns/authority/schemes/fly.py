@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from internal_dns.authority.geo import nearest_machines
 from internal_dns.authority.views import View
-from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet, aaaa, txt
+from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet, txt
 from internal_dns.registry.model import AppIndex, Machine, NetworkIndex, Snapshot
 
 # Any positive N without a leading zero (SPEC §3), however large: a label is at most 63 bytes,
@@ -16,7 +16,7 @@ _TOP = re.compile(r"top([1-9][0-9]*)\Z")  # \Z: "$" would let "top1\n" through
 
 
 def _addresses(machines: Iterable[Machine]) -> Node:
-    return Node({AAAA: aaaa(m.ip6 for m in machines)})
+    return Node({AAAA: RecordSet(tuple(m.packed6 for m in machines), rotates=True)})
 
 
 def _txt(value: str) -> Node:
@@ -89,7 +89,7 @@ def _app_form(snapshot: Snapshot, view: View, app: AppIndex, rest: tuple[str, ..
             if match is None:
                 return None
             nearest = nearest_machines(started, view.region, snapshot.regions, int(match.group(1)))
-            return Node({AAAA: RecordSet(tuple(m.ip6.packed for m in nearest))})  # ordered: no rotation
+            return Node({AAAA: RecordSet(tuple(m.packed6 for m in nearest))})  # ordered: no rotation
         case (value, key, "kv", "_metadata"):
             return _addresses(m for m in started if _has_metadata(m, key, value))
         case (region,) if region in snapshot.regions:

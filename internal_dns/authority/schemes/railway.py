@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from internal_dns.authority.views import View
-from internal_dns.records import AAAA, A, Node, RecordSet, a, aaaa
+from internal_dns.records import AAAA, A, Node, RecordSet
 from internal_dns.registry.model import Snapshot
 
 
@@ -14,7 +14,7 @@ def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | No
     app = net.apps.get(labels[0])
     if app is None:
         return None
-    records: dict[int, RecordSet] = {AAAA: aaaa(m.ip6 for m in app.started)}
+    records: dict[int, RecordSet] = {AAAA: RecordSet(tuple(m.packed6 for m in app.started), rotates=True)}
     if not net.network.legacy:  # legacy environments are IPv6-only: A is NODATA
-        records[A] = a(m.ip4 for m in app.started if m.ip4 is not None)
+        records[A] = RecordSet(tuple(m.packed4 for m in app.started if m.packed4 is not None), rotates=True)
     return Node(records)
