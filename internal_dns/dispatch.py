@@ -76,11 +76,15 @@ class Dispatcher:
         before = self.resolver.snapshot if self.resolver is not None else None
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
 
+        # Regions are every network's: `nearest` and `<region>.<app>` read them beside the index.
+        regions_moved = before is None or before.regions != snapshot.regions
+
         def changed(network: str) -> bool:
             # The builder kept the very same index object for a network whose data is equal.
             return (
-                before is None
+                regions_moved
                 or network not in snapshot.networks
+                or before is None
                 or before.networks.get(network) is not snapshot.networks[network]
             )
 

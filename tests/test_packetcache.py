@@ -119,6 +119,18 @@ def test_a_reload_of_the_network_is_seen_at_once(server: RunningServer, registry
         assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP_STARTED[1:])
 
 
+def test_a_region_moved_is_seen_at_once_in_every_network(server: RunningServer, registry_dir: Path) -> None:
+    # the querier is in iad (the server's region): iad's machine, then Seattle's before Amsterdam's
+    for _ in range(2):
+        assert server.ask("top2.nearest.of.my-app.internal", "AAAA").addresses() == [MY_APP_STARTED[2], MY_APP_STARTED[0]]
+    path = registry_dir / "regions.yaml"
+    path.write_text(path.read_text().replace("latitude: 52.31, longitude: 4.76", "latitude: 38.95, longitude: -77.46"))
+    snapshot = server.poll()
+    assert snapshot.regions["ams"].latitude == 38.95
+    for _ in range(2):  # Amsterdam now lies where iad does: a tie at 0, the lower id first
+        assert server.ask("top2.nearest.of.my-app.internal", "AAAA").addresses() == [MY_APP_STARTED[1], MY_APP_STARTED[2]]
+
+
 def test_a_source_follows_its_view_across_reloads(server: RunningServer, registry_dir: Path) -> None:
     source = "127.9.0.1"  # `personal` by the config's 127.0.0.0/8, until a network claims it
     for _ in range(2):
