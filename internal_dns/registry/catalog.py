@@ -138,7 +138,7 @@ def build_snapshot(documents: Iterable[Document]) -> Snapshot:
 Member = App | Machine | Peer
 
 
-def as_read(kind: str, entity: Member) -> RawEntity:
+def as_read(kind: str, entity: Member, source: str) -> RawEntity:
     """An accepted entity written out as a mapping that parses back to an equal entity."""
     data: dict[str, Any]
     if isinstance(entity, Machine):
@@ -164,17 +164,27 @@ def as_read(kind: str, entity: Member) -> RawEntity:
         data = {"name": entity.name, "network": entity.network, "ip6": str(entity.ip6)}
         if entity.region is not None:
             data["region"] = entity.region
-    return RawEntity(entity.key, entity.source, kind, data)
+    return RawEntity(entity.key, source, kind, data)
 
 
 def _kind_of(entity: Member) -> str:
     return "machines" if isinstance(entity, Machine) else "apps" if isinstance(entity, App) else "peers"
 
 
-class Catalog:
-    """The registry's entities and indexes; not thread-safe: one backend thread owns it."""
+SourceOf = Callable[[str, Key], str]  # (kind, key) -> the source a store's reader gives that entity
 
-    def __init__(self) -> None:
+
+class Catalog:
+    """The registry's entities and indexes; not thread-safe: one backend thread owns it.
+
+    A store whose sources follow from its keys (a table and row, an etcd key) passes `source_of`:
+    then the entities it accepts hold no source of their own (a text per machine otherwise) and
+    messages ask `source()`. A key that is a machine's id is found through `machines`, not kept
+    in `entities` as well.
+    """
+
+    def __init__(self, source_of: SourceOf | None = None) -> None:
+        self.source_of = source_of
         self.structure: dict[Key, RawEntity] = {}  # regions and networks as read, in arrival order
         self.pending: dict[Key, RawEntity] = {}  # members left out (and INVALID entries), as read
         self.problems: dict[Key, list[str]] = {}  # entities left out, and why
@@ -206,13 +216,29 @@ class Catalog:
 
     def keys(self) -> Iterable[Key]:
         """The key of every entity held, accepted or left out."""
-        return chain(self.structure, self.pending, self.entities)
+        return chain(self.structure, self.pending, self.entities, (m.key for m in self.machines.values() if m.key is m.id))
+
+    def source(self, kind: str, entity: Member) -> str:
+        """Where an accepted entity was read from, for messages."""
+        if entity.source or self.source_of is None:
+            return entity.source
+        return self.source_of(kind, entity.key)
+
+    def _held(self, key: Key) -> Member | None:
+        """The accepted member under this key."""
+        if key.__class__ is str:
+            machine = self.machines.get(key)
+            if machine is not None and machine.key == key:
+                return machine
+        return self.entities.get(key)
 
     def _kind(self, key: Key) -> str:
         held = self.structure.get(key) or self.pending.get(key)
         if held is not None:
             return held.kind
-        return _kind_of(self.entities[key])
+        entity = self._held(key)
+        assert entity is not None
+        return _kind_of(entity)
 
     # --- loading and changing -----------------------------------------------------------------
     def load(self, entities: Iterable[RawEntity]) -> Snapshot:
@@ -270,16 +296,14 @@ class Catalog:
         held = self.pending.get(e.key)
         if held is not None:
             return held.kind == e.kind and held.data == e.data
-        entity = self.entities.get(e.key)
+        entity = self._held(e.key)
         if entity is None or _kind_of(entity) != e.kind:
             return False
         try:
             again = self._parse(e)
         except (ValueError, Dependent, KeyError):
             return False
-        if isinstance(entity, Machine):
-            return entity == again
-        return entity == again and entity.source == again.source
+        return entity == again
 
     def _remove(self, key: Key, affected: set[str], queue: dict[Key, None]) -> bool:
         """A key gone from the store; whether regions or networks need settling again."""
@@ -411,11 +435,12 @@ class Catalog:
 
     # --- admitting and withdrawing one member ---------------------------------------------------
     def _parse(self, e: RawEntity) -> Member:
+        source = e.source if self.source_of is None else ""  # the store can say it again from the key
         if e.kind == "machines":
-            return parse_machine(e.source, e.data, self, self.shared, e.key)
+            return parse_machine(source, e.data, self, self.shared, e.key)
         if e.kind == "apps":
-            return parse_app(e.source, e.data, self, e.key)
-        return parse_peer(e.source, e.data, self, e.key)
+            return parse_app(source, e.data, self, e.key)
+        return parse_peer(source, e.data, self, e.key)
 
     def _retry(self, queue: dict[Key, None], affected: set[str]) -> None:
         """Whatever was left out may fit now (its app has come, a clashing address has gone)."""
@@ -464,7 +489,8 @@ class Catalog:
             placed = self._place_peer(entity, affected)
         if placed:
             self.pending.pop(key, None)
-            self.entities[key] = entity
+            if not (isinstance(entity, Machine) and entity.key == entity.id):  # else found by its id
+                self.entities[key] = entity
         else:
             self.pending[key] = e
 
@@ -472,8 +498,8 @@ class Catalog:
         lname = app.name.lower()
         identity = (app.network, lname)
         if identity in self.apps:
-            first = self.apps[identity].source
-            self.problems[app.key] = [f"{app.source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
+            first, source = self.source("apps", self.apps[identity]), self.source("apps", app)
+            self.problems[app.key] = [f"{source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
             return False
         self.apps[identity] = app
         self._app_networks.setdefault(lname, set()).add(app.network)
@@ -488,7 +514,8 @@ class Catalog:
     def _place_machine(self, machine: Machine, affected: set[str]) -> bool:
         known = self.machines.get(machine.id)
         if known is not None:
-            line = f"{machine.source}: machine {machine.id}: duplicate machine id (first in {known.source})"
+            first, source = self.source("machines", known), self.source("machines", machine)
+            line = f"{source}: machine {machine.id}: duplicate machine id (first in {first})"
             self.problems[machine.key] = [line]
             return False
         self.machines[machine.id] = machine
@@ -500,9 +527,8 @@ class Catalog:
         identity = (peer.network, peer.name.lower())
         known = self.peers.get(identity)
         if known is not None:
-            self.problems[peer.key] = [
-                f"{peer.source}: peer {peer.name}: duplicate peer in network {peer.network} (first in {known.source})"
-            ]
+            first, source = self.source("peers", known), self.source("peers", peer)
+            self.problems[peer.key] = [f"{source}: peer {peer.name}: duplicate peer in network {peer.network} (first in {first})"]
             return False
         self.peers[identity] = peer
         self.members[peer.network].peers[identity[1]] = peer
@@ -513,10 +539,12 @@ class Catalog:
         """Take a member out (accepted or left out); an accepted one waits in `pending`, as read,
         and so do the members that depended on it (they join the queue)."""
         self._forget_problems(key)
-        entity = self.entities.pop(key, None)
+        entity = self._held(key)
         if entity is None:
             return
-        self.pending[key] = as_read(_kind_of(entity), entity)
+        self.entities.pop(key, None)
+        kind = _kind_of(entity)
+        self.pending[key] = as_read(kind, entity, self.source(kind, entity))
         if isinstance(entity, App):
             network, lname = entity.network, entity.name.lower()
             del self.apps[(network, lname)]
@@ -565,7 +593,7 @@ class Catalog:
     # --- indexes --------------------------------------------------------------------------------
     def _index_network(self, name: str) -> None:
         before = self.index.get(name)
-        index, problems = index_network(self.networks[name], self.members[name])
+        index, problems = index_network(self.networks[name], self.members[name], self.source)
         if before is not None and before.owners_made:
             index.owner_map()  # asked for before: made here, not on the reactor's first query
         self.index[name] = index
@@ -614,7 +642,13 @@ def _text(packed: bytes) -> str:
     return str(ip_address(packed))
 
 
-def index_network(net: Network, members: _Members) -> tuple[NetworkIndex, dict[Key, list[str]]]:
+def _own_source(kind: str, entity: Member) -> str:
+    return entity.source
+
+
+def index_network(
+    net: Network, members: _Members, source_of: Callable[[str, Member], str] = _own_source
+) -> tuple[NetworkIndex, dict[Key, list[str]]]:
     """One network's index, and the problems of the members it leaves out: an address outside
     the network's prefix, or one already used (the first user keeps it)."""
     problems: dict[Key, list[str]] = {}
@@ -632,13 +666,14 @@ def index_network(net: Network, members: _Members) -> tuple[NetworkIndex, dict[K
             return f"peer {holder.name}"
         return f"app {holder.name} (flycast)"
 
-    def fault(key: Key, source: str, holder: Any, reason: str) -> None:
-        problems.setdefault(key, []).append(f"{source}: {who(holder)}: {reason}")
+    def fault(holder: Member, reason: str) -> None:
+        source = source_of(_kind_of(holder), holder)
+        problems.setdefault(holder.key, []).append(f"{source}: {who(holder)}: {reason}")
 
-    def claim(addresses: list[bytes], holder: Any, key: Key, source: str) -> bool:
+    def claim(addresses: list[bytes], holder: Member) -> bool:
         taken = [ip for ip in addresses if ip in owner]
         for ip in taken:
-            fault(key, source, holder, f"address {_text(ip)} is already used by {who(owner[ip])}")
+            fault(holder, f"address {_text(ip)} is already used by {who(owner[ip])}")
         if taken:
             return False
         for ip in addresses:
@@ -646,9 +681,9 @@ def index_network(net: Network, members: _Members) -> tuple[NetworkIndex, dict[K
         return True
 
     flycast: dict[str, list[IPv6Address]] = {lname: [] for lname in members.apps}  # own apps exist under .flycast
-    for app_key, (app, flycast_here) in members.flycast_in.items():
+    for app, flycast_here in members.flycast_in.values():
         for fc in flycast_here:
-            if claim([fc.ip.packed], app, app_key, app.source):
+            if claim([fc.ip.packed], app):
                 flycast.setdefault(app.name.lower(), []).append(fc.ip)
 
     in6 = _inside(net.prefix6)
@@ -657,25 +692,25 @@ def index_network(net: Network, members: _Members) -> tuple[NetworkIndex, dict[K
     for m in members.machines.values():
         ok = True
         if not in6(m.packed6):
-            fault(m.key, m.source, m, f"ip6 {m.ip6} is outside network {net.name}'s prefix {net.prefix6}")
+            fault(m, f"ip6 {m.ip6} is outside network {net.name}'s prefix {net.prefix6}")
             ok = False
         if m.packed4 is not None:
             if in4 is None:
-                fault(m.key, m.source, m, f"ip4 {m.ip4} given but network {net.name} has no prefix4")
+                fault(m, f"ip4 {m.ip4} given but network {net.name} has no prefix4")
                 ok = False
             elif not in4(m.packed4):
-                fault(m.key, m.source, m, f"ip4 {m.ip4} is outside network {net.name}'s prefix {net.prefix4}")
+                fault(m, f"ip4 {m.ip4} is outside network {net.name}'s prefix {net.prefix4}")
                 ok = False
         addresses = [m.packed6] if m.packed4 is None else [m.packed4, m.packed6]
-        if claim(addresses, m, m.key, m.source) and ok:
+        if claim(addresses, m) and ok:
             machines.append(m)
 
     peers: list[Peer] = []
     for p in members.peers.values():
         ok = p.ip6 in net.prefix6
         if not ok:
-            fault(p.key, p.source, p, f"ip6 {p.ip6} is outside network {net.name}'s prefix {net.prefix6}")
-        if claim([p.ip6.packed], p, p.key, p.source) and ok:
+            fault(p, f"ip6 {p.ip6} is outside network {net.name}'s prefix {net.prefix6}")
+        if claim([p.ip6.packed], p) and ok:
             peers.append(p)
 
     return _index(net, members, machines, peers, flycast), problems
@@ -690,20 +725,14 @@ def _index(
             by_app[m.app.lower()].append(m)
     apps: dict[str, AppIndex] = {}
     for lname, app in members.apps.items():
-        ms = tuple(sorted(by_app[lname], key=_machine_id))
-        started = tuple(m for m in ms if m.started)
-        apps[lname] = AppIndex(app, ms, ms if len(started) == len(ms) else started)
+        apps[lname] = AppIndex(app, tuple(sorted(by_app[lname], key=_machine_id)))
     visible = {p.name.lower(): p for p in peers if not p.interactive}
-    every = tuple(sorted((m for a in apps.values() for m in a.machines), key=_machine_id))
-    started = tuple(m for m in every if m.started)
     return NetworkIndex(
         network=net,
         apps=apps,
         app_names=tuple(sorted(a.app.name for a in apps.values())),
         peers=visible,
         peer_names=tuple(sorted(p.name for p in visible.values())),
-        machines=every,
-        started=every if len(started) == len(every) else started,
         flycast={k: tuple(sorted(v)) for k, v in flycast.items()},  # several apps of one name may add to a set
         addressed=(*machines, *peers),
         machine_count=len(machines),

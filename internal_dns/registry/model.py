@@ -200,6 +200,11 @@ def _machine_id(m: Machine) -> str:
     return m.id
 
 
+def _started(machines: tuple[Machine, ...]) -> tuple[Machine, ...]:
+    started = tuple(m for m in machines if m.state == STARTED)
+    return machines if len(started) == len(machines) else started  # all started: one tuple
+
+
 class ById(Mapping[str, Machine]):
     """Machines sorted by id, looked up by id (a bisection: no dictionary per app)."""
 
@@ -226,7 +231,17 @@ class ById(Mapping[str, Machine]):
 class AppIndex:
     app: App
     machines: tuple[Machine, ...]  # every dns:true machine, by id
-    started: tuple[Machine, ...]  # the started ones, by id
+    # the started ones, made when first asked (most apps of a big registry never are, here)
+    _started: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def started(self) -> tuple[Machine, ...]:
+        """The started machines, by id."""
+        started = self._started
+        if started is None:
+            started = _started(self.machines)
+            object.__setattr__(self, "_started", started)  # a cache: the index stays equal
+        return started
 
     @property
     def by_id(self) -> Mapping[str, Machine]:
@@ -261,8 +276,6 @@ class NetworkIndex:
     app_names: tuple[str, ...]  # sorted
     peers: Mapping[str, Peer]  # lower-cased name -> peer, interactive ones left out
     peer_names: tuple[str, ...]  # sorted, interactive ones left out
-    machines: tuple[Machine, ...]  # every dns:true machine of the network, by id
-    started: tuple[Machine, ...]
     flycast: Mapping[str, tuple[IPv6Address, ...]]  # app name -> addresses on this network
     # Every machine (any state, dns or not) and peer holding an address here: the owners of
     # addresses, which say the region of a querier, for `nearest`.
@@ -272,6 +285,25 @@ class NetworkIndex:
     # address (packed) -> region, made when first asked: most networks of a big registry never
     # send a query to a given host, and the map costs as much as the machines themselves.
     _owners: dict[bytes, str | None] | None = field(default=None, compare=False, repr=False)
+    _machines: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
+    _started: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def machines(self) -> tuple[Machine, ...]:
+        """Every dns:true machine of the network, by id (made when first asked, from the apps)."""
+        machines = self._machines
+        if machines is None:
+            machines = tuple(sorted((m for a in self.apps.values() for m in a.machines), key=_machine_id))
+            object.__setattr__(self, "_machines", machines)
+        return machines
+
+    @property
+    def started(self) -> tuple[Machine, ...]:
+        started = self._started
+        if started is None:
+            started = _started(self.machines)
+            object.__setattr__(self, "_started", started)
+        return started
 
     def region_of(self, packed: bytes) -> str | None:
         """The region of the machine or peer holding this address, if one of the network's does."""
