@@ -155,7 +155,13 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         r.number(reg_raw["poll_interval"], "registry.poll_interval", 0.01) if reg_raw.get("poll_interval") is not None else None
     )
     max_age = r.number(reg_raw.get("max_age", 120.0), "registry.max_age", 1.0)
-    common = ("backend", "path", "poll_interval", "max_age")
+    snapshot_raw = reg_raw.get("snapshot_file")
+    snapshot_file: Path | None = None
+    if snapshot_raw is not None and snapshot_raw is not False:
+        snapshot_file = Path(r.text(snapshot_raw, "registry.snapshot_file"))
+        if not snapshot_file.is_absolute():
+            snapshot_file = base / snapshot_file
+    common = ("backend", "path", "poll_interval", "max_age", "snapshot_file")
     options = {k: v for k, v in reg_raw.items() if k not in common}
     if plugin.options is not None:  # None: a backend that takes whatever it is given
         r.unknown(reg_raw, set(common) | set(plugin.options), "registry")
@@ -164,7 +170,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
     except ValueError as exc:
         key, _, reason = str(exc).partition(": ")
         raise r.fail(f"registry.{key}", reason) from None
-    registry = RegistryConfig(backend, reg_path, poll, max_age, options)
+    registry = RegistryConfig(backend, reg_path, poll, max_age, options, snapshot_file, snapshot_raw is not False)
 
     zones_raw = r.mapping(top.get("zones", {"internal": "fly"}), "zones")
     zones: dict[str, str] = {}

@@ -71,7 +71,7 @@ class Dispatcher:
     def swap(self, snapshot: Snapshot) -> None:
         """Called on the reactor thread with each new snapshot; one assignment makes it live."""
         self.reverse = PrivateReverse(
-            served_prefix(p) for n in snapshot.networks.values() for p in (n.network.prefix6, n.network.prefix4) if p is not None
+            served_prefix(p) for n in snapshot.defined.values() for p in (n.prefix6, n.prefix4) if p is not None
         )
         before = self.resolver.snapshot if self.resolver is not None else None
         self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)

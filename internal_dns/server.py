@@ -302,6 +302,11 @@ class DnsService(service.Service):
             reasons.append(reason)
         else:
             age = store.age()
+            if store.catching_up is not None:
+                reasons.append(
+                    f"catching up with the registry store ({self.backend.describe()}): serving the snapshot"
+                    f" restored from {store.catching_up}, {age or 0:.0f}s old"
+                )
             limit = self.config.registry.max_age
             if age is not None and age > limit:
                 reasons.append(f"registry snapshot is {age:.0f}s old, over the {limit:.0f}s limit ({self.backend.describe()})")

@@ -58,6 +58,7 @@ FAMILIES = {
     "internal_dns_registry_rejected": "counter",
     "internal_dns_registry_store_up": "gauge",
     "internal_dns_registry_left_out": "gauge",
+    "internal_dns_registry_catching_up": "gauge",
 }
 FORWARD_FAMILIES = {
     "internal_dns_forward_requests": "counter",

@@ -65,8 +65,7 @@ class ViewResolver:
         self.snapshot = snapshot
         prefixes: list[tuple[IPv4Network | IPv6Network, str]] = []
         resolver_addresses: dict[Address, str] = {}
-        for name, index in snapshot.networks.items():
-            net = index.network
+        for name, net in snapshot.defined.items():
             prefixes.append((net.prefix6, name))
             if net.prefix4 is not None:
                 prefixes.append((net.prefix4, name))

@@ -29,6 +29,11 @@ class SnapshotSink(Protocol):
 
     def confirm(self) -> None: ...
 
+    def restored(self, snapshot: Snapshot, saved_at: float, path: str) -> None:
+        """A snapshot saved to `path` at `saved_at` (wall-clock seconds), served while the backend
+        catches up with its store (until the next publish, reject or confirm)."""
+        ...
+
     def unreachable(self, reason: str) -> None:
         """The store cannot be read (until the next publish or confirm)."""
         ...

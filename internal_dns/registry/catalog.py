@@ -24,7 +24,7 @@ first keeps its place, so an established machine is never displaced by a newcome
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from itertools import chain
@@ -206,6 +206,8 @@ class Catalog:
         self.index: dict[str, NetworkIndex] = {}
         self.shared: dict[Any, Any] = {}  # values many machines share (metadata)
         self._parsed: dict[Key, tuple[RawEntity, Region | Network | str]] = {}  # regions and networks
+        # (kind, name) -> members left out for lacking it: tried again when it comes
+        self._waiting: dict[tuple[str, str], set[Key]] = {}
 
     # --- what parsers may refer to (model.References) ----------------------------------------
     def app_networks(self, lname: str) -> Collection[str]:
@@ -276,7 +278,7 @@ class Catalog:
             if unsettled:  # members are read against settled regions and networks...
                 self._settle(affected, queue)
                 unsettled = False
-                self._retry(queue, affected)  # ...and what waited for them goes first, in its order
+                self._admit_queue(queue, affected)  # ...and what waited for them goes first, in its order
             self._withdraw(e.key, affected, queue)
             queue.pop(e.key, None)
             self._admit(e, affected, queue)
@@ -352,6 +354,10 @@ class Catalog:
             network_keys.pop(name)
 
         gone_regions = self.regions.keys() - regions.keys()
+        for code in regions.keys() - self.regions.keys():
+            self._wake(("regions", code), queue)
+        for name in networks.keys() - self.networks.keys():
+            self._wake(("networks", name), queue)
         gone = [name for name in self.networks if name not in networks]
         changed = [name for name, net in networks.items() if name in self.networks and self.networks[name] != net]
         self.regions, self.region_keys = regions, region_keys
@@ -444,10 +450,17 @@ class Catalog:
 
     def _retry(self, queue: dict[Key, None], affected: set[str]) -> None:
         """Whatever was left out may fit now (its app has come, a clashing address has gone)."""
+        self._waiting.clear()  # each says again what it waits for
         for key, e in self.pending.items():
             if e.kind != INVALID:
                 queue[key] = None
         self._admit_queue(queue, affected)
+
+    def _wake(self, waited_for: tuple[str, str], queue: dict[Key, None]) -> None:
+        """What was left out for lacking this joins the queue (if it is still left out)."""
+        for key in self._waiting.pop(waited_for, ()):
+            if key in self.pending:
+                queue[key] = None
 
     def _admit_queue(self, queue: dict[Key, None], affected: set[str]) -> None:
         """Apps first (machines refer to them), then machines and peers; a newly admitted app may
@@ -472,6 +485,9 @@ class Catalog:
             entity = self._parse(e)
         except (ValueError, Dependent) as exc:
             self.pending[key] = e
+            waits_for = getattr(exc, "waits_for", None)
+            if waits_for is not None:
+                self._waiting.setdefault(waits_for, set()).add(key)
             if isinstance(exc, Dependent):
                 self.silent.add(key)
             else:
@@ -505,6 +521,7 @@ class Catalog:
         self._app_networks.setdefault(lname, set()).add(app.network)
         self.members[app.network].apps[lname] = app
         affected.add(app.network)
+        self._wake(("apps", lname), queue)
         for target, addresses in _by_target(app.flycast).items():
             self.members[target].flycast_in[app.key] = (app, addresses)
             affected.add(target)
@@ -606,11 +623,90 @@ class Catalog:
         networks = {name: self.index[name] for name in self.networks}
         return Snapshot(
             networks=networks,
+            defined=dict(self.networks),
             regions=dict(self.regions),
             machine_count=sum(i.machine_count for i in networks.values()),
             peer_count=sum(i.peer_count for i in networks.values()),
             app_count=sum(len(i.apps) for i in networks.values()),
         )
+
+    # --- saved and restored (savefile.py writes the chunks to a file) --------------------------
+    def dump(self) -> Iterator[Any]:
+        """The catalog as chunks of plain values (marshal can write them): first regions,
+        networks and what is left out, as read, and each network's counts; then each network's
+        members as parsed, in the order they were accepted, each marked whether the index holds it."""
+        raw = [(e.key, e.source, e.kind, e.data) for e in (*self.structure.values(), *self.pending.values())]
+        counts = [
+            (name, self.index[name].machine_count, self.index[name].peer_count, len(self.index[name].apps))
+            for name in self.members
+        ]
+        yield {"entries": raw, "networks": counts}
+        for name, members in self.members.items():
+            index = self.index[name]
+            held = {id(x) for x in index.addressed}
+            apps = [
+                (a.name, tuple((fc.ip.packed, fc.network) for fc in a.flycast), a.source, a.key) for a in members.apps.values()
+            ]
+            machines = [
+                (
+                    m.id,
+                    m.app,
+                    m.region,
+                    m.packed6,
+                    m.state,
+                    m.process_group,
+                    m.packed4,
+                    m.metadata,
+                    m.dns,
+                    m.source,
+                    m.key,
+                    m.qualified,
+                    id(m) in held,
+                )
+                for m in members.machines.values()
+            ]
+            peers = [(p.name, p.ip6.packed, p.region, p.source, p.key, id(p) in held) for p in members.peers.values()]
+            flycast = {lname: tuple(ip.packed for ip in ips) for lname, ips in index.flycast.items()}
+            yield (name, apps, machines, peers, flycast, self.network_problems.get(name, {}))
+
+    @classmethod
+    def restore(cls, head: Mapping[str, Any], chunks: Iterable[Any], source_of: SourceOf | None = None) -> Catalog:
+        """A catalog from `dump`'s chunks, without parsing or checking anything again: what was
+        saved had been checked. Raises ValueError (or KeyError, TypeError) if they do not fit."""
+        catalog = cls(source_of)
+        entries = [RawEntity(key, source, kind, data) for key, source, kind, data in head["entries"]]
+        catalog.structure = {e.key: e for e in entries if e.kind in _STRUCTURAL}
+        catalog._settle(set(), {})
+        shared = Shared(catalog.shared)
+        for chunk in chunks:
+            catalog._restore_network(restore_members(catalog.networks[chunk[0]], chunk, shared))
+        if catalog.index.keys() != catalog.networks.keys():
+            raise ValueError("the networks saved are not the networks their entries make")
+        catalog.pending = {e.key: e for e in entries if e.kind not in _STRUCTURAL}
+        catalog._retry({}, set())  # their problems again; what was saved admitted none of them
+        if any(e.key not in catalog.pending for e in entries if e.kind not in _STRUCTURAL):
+            raise ValueError("an entry saved as left out fits")
+        return catalog
+
+    def _restore_network(self, restored: RestoredNetwork) -> None:
+        name = restored.index.network.name
+        members = self.members[name]
+        for app in restored.apps:
+            lname = app.name.lower()
+            self.apps[(name, lname)] = members.apps[lname] = self.entities[app.key] = app
+            self._app_networks.setdefault(lname, set()).add(name)
+            for target, addresses in _by_target(app.flycast).items():
+                self.members[target].flycast_in[app.key] = (app, addresses)
+        machine_map, held_machines, entities = self.machines, members.machines, self.entities
+        for m in restored.machines:
+            machine_map[m.id] = held_machines[m.id] = m
+            if m.key is not m.id:
+                entities[m.key] = m
+        for peer in restored.peers:
+            self.peers[(name, peer.name.lower())] = members.peers[peer.name.lower()] = self.entities[peer.key] = peer
+        self.index[name] = restored.index
+        if restored.problems:
+            self.network_problems[name] = restored.problems
 
     def problem_lines(self) -> list[str]:
         """Every problem, the entities' by kind in the order they were found, then the networks'.
@@ -742,3 +838,59 @@ def _index(
 
 def _machine_id(m: Machine) -> str:
     return m.id
+
+
+class Shared:
+    """What restored machines share, as parsed ones do: one text per region, state, group and
+    app name, one mapping per metadata value."""
+
+    def __init__(self, metadata: dict[Any, Any]):
+        self.texts: dict[str, str] = {}
+        self.metadata = metadata
+
+    def text(self, value: str) -> str:
+        return self.texts.setdefault(value, value)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredNetwork:
+    apps: list[App]
+    machines: list[Machine]
+    peers: list[Peer]
+    index: NetworkIndex
+    problems: dict[Key, list[str]]
+
+
+def restore_members(net: Network, chunk: Any, shared: Shared) -> RestoredNetwork:
+    """One network's members and index from its chunk of `Catalog.dump`."""
+    name, app_rows, machine_rows, peer_rows, flycast, problems = chunk
+    text = shared.text
+    apps = [
+        App(text(app_name), name, tuple(Flycast(IPv6Address(ip), target) for ip, target in fcs), source, key)
+        for app_name, fcs, source, key in app_rows
+    ]
+    members = _Members(apps={a.name.lower(): a for a in apps})
+    metadata_seen: dict[int, Any] = {}  # marshal gives one object for what was one when saved
+    machines: list[Machine] = []
+    indexed: list[Machine] = []
+    for mid, app_name, region, ip6, state, group, ip4, metadata, dns, source, key, qualified, in_index in machine_rows:
+        meta = metadata_seen.get(id(metadata))
+        if meta is None:
+            meta = shared.metadata.setdefault(tuple(sorted(metadata.items())), metadata)
+            metadata_seen[id(metadata)] = meta
+        m = Machine(mid, text(app_name), name, text(region), ip6, text(state), text(group), ip4, meta, dns, source)
+        m.key = mid if key == mid else key
+        m.qualified = qualified
+        machines.append(m)
+        if in_index:
+            indexed.append(m)
+    peers: list[Peer] = []
+    indexed_peers: list[Peer] = []
+    for peer_name, ip6, region, source, key, in_index in peer_rows:
+        peer = Peer(peer_name, name, IPv6Address(ip6), region, source, key)
+        peers.append(peer)
+        if in_index:
+            indexed_peers.append(peer)
+    flycast_here = {lname: [IPv6Address(ip) for ip in ips] for lname, ips in flycast.items()}
+    index = _index(net, members, indexed, indexed_peers, flycast_here)
+    return RestoredNetwork(apps, machines, peers, index, problems)

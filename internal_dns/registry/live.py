@@ -8,18 +8,29 @@ snapshot keeps serving, /readyz and the metrics say so) and tries again, waiting
 (up to `retry_max`); when it is back it goes on from where it was, or loads everything again if
 the store can no longer say what changed since (`Resync`).
 
+With a snapshot file (savefile.py), the thread first serves the snapshot saved there (at once:
+each network's index is made when first asked for), then restores the catalog from it and
+follows the store from the position saved with it, as if it had never stopped; it saves the
+catalog again after its first load and every `SAVE_EVERY` seconds while the registry changes,
+and once more when it stops.
+
 A subclass supplies, all called on the backend's thread:
-- `load_all()`: every entity, and a position to follow changes from (a revision, a sequence);
+- `load_all()`: every entity (an iterable read once, in kind order), and a position to follow
+  changes from (a revision, a sequence);
 - `changes(position, timeout)`: the changes after `position`, waiting up to `timeout` seconds for
   some: (upserts, deleted keys, new position); nothing when the store is known to be unchanged;
 - `interrupt()` (any thread): make a waiting `changes` return at once, for `stop`;
-- `close()`.
+- `close()`;
+- `registry()`: what the snapshot file must say it is of (the store's kind and where it is);
+- optionally `source_of` (catalog.py) and `saved_position(position)` / `resume(saved)`: the
+  position as saved, and the position to follow from once restored (None: load everything).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+import time
+from collections.abc import Hashable, Iterable
 from functools import partial
 from typing import Any
 
@@ -28,9 +39,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from internal_dns.registry.backend import SnapshotSink
-from internal_dns.registry.catalog import Catalog, RawEntity
+from internal_dns.registry.catalog import Catalog, RawEntity, SourceOf
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import Snapshot
+from internal_dns.registry.savefile import SAVE_EVERY, Refused, SnapshotFile
 
 log = Logger()
 
@@ -48,9 +60,15 @@ class LiveBackend:
     retry_max = 10.0  # ...up to this
     wait = 1.0  # the longest one `changes` call waits; each quiet one confirms the snapshot
 
-    def __init__(self, reactor: Any):
+    source_of: SourceOf | None = None
+
+    def __init__(self, reactor: Any, saves: SnapshotFile | None = None):
         self.reactor = reactor
-        self.catalog = Catalog()
+        self.saves = saves
+        self.catalog = Catalog(self.source_of)
+        self._unsaved = False  # delivered since the file was last written
+        self._saved_at = float("-inf")  # time.monotonic() of the last save
+        self._save_problem: str | None = None
         self._sink: SnapshotSink | None = None
         self._stopping = threading.Event()
         self._reload = threading.Event()
@@ -62,8 +80,17 @@ class LiveBackend:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def load_all(self) -> tuple[list[RawEntity], Any]:
+    def load_all(self) -> tuple[Iterable[RawEntity], Any]:
         raise NotImplementedError
+
+    def registry(self) -> str:
+        raise NotImplementedError
+
+    def saved_position(self, position: Any) -> Any:
+        return position
+
+    def resume(self, saved: Any) -> Any:
+        return saved
 
     def changes(self, position: Any, timeout: float) -> tuple[list[RawEntity], list[Hashable], Any]:
         raise NotImplementedError
@@ -97,7 +124,7 @@ class LiveBackend:
 
     # --- the backend's thread ---------------------------------------------------------------------
     def _follow(self) -> None:
-        position: Any = None
+        position: Any = self._restore()
         delay = self.retry_first
         while not self._stopping.is_set():
             try:
@@ -110,6 +137,7 @@ class LiveBackend:
                 if position is None:
                     entities, position = self.load_all()
                     self._deliver(build_frozen(partial(self.catalog.load, entities)))
+                    self._save(position, now=True)
                 upserts, deletes, position = self.changes(position, self.wait)
                 if self._stopping.is_set():
                     break
@@ -117,6 +145,7 @@ class LiveBackend:
                     self._deliver(self.catalog.apply(upserts, deletes))
                 else:
                     self._to_reactor(self._confirm)
+                self._save(position)
                 delay = self.retry_first
             except Resync as exc:
                 self._to_reactor(
@@ -130,26 +159,87 @@ class LiveBackend:
                 self._to_reactor(self._unreachable, reason)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self.retry_max)
+        if position is not None:
+            self._save(position, now=True)
         self.close()
 
-    def _deliver(self, snapshot: Snapshot) -> None:
+    # --- the snapshot file (on the backend's thread) ----------------------------------------------
+    def _restore(self) -> Any:
+        """Serve the saved snapshot and take up its catalog; the position to follow from (None:
+        load everything, into the restored catalog if there is one)."""
+        if self.saves is None:
+            return None
+        path = self.saves.path
+        try:
+            saved = self.saves.open()
+            self._to_reactor(self._restored, saved.snapshot(), saved.saved_at, str(path))
+            self.catalog = build_frozen(lambda: saved.catalog(self.source_of))
+        except Refused as exc:
+            reason = str(exc)
+            self._to_reactor(lambda: log.info("registry snapshot file {path} not used: {reason}", path=path, reason=reason))
+            return None
+        self._deliver(self.catalog.snapshot(), restored_at=saved.saved_at)
+        self._unsaved = False
+        return self.resume(saved.position)
+
+    def _save(self, position: Any, now: bool = False) -> None:
+        if self.saves is None or not self._unsaved:
+            return
+        if not now and time.monotonic() - self._saved_at < SAVE_EVERY:
+            return
+        try:
+            size = self.saves.save(self.catalog, self.saved_position(position), time.time())
+        except (OSError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._save_problem:
+                self._to_reactor(
+                    lambda: log.warn(
+                        "registry snapshot file {path} not written: {problem}", path=self.saves_path, problem=problem
+                    )
+                )
+            self._save_problem = problem
+            self._saved_at = time.monotonic()  # try again after the interval, not at once
+            return
+        self._save_problem = None
+        self._unsaved = False
+        first = self._saved_at == float("-inf")
+        self._saved_at = time.monotonic()
+        if first:
+            self._to_reactor(
+                lambda: log.info("registry snapshot saved to {path} ({size} bytes)", path=self.saves_path, size=size)
+            )
+
+    @property
+    def saves_path(self) -> str:
+        return str(self.saves.path) if self.saves is not None else ""
+
+    def _deliver(self, snapshot: Snapshot, restored_at: float | None = None) -> None:
         problems = self.catalog.problem_lines()
         new = [line for line in problems if line not in self._reported]
         self._reported = set(problems)
-        self._to_reactor(self._publish, snapshot, problems, new)
+        self._unsaved = True
+        self._to_reactor(self._publish, snapshot, problems, new, restored_at)
 
     def _to_reactor(self, fn: Any, *args: Any) -> None:
         self.reactor.callFromThread(fn, *args)
 
     # --- on the reactor thread ------------------------------------------------------------------
-    def _publish(self, snapshot: Snapshot, problems: list[str], new: list[str]) -> None:
+    def _publish(self, snapshot: Snapshot, problems: list[str], new: list[str], restored_at: float | None = None) -> None:
         if self._sink is None:
             return
         for line in new:
             log.warn("registry {store}: left out: {problem}", store=self.describe(), problem=line)
         self._sink.leave_out(problems)
-        self._sink.publish(snapshot)
+        if restored_at is None:
+            self._sink.publish(snapshot)
+        else:
+            self._sink.restored(snapshot, restored_at, self.saves_path)
         self._fired()
+
+    def _restored(self, snapshot: Snapshot, saved_at: float, path: str) -> None:
+        if self._sink is not None:
+            self._sink.restored(snapshot, saved_at, path)
+            self._fired()
 
     def _confirm(self) -> None:
         if self._sink is not None:

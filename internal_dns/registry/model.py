@@ -334,12 +334,15 @@ class NetworkIndex:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    networks: Mapping[str, NetworkIndex]
+    networks: Mapping[str, NetworkIndex]  # a restored snapshot's are made as they are first asked for
     regions: Mapping[str, Region]
     machine_count: int
     peer_count: int
     app_count: int
     serial: int = 0  # the SOA serial: grows with every snapshot
+    # Every network by name, as `networks[name].network`: what views and reverse zones read of
+    # each, without making any network's index.
+    defined: Mapping[str, Network] = field(default_factory=dict)
 
     def with_serial(self, serial: int) -> Snapshot:
         return replace(self, serial=serial)
@@ -363,7 +366,20 @@ class Snapshot:
 
 
 class Dependent(Exception):
-    """The entity refers to one that was already reported invalid."""
+    """The entity refers to one that was already reported invalid (`waits_for`: which)."""
+
+    def __init__(self, kind: str, name: str):
+        super().__init__(f"{kind} {name}")
+        self.waits_for = (kind, name)
+
+
+class Missing(ValueError):
+    """The entity refers to one the registry lacks (`waits_for`: which): the catalog tries it
+    again when that one comes, not after every entity read."""
+
+    def __init__(self, message: str, kind: str, name: str):
+        super().__init__(message)
+        self.waits_for = (kind, name)
 
 
 @overload
@@ -507,8 +523,8 @@ class References(Protocol):
 def _known_network(refs: References, network: str, what: str = "") -> None:
     if network not in refs.networks:
         if network in refs.broken_networks:
-            raise Dependent
-        raise ValueError(f"{what}unknown network '{network}'")
+            raise Dependent("networks", network)
+        raise Missing(f"{what}unknown network '{network}'", "networks", network)
 
 
 def parse_app(source: str, item: Mapping[str, Any], refs: References, key: Hashable = None) -> App:
@@ -544,16 +560,16 @@ def machine_network(item: Mapping[str, Any], refs: References) -> str:
     if network is None:
         if not candidates:
             if lname in refs.broken_apps:
-                raise Dependent
-            raise ValueError(f"unknown app '{app_name}'")
+                raise Dependent("apps", lname)
+            raise Missing(f"unknown app '{app_name}'", "apps", lname)
         if len(candidates) > 1:
             raise ValueError(f"app '{app_name}' exists in {', '.join(sorted(candidates))}: add 'network'")
         return next(iter(candidates))
     _known_network(refs, network)
     if network not in candidates:
         if lname in refs.broken_apps:
-            raise Dependent
-        raise ValueError(f"unknown app '{app_name}' in network {network}")
+            raise Dependent("apps", lname)
+        raise Missing(f"unknown app '{app_name}' in network {network}", "apps", lname)
     return network
 
 
@@ -568,7 +584,7 @@ def parse_machine(
     network = machine_network(item, refs)
     region = (_text(item, "region") or "").lower()
     if region not in refs.regions:
-        raise ValueError(f"unknown region '{region}'")
+        raise Missing(f"unknown region '{region}'", "regions", region)
     state = (_text(item, "state", required=False) or STARTED).lower()
     group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
     if not is_label(group):
@@ -613,7 +629,7 @@ def parse_peer(source: str, item: Mapping[str, Any], refs: References, key: Hash
     if region is not None:
         region = region.lower()
         if region not in refs.regions:
-            raise ValueError(f"unknown region '{region}'")
+            raise Missing(f"unknown region '{region}'", "regions", region)
         region = refs.regions[region].code
     return Peer(name, refs.networks[network].name, ip6, region, source, key)
 

@@ -16,3 +16,7 @@ class RegistryConfig:
     poll_interval: float | None = None  # None: the backend's own default (files: 1 s)
     max_age: float = 120.0  # /readyz fails when the registry has not been confirmed for this long
     options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific keys
+    # The last snapshot kept in a file for restarts (savefile.py): this file, or None for the
+    # default place (`savefile.default_path`), or none at all when `keep_snapshot` is false.
+    snapshot_file: Path | None = None
+    keep_snapshot: bool = True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
@@ -17,8 +18,9 @@ log = Logger()
 class SnapshotStore:
     """Holds the snapshot every query reads; implements SnapshotSink for the backends."""
 
-    def __init__(self, clock: IReactorTime):
+    def __init__(self, clock: IReactorTime, wall: Callable[[], float] = time.time):
         self.clock = clock
+        self.wall = wall  # the clock a snapshot file's time is written in
         self.current: Snapshot | None = None
         self.generation = 0
         self.confirmed_at: float | None = None
@@ -31,8 +33,41 @@ class SnapshotStore:
         self.unreachable_since: float | None = None
         self.unreachable_reason: str | None = None
         self.left_out: list[str] = []  # entities a lenient backend leaves out of the snapshot, and why
+        # Serving a snapshot restored from its file while the backend catches up: from which file.
+        self.catching_up: str | None = None
 
     def publish(self, snapshot: Snapshot) -> None:
+        self.catching_up = None
+        self._swap(snapshot)
+        counts = snapshot.counts()
+        log.info(
+            "registry snapshot {generation} loaded (serial {serial}): {networks} networks, {apps} apps, "
+            "{machines} machines, {peers} peers, {regions} regions",
+            generation=self.generation,
+            serial=self.current.serial if self.current is not None else 0,
+            **counts,
+        )
+        self._fire()
+
+    def restored(self, snapshot: Snapshot, saved_at: float, path: str) -> None:
+        """A snapshot from the file the backend saved it to, as old as it is: served while the
+        backend catches up (the next publish, reject or confirm ends that)."""
+        age = max(0.0, self.wall() - saved_at)
+        first = self.catching_up is None
+        self._swap(snapshot)
+        self.confirmed_at = self.clock.seconds() - age
+        self.catching_up = path
+        if first:
+            log.info(
+                "registry snapshot restored from {path}, saved {age:.0f}s ago: {networks} networks, {apps} apps, "
+                "{machines} machines, {peers} peers, {regions} regions; catching up with the store",
+                path=path,
+                age=age,
+                **snapshot.counts(),
+            )
+        self._fire()
+
+    def _swap(self, snapshot: Snapshot) -> None:
         previous = self.current.serial if self.current is not None else 0
         # The SOA serial grows with every snapshot, and across restarts too.
         serial = max(previous + 1, int(self.clock.seconds())) & 0xFFFFFFFF
@@ -41,18 +76,14 @@ class SnapshotStore:
         self.confirmed_at = self.clock.seconds()
         self.last_error = None
         self._reachable()
-        counts = snapshot.counts()
-        log.info(
-            "registry snapshot {generation} loaded (serial {serial}): {networks} networks, {apps} apps, "
-            "{machines} machines, {peers} peers, {regions} regions",
-            generation=self.generation,
-            serial=serial,
-            **counts,
-        )
+
+    def _fire(self) -> None:
+        assert self.current is not None
         self.published.fire(self.current)
         self.changed.fire(self.current)
 
     def reject(self, error: RegistryError) -> None:
+        self.catching_up = None  # the store has been read: what it holds cannot be served
         self.rejections += 1
         self.last_error = error
         keeping = "keeping the last good snapshot" if self.current is not None else "no snapshot loaded yet"
@@ -60,6 +91,9 @@ class SnapshotStore:
         self.changed.fire(error)
 
     def confirm(self) -> None:
+        if self.catching_up is not None:
+            log.info("registry caught up with the store: the restored snapshot was current")
+            self.catching_up = None
         self.confirmed_at = self.clock.seconds()
         self._reachable()
 
@@ -101,6 +135,11 @@ class SnapshotStore:
             "internal_dns_registry_store_up",
             "1 while the registry's store can be read, 0 while it cannot.",
             value=0 if self.unreachable_since is not None else 1,
+        )
+        yield GaugeMetricFamily(
+            "internal_dns_registry_catching_up",
+            "1 while serving a snapshot restored from its file, before the backend has caught up with its store.",
+            value=0 if self.catching_up is None else 1,
         )
         yield GaugeMetricFamily(
             "internal_dns_registry_left_out",
