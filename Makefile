@@ -1,6 +1,7 @@
 # `make run`: set up and start the server on the embedded registry. `make test`: set up, lint, type-check
 # and run the tests.
-# `make bench`: the benchmark against the peers (bench/run.py); `make soak`: the soak (bench/soak.py).
+# `make bench`: the benchmark against the peers (bench/run.py); `make bench-size`: its registry size figures
+# alone (bench/registry_size.py); `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check lint test bench soak etcd system-deps clean
+.PHONY: venv run check lint test bench bench-size soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,12 @@ test: system-deps venv lint
 bench: system-deps venv
 	$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# internal-dns loading one registry from each backend (files, SQLite, etcd), cold and restarted, against
+# dnsmasq on a hosts file of the same addresses and CoreDNS's published sizing; 100,000 machines unless
+# BENCH_ARGS="--registry-machines 1000000" (a files-backend load of that size takes minutes).
+bench-size: system-deps venv
+	$(BIN)/python -m bench.registry_size $(BENCH_ARGS)
 
 # A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
 # BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.

@@ -68,6 +68,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     metrics_port: int | None = None
+    config: Path | None = None  # internal-dns's config file, to start the same server again
 
     @property
     def pid(self) -> int:
@@ -111,11 +112,12 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready after {timeout} s")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after `timeout` seconds."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
@@ -170,7 +172,15 @@ def internal_dns(
     path = out / f"internal-dns-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     process = _spawn([str(VENV_BIN / "internal-dns"), "serve", "-c", str(path)], out / f"internal-dns-{port}.log", cpus)
-    return Server("internal-dns", port, process, metrics)
+    return Server("internal-dns", port, process, metrics, path)
+
+
+def internal_dns_again(out: Path, server: Server, *, cpus: str | None = SERVER_CPU) -> Server:
+    """internal-dns started once more on the config (and so the ports) of `server`, once stopped."""
+    assert server.config is not None and server.process.poll() is not None
+    log = out / f"internal-dns-{server.port}-again.log"
+    process = _spawn([str(VENV_BIN / "internal-dns"), "serve", "-c", str(server.config)], log, cpus)
+    return Server(server.name, server.port, process, server.metrics_port, server.config)
 
 
 def twisted_names(out: Path, data: Path, *, upstream: int | None = None) -> Server:

@@ -5,8 +5,10 @@ Workloads: (a) `<app>.internal` AAAA; (b) a mix of every SPEC form with 10% NXDO
 NODATA; (c) forwarded names answered from a cache (the upstream: a local dnsmasq); (d) (a) over
 TCP. Then latency at a fixed load (half of internal-dns's peak on (a)), (a) on a wildcard listener
 against one bound to the address asked, the scale figures
-(`bench/scale.py`), `workers:`, and the live stores (`bench/stores.py`: propagation of changes
-through SQLite and etcd, and a million machines loaded from each). Prints a table per workload and writes JSON (and a PNG chart
+(`bench/scale.py`), `workers:`, the live stores (`bench/stores.py`: propagation of changes
+through SQLite and etcd), and registry size (`bench/registry_size.py`: `--registry-machines`
+loaded by internal-dns from each backend, cold and restarted, against dnsmasq on a hosts file of
+the same addresses and CoreDNS's published sizing). Prints a table per workload and writes JSON (and a PNG chart
 when matplotlib is installed: the `bench` extra) to the output folder.
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dnsperf, peers, scale, stores, workloads
+from bench import dnsperf, peers, registry_size, scale, stores, workloads
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -211,9 +213,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")
     parser.add_argument("--workers", type=int, default=2, help="processes for the workers: figure (1 = skip)")
     parser.add_argument("--no-scale", action="store_true", help="skip the 100,000-machine figures")
-    parser.add_argument("--no-stores", action="store_true", help="skip the SQLite and etcd figures")
+    parser.add_argument("--no-stores", action="store_true", help="skip the SQLite and etcd propagation figures")
     parser.add_argument(
-        "--store-machines", type=int, default=1_000_000, help="machines of the live stores' scale run (0: skip it)"
+        "--registry-machines",
+        type=int,
+        default=registry_size.MACHINES,
+        help="machines of the registry size figures, ten per app in 1,000 networks (0: skip them)",
+    )
+    parser.add_argument(
+        "--registry-backends",
+        default=",".join(registry_size.BACKENDS),
+        help="internal-dns backends of the registry size figures, comma-separated",
     )
     parser.add_argument("--store-changes", type=int, default=200, help="changes timed for propagation")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -250,10 +260,16 @@ def main() -> None:
         report["scale"] = scale.figures(out, args.seconds, by_workload["a"][INTERNAL].qps)
 
     if not args.no_stores:
-        print("live stores: propagation, and scale:", flush=True)
-        report["stores"] = stores.figures(out, args.store_machines, args.store_changes)
+        print("live stores: propagation:", flush=True)
+        report["stores"] = stores.figures(out, args.store_changes)
+    if args.registry_machines:
+        print("registry size:", flush=True)
+        backends = [b for b in args.registry_backends.split(",") if b]
+        report["registry_size"] = registry_size.figures(out, args.registry_machines, backends, args.store_changes)
 
     print(table(by_workload))
+    if "registry_size" in report:
+        print(registry_size.table(report["registry_size"]))
     print()
     for check in report["targets"]:
         print(f"  {'met    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")

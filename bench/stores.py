@@ -1,10 +1,8 @@
 """The live stores (issue: registries that outgrow one machine): SQLite and etcd.
 
-- propagation: `bench/propagation.py` on the benchmark's registry, etcd followed by three
-  servers, SQLite by one;
-- scale: a registry of `--store-machines` machines (default 1,000,000, ten per app, in 1,000
-  networks) written into each store, then one internal-dns started on it: seconds until /readyz
-  says ready, resident memory, and propagation once more at that size.
+Propagation: `bench/propagation.py` on the benchmark's registry, etcd followed by three servers,
+SQLite by one. The figures at size (a registry of a million machines loaded from each store, and
+propagation once more at that size) are `bench/registry_size.py`'s, which uses the helpers here.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from bench import peers, propagation
+from bench import propagation
 from bench.etcd import etcd
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes
 from internal_dns.registry import plugins
@@ -65,7 +63,7 @@ def fill_generated(store: plugins.Store, size: Size) -> None:
         store.write(pending, [])
 
 
-def figures(out: Path, machines: int, changes: int) -> dict[str, Any]:
+def figures(out: Path, changes: int) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for backend, servers in (("etcd", 3), ("sqlite", 1)):
         with store_options(out, backend) as options:
@@ -76,38 +74,7 @@ def figures(out: Path, machines: int, changes: int) -> dict[str, Any]:
                 store.close()
         report[f"{backend}_propagation"] = result
         print(f"  {backend}: {changes} changes, {servers} server(s): {fmt(result)}", flush=True)
-    if machines:
-        size = Size(apps=machines // 10, machines_per_app=10, networks=1000)
-        for backend in ("sqlite", "etcd"):
-            report[f"{backend}_scale"] = scale(out, backend, size, changes)
     return report
-
-
-def scale(out: Path, backend: str, size: Size, changes: int) -> dict[str, Any]:
-    with store_options(out, backend) as options:
-        store = open_store(options)
-        try:
-            fill_generated(store, size)
-            server = peers.internal_dns(out, options, cpus=None)
-            try:
-                seconds = server.wait_ready(600)
-                rss, peak = server.rss_mb()
-                result: dict[str, Any] = {
-                    "size": size.describe(),
-                    "load_seconds": round(seconds, 1),
-                    "rss_mb": round(rss),
-                    "peak_rss_mb": round(peak),
-                }
-                print(
-                    f"  {backend}: {size.describe()} loaded in {seconds:.1f} s, RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True
-                )
-                result["propagation"] = propagation.measure(store, [server], changes, propagation.APP)
-                print(f"  {backend} at that size: {fmt(result['propagation'])}", flush=True)
-                return result
-            finally:
-                server.stop()
-        finally:
-            store.close()
 
 
 def fmt(result: dict[str, Any]) -> str:
