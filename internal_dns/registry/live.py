@@ -180,7 +180,14 @@ class LiveBackend:
             return None
         self._deliver(self.catalog.snapshot(), restored_at=saved.saved_at)
         self._unsaved = False
-        return self.resume(saved.position)
+        position = self.resume(saved.position)
+        if position is None:
+            self._to_reactor(
+                lambda: log.info(
+                    "registry {store}: the saved position cannot be followed: loading everything", store=self.describe()
+                )
+            )
+        return position
 
     def _save(self, position: Any, now: bool = False) -> None:
         if self.saves is None or not self._unsaved:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
 
+from internal_dns.registry import savefile
 from internal_dns.registry.etcd.backend import EtcdBackend
 from internal_dns.registry.etcd.options import OPTIONS, Settings, settings
 from internal_dns.registry.etcd.store import EtcdStore
@@ -46,7 +47,9 @@ class EtcdPlugin:
         settings(options)
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> EtcdBackend:
-        return EtcdBackend(reactor, settings(config.options), config.poll_interval)
+        backend = EtcdBackend(reactor, settings(config.options), config.poll_interval)
+        backend.saves = savefile.configured(config, backend.registry())
+        return backend
 
     def store(self, config: Any) -> EtcdStore:
         return EtcdStore(settings(config.options))

@@ -1,16 +1,16 @@
-"""The server's side of the etcd backend: the whole prefix read at one revision, page by page,
-then a watch followed from the next revision, each batch of events applied to a lenient catalog
-(a `LiveBackend`, live.py)."""
+"""The server's side of the etcd backend: the whole prefix read at one revision, kind after kind
+and page by page, handed to the catalog as it comes; then a watch followed from the next
+revision, each batch of events applied to a lenient catalog (a `LiveBackend`, live.py)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from internal_dns.registry.catalog import RawEntity
-from internal_dns.registry.etcd.client import Cluster, Compacted, read_prefix
-from internal_dns.registry.etcd.codec import Compact, entity
+from internal_dns.registry.etcd.client import Cluster, Compacted, read_kinds
+from internal_dns.registry.etcd.codec import entity
 from internal_dns.registry.etcd.options import Settings
 from internal_dns.registry.etcd.watch import Watch
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
@@ -26,11 +26,18 @@ class EtcdBackend(LiveBackend):
         self._cluster: Cluster | None = None
         self._watch: Watch | None = None
         self._at: int | None = None  # the revision the open watch has delivered up to
-        self._compact = Compact()
+        self._complete = False  # every entity of the last load has been read
         self._lock = threading.Lock()
 
     def describe(self) -> str:
         return f"etcd {', '.join(self.settings.endpoints)} under {self.prefix}"
+
+    def registry(self) -> str:
+        return f"etcd {','.join(sorted(self.settings.endpoints))} under {self.prefix}"
+
+    def resume(self, saved: Any) -> Any:
+        self._complete = True  # the restored catalog holds everything as of that revision
+        return saved
 
     @property
     def cluster(self) -> Cluster:
@@ -38,15 +45,30 @@ class EtcdBackend(LiveBackend):
             self._cluster = Cluster(self.settings.endpoints, self.settings.timeout)
         return self._cluster
 
-    def load_all(self) -> tuple[list[RawEntity], int]:
+    def load_all(self) -> tuple[Iterator[RawEntity], int]:
+        """Every entity, streamed in kind order, and the revision they are all read at: the first
+        page is read now, the rest while the entities are taken (on this thread, as the catalog
+        loads them)."""
         self._close_watch()
+        self._complete = False
         try:
-            self._compact = Compact()  # what the last load shared, the changes share too
-            return read_prefix(self.cluster, self.prefix, self._compact)
+            # Not compacted (codec.Compact): the catalog keeps what it parses, not the mappings
+            # as read, so sharing their texts would cost a third of the decoding for nothing.
+            entities, revision = read_kinds(self.cluster, self.prefix)
+        except Compacted as exc:
+            raise Resync(str(exc)) from None
+        return self._loading(entities), revision
+
+    def _loading(self, entities: Iterator[RawEntity]) -> Iterator[RawEntity]:
+        try:
+            yield from entities
         except Compacted as exc:  # compacted between two pages: start again at a newer revision
             raise Resync(str(exc)) from None
+        self._complete = True
 
     def changes(self, position: int, timeout: float) -> tuple[list[RawEntity], list[Hashable], int]:
+        if not self._complete:  # the last load's entities were not all read: the catalog lacks some
+            raise Resync(f"{self.describe()}: the last load was cut short")
         watch = self._watch
         if watch is None or self._at != position:
             self._close_watch()
@@ -73,7 +95,7 @@ class EtcdBackend(LiveBackend):
                 deleted[key] = None
             else:
                 deleted.pop(key, None)
-                upserts[key] = entity(self.prefix, raw_key, value, self._compact)
+                upserts[key] = entity(self.prefix, raw_key, value)
             position = revision
         self._at = position
         return list(upserts.values()), list(deleted), position

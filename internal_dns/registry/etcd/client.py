@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import binascii
 import json
+import queue
 import re
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.etcd.codec import Compact, entity, key_bytes, range_end
+from internal_dns.registry.kinds import KINDS, MACHINES
 from internal_dns.registry.live import Unavailable
 
-# Keys per range request of a load. Big pages, because etcd 3.4 walks the index of every key left
-# in the range for each page (to count them), whatever its limit: loading a million keys takes
-# three times as long in pages of 5,000 as in pages of 50,000 (a page of 50,000 machines is
-# about 20 MB of JSON).
-PAGE = 50_000
+# Keys per range request. etcd 3.4 walks the index of every key left in the range for each page
+# (to count them), whatever its limit, so a range of a million keys read in small pages costs
+# more each page; a load splits the machines' range sixteen ways (below), which keeps the walk
+# short and lets pages be small: a page of 10,000 machines is about 3.5 MB of JSON, well within
+# a request's timeout, and several are asked for at once.
+PAGE = 10_000
+# Range requests a load keeps in flight at once, each range read page by page by one of them: etcd
+# serves them in parallel (turning its values into the gateway's JSON costs it more than reading
+# them), while this thread decodes what has come. At most two pages wait per request.
+READERS = 4
+# Where a load splits the machines' range: machine ids are lower-case hex (SPEC §1), so by their
+# first digit; keys of any other shape still fall in one of the parts, which cover the whole range.
+MACHINE_SPLITS = "123456789abcdef"
 
 
 class EtcdError(Unavailable):
@@ -103,36 +113,150 @@ def reason(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
-def read_prefix(cluster: Cluster, prefix: str, compact: Compact | None = None, page: int = PAGE) -> tuple[list[RawEntity], int]:
-    """Every entity under the prefix as of one revision (the first page's), and that revision.
+def load_ranges(prefix: str) -> list[tuple[bytes, bytes]]:
+    """The key ranges a load reads, in the order their entities are handed on: each kind's
+    (`<prefix><section>/`) in the order of KINDS (what is referred to first), the machines' split
+    by the first digit of their id; then what lies under the prefix between and after them, keys
+    of no kind, which become INVALID entries."""
+    base = key_bytes(prefix)
+    ranges: list[tuple[bytes, bytes]] = []
+    spans: list[tuple[bytes, bytes]] = []
+    for kind in KINDS:
+        start = key_bytes(f"{prefix}{kind.section}/")
+        end = range_end(start)
+        spans.append((start, end))
+        if kind is MACHINES:
+            cuts = [start, *(start + digit.encode() for digit in MACHINE_SPLITS), end]
+            ranges += zip(cuts, cuts[1:], strict=False)
+        else:
+            ranges.append((start, end))
+    at, last = base, range_end(base)
+    for start, end in sorted(spans):  # the kinds' ranges do not overlap: no section name ends another's
+        if at < start:
+            ranges.append((at, start))
+        at = end
+    if at < last:
+        ranges.append((at, last))
+    return ranges
 
-    While the entities of one page are parsed, the next page is on its way (etcd takes about as
-    long to serve a page as Python to parse it)."""
+
+def read_ranges(
+    cluster: Cluster, prefix: str, ranges: list[tuple[bytes, bytes]], page: int = PAGE, readers: int = READERS
+) -> tuple[Iterator[list[dict[str, Any]]], int]:
+    """The keys of these ranges as of one revision: the pages of key-values etcd answers (range
+    after range, each in key order), and that revision, the first answer's (asked at once; the
+    rest as the pages are taken; taking them raises Compacted when etcd no longer has that
+    revision, and whatever else reading a page raised)."""
     from etcd3gw.utils import _encode
 
-    compact = compact if compact is not None else Compact()
-    decode = binascii.a2b_base64  # etcd3gw's _decode, without its conversions: a million calls
-    end = _encode(range_end(key_bytes(prefix)))
+    what = f"reading {prefix}"
 
-    def fetch(start: bytes, revision: int | None) -> Any:
+    def fetch(start: bytes, end: bytes, revision: int | None) -> Any:
         # Keys come in key order unasked: asking for a sort order makes etcd 3.4 fetch every
         # value left in the range, for each page, before applying the limit.
-        payload: dict[str, Any] = {"key": _encode(start), "range_end": end, "limit": page}
+        payload: dict[str, Any] = {"key": _encode(start), "range_end": _encode(end), "limit": page}
         if revision is not None:
             payload["revision"] = revision
-        return cluster.post(f"reading {prefix}", "/kv/range", payload)
+        return cluster.post(what, "/kv/range", payload)
 
-    result = fetch(key_bytes(prefix), None)
-    revision = int(result["header"]["revision"])
-    out: list[RawEntity] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="etcd range") as ahead:
-        while True:
-            kvs = result.get("kvs") or []
-            following = None
-            if result.get("more") and kvs:
-                following = ahead.submit(fetch, decode(kvs[-1]["key"]) + b"\0", revision)
+    first = fetch(*ranges[0], None)
+    revision = int(first["header"]["revision"])
+    return _pages(fetch, ranges, first, revision, readers), revision
+
+
+_END = object()  # a range's last page has been handed over
+
+
+def _pages(
+    fetch: Callable[[bytes, bytes, int | None], Any], ranges: list[tuple[bytes, bytes]], first: Any, revision: int, readers: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The ranges' pages in order. `readers` threads each read one range at a time, page after
+    page, a page ahead of the one being taken: ranges are started in order and a range's thread
+    is free again only once its last page has been taken, so the next range to be taken is
+    always being read, and at most two pages per thread wait. Closing this stops them (daemon
+    threads: one left waiting never holds up the end of the process)."""
+    stop = threading.Event()
+    queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=1) for _ in ranges]
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(ranges)):
+        todo.put(i)
+
+    def put(q: queue.Queue[Any], item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(i: int) -> None:
+        q = queues[i]
+        start, end = ranges[i]
+        result = first if i == 0 else None
+        try:
+            while not stop.is_set():
+                if result is None:
+                    result = fetch(start, end, revision)
+                kvs = result.get("kvs") or []
+                more = bool(result.get("more")) and bool(kvs)
+                if more:
+                    start = binascii.a2b_base64(kvs[-1]["key"]) + b"\0"
+                result = None
+                if not put(q, kvs) or not more:
+                    break
+            put(q, _END)
+        except BaseException as exc:  # handed on, raised where the range is taken
+            put(q, exc)
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            read(i)
+
+    for n in range(min(readers, len(ranges))):
+        threading.Thread(target=work, name=f"etcd range {n + 1}", daemon=True).start()
+    try:
+        for q in queues:
+            while (item := q.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+
+
+def decode_pages(prefix: str, pages: Iterator[list[dict[str, Any]]], compact: Compact | None = None) -> Iterator[RawEntity]:
+    """The entities of pages of key-values, one by one as they are taken."""
+    decode = binascii.a2b_base64  # etcd3gw's _decode, without its conversions: a million calls
+    try:
+        for kvs in pages:
             for kv in kvs:
-                out.append(entity(prefix, decode(kv["key"]), decode(kv.get("value", "")), compact))
-            if following is None:
-                return out, revision
-            result = following.result()
+                yield entity(prefix, decode(kv["key"]), decode(kv.get("value", "")), compact)
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+
+
+def read_kinds(
+    cluster: Cluster, prefix: str, compact: Compact | None = None, page: int = PAGE, readers: int = READERS
+) -> tuple[Iterator[RawEntity], int]:
+    """Every entity under the prefix as of one revision, streamed in the order of KINDS (regions,
+    networks, apps, machines, peers; then keys of no kind, as INVALID entries), and that revision:
+    the first page is asked at once, the rest as the entities are taken (a load's read, which
+    never holds more than a few pages)."""
+    pages, revision = read_ranges(cluster, prefix, load_ranges(prefix), page, readers)
+    return decode_pages(prefix, pages, compact), revision
+
+
+def read_prefix(cluster: Cluster, prefix: str, compact: Compact | None = None, page: int = PAGE) -> tuple[list[RawEntity], int]:
+    """Every entity under the prefix as of one revision (the first page's), in key order, and
+    that revision (the registry command's read). While the entities of one page are parsed, the
+    next page is on its way."""
+    start = key_bytes(prefix)
+    pages, revision = read_ranges(cluster, prefix, [(start, range_end(start))], page, readers=1)
+    return list(decode_pages(prefix, pages, compact if compact is not None else Compact())), revision

@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from internal_dns.registry import savefile
 from internal_dns.registry.files.backend import FilesBackend
 from internal_dns.registry.files.folder import load_documents, load_snapshot
 from internal_dns.registry.files.store import FilesStore
@@ -25,7 +26,9 @@ class FilesPlugin:
         pass
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> FilesBackend:
-        return FilesBackend(config.path, clock, config.poll_interval or 1.0)
+        backend = FilesBackend(config.path, clock, config.poll_interval or 1.0)
+        backend.saves = savefile.configured(config, backend.registry())
+        return backend
 
     def store(self, config: Any) -> Any:
         return FilesStore(config.path)

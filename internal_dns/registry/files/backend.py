@@ -2,17 +2,24 @@
 
 The folder is polled on a timer (an injected clock, so tests advance time instead of sleeping);
 each poll runs in a worker thread: it stats the files, and only when the set of names, sizes or
-modification times has changed does it read, parse and validate them all.
+modification times has changed does it read them, parse those whose content changed and hand
+their entities to the catalog (folder.py).
+
+With a snapshot file (savefile.py) the backend first serves the snapshot saved there, takes up
+its catalog, and then scans the folder as usual: what the files hold now replaces it (or, if the
+files do not validate, the saved snapshot keeps serving, as a last good one does). It saves the
+catalog after every scan it publishes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -22,6 +29,7 @@ from internal_dns.registry.files import folder
 from internal_dns.registry.files.folder import Fingerprint
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import RegistryError, Snapshot
+from internal_dns.registry.savefile import Refused, Saved, SnapshotFile
 
 log = Logger()
 
@@ -45,17 +53,73 @@ class FilesBackend:
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
+        self.saves: SnapshotFile | None = None
+        self._save_problem: str | None = None
 
     def describe(self) -> str:
         return f"files under {self.root}"
 
+    def registry(self) -> str:
+        return f"files {self.root.resolve()}"
+
     def start(self, sink: SnapshotSink) -> Deferred[None]:
         self._sink = sink
+        if self.saves is None:
+            return self._follow()
+        opened = self._defer_to_thread(self._open_saved)
+        opened.addCallback(self._restored)
+        return opened
+
+    def _follow(self, _: object = None) -> Deferred[None]:
         first = self.check()
         self._loop = LoopingCall(self.check)
         self._loop.clock = self.clock
         self._loop.start(self.poll_interval, now=False)
         return first
+
+    # --- the snapshot file ------------------------------------------------------------------------
+    def _open_saved(self) -> tuple[Saved, Snapshot] | str:
+        """In a worker thread: the saved snapshot, served while its catalog is restored."""
+        assert self.saves is not None
+        try:
+            saved = self.saves.open()
+            return saved, saved.snapshot()
+        except Refused as exc:
+            return str(exc)
+
+    def _restored(self, opened: tuple[Saved, Snapshot] | str) -> Deferred[None]:
+        """On the reactor: serve what was saved, then restore its catalog and scan (the caller
+        waits for the first only: the server answers from the file meanwhile)."""
+        assert self.saves is not None
+        if isinstance(opened, str):
+            log.info("registry snapshot file {path} not used: {reason}", path=self.saves.path, reason=opened)
+            return self._follow()
+        saved, snapshot = opened
+        if self._sink is not None:
+            self._sink.restored(snapshot, saved.saved_at, str(self.saves.path))
+        taken = self._defer_to_thread(self._take_up, saved)
+        taken.addCallback(self._follow)
+        return succeed(None)
+
+    def _take_up(self, saved: Saved) -> None:
+        try:
+            self._folder.catalog = build_frozen(saved.catalog)  # the first scan diffs the folder against it
+        except Refused as exc:
+            log.info("registry snapshot file {path}: {reason}", path=self.saves.path if self.saves else "", reason=str(exc))
+
+    def _save(self) -> None:
+        """In the scan's thread, after a scan that is published."""
+        if self.saves is None:
+            return
+        try:
+            self.saves.save(self._folder.catalog, None, time.time())
+        except (OSError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._save_problem:
+                log.warn("registry snapshot file {path} not written: {problem}", path=self.saves.path, problem=problem)
+            self._save_problem = problem
+        else:
+            self._save_problem = None
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
@@ -90,7 +154,10 @@ class FilesBackend:
             return ((("!", 0, 0, 0, (0, 0, 0), str(error)),), error)
         if folder.unchanged(seen, fp):
             return fp, None
-        return fp, build_frozen(self._folder.scan)
+        outcome = build_frozen(self._folder.scan)
+        if isinstance(outcome, Snapshot):
+            self._save()
+        return fp, outcome
 
     def _scanned(self, result: tuple[Fingerprint, Snapshot | RegistryError | None]) -> None:
         fp, outcome = result

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import marshal
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from twisted.logger import Logger
 
-from internal_dns.registry.catalog import Catalog, Key, RawEntity, build_snapshot, entities_of
+from internal_dns.registry.catalog import INVALID, Catalog, Key, RawEntity, build_snapshot, entities_of
 from internal_dns.registry.heap import build_frozen
+from internal_dns.registry.kinds import KINDS
 from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 log = Logger()
@@ -120,42 +123,44 @@ def unchanged(seen: Fingerprint | None, current: Fingerprint) -> bool:
     return True
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's parser when PyYAML was built with it, else PyYAML's own. The values are the same
+# either way: both hand the same events to the same Python resolver and constructors (SafeLoader's
+# YAML 1.1 rules: 0123 is octal, 2024-05-01 a date, yes a boolean); the C parser is several times
+# quicker, which counts for a registry of a million machines.
+_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def read_documents(root: Path, known: dict[str, tuple[bytes, Document]] | None = None) -> tuple[list[Document], list[str]]:
-    """Every registry file parsed, and the problems of those that cannot be.
+def read_file(path: Path, parsed: bytes | None = None) -> tuple[bytes, Document | None] | str:
+    """A registry file read: the digest of its content and the Document parsed from it, or the
+    line saying why it cannot be read or parsed. Content whose digest is `parsed` (that of
+    content read before) is not parsed again: its Document is None."""
+    try:
+        content = path.read_bytes()
+        digest = hashlib.sha1(content).digest()
+        if digest == parsed:
+            return digest, None
+        data: Any = yaml.load(content.decode("utf-8"), Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "document"
+        return f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', None) or exc})"
+    except OSError as exc:
+        return f"{path}: file: cannot be read: {unreadable(path, exc)}"
+    except UnicodeDecodeError as exc:
+        return f"{path}: file: cannot be read: not UTF-8 text ({exc})"
+    return digest, Document(str(path), data)
 
-    `known` maps a path to the digest of the content it was parsed from and the Document: a file
-    whose content is unchanged is not parsed again (parsing is most of the cost of a big
-    registry; reading and hashing a small part of it), and gets the very same Document back.
-    """
+
+def read_documents(root: Path) -> tuple[list[Document], list[str]]:
+    """Every registry file parsed, and the problems of those that cannot be."""
     documents = []
     problems = []
     for path in registry_files(root):
-        try:
-            content = path.read_bytes()
-            digest = hashlib.sha1(content).digest()
-            cached = known.get(str(path)) if known is not None else None
-            if cached is not None and cached[0] == digest:
-                documents.append(cached[1])
-                continue
-            data: Any = yaml.load(content.decode("utf-8"), Loader=_LOADER)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark is not None else "document"
-            problems.append(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', None) or exc})")
-            continue
-        except OSError as exc:
-            problems.append(f"{path}: file: cannot be read: {unreadable(path, exc)}")
-            continue
-        except UnicodeDecodeError as exc:
-            problems.append(f"{path}: file: cannot be read: not UTF-8 text ({exc})")
-            continue
-        document = Document(str(path), data)
-        if known is not None:
-            known[str(path)] = (digest, document)
-        documents.append(document)
+        read = read_file(path)
+        if isinstance(read, str):
+            problems.append(read)
+        elif read[1] is not None:
+            documents.append(read[1])
     return documents, problems
 
 
@@ -170,40 +175,115 @@ def load_snapshot(root: Path) -> Snapshot:
     return build_frozen(lambda: build_snapshot(load_documents(root)))
 
 
+_MEMBERS = tuple(kind.section for kind in KINDS if not kind.structural)  # apps, machines, peers
+_FIRST = {kind: i for i, kind in enumerate((INVALID, *(k.section for k in KINDS if k.structural)))}  # handed on first
+
+
+def _hold(pairs: list[tuple[Key, Any]]) -> bytes | list[tuple[Key, Any]]:
+    """A file's members of one kind, as (key, mapping) pairs, kept until they are handed on:
+    marshalled, a tenth of their size as objects (a million machines: 160 MB, not 1.5 GB),
+    unless they hold what marshal cannot write (YAML's dates): then as they are."""
+    try:
+        return marshal.dumps(pairs)
+    except ValueError:
+        return pairs
+
+
+def _unhold(held: bytes | list[tuple[Key, Any]]) -> list[tuple[Key, Any]]:
+    return marshal.loads(held) if isinstance(held, bytes) else held
+
+
+class _Read:
+    """The entities of the files a scan has read, to be handed to the catalog in kind order, as
+    it takes them best (every member after the regions and networks it may refer to): regions,
+    networks and entries that are no entity as they are (a few), each file's members held until
+    every file has been read, then handed on kind by kind, each file's let go once handed on."""
+
+    def __init__(self, keep_keys: bool):
+        self.first: list[RawEntity] = []
+        self.members: dict[str, list[tuple[str, bytes | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
+        self.keys: set[Key] | None = set() if keep_keys else None  # the key of every entity read
+
+    def add(self, document: Document) -> None:
+        found: dict[str, list[tuple[Key, Any]]] = {}
+        for e in entities_of(document):
+            if self.keys is not None:
+                self.keys.add(e.key)
+            if e.kind in self.members:
+                found.setdefault(e.kind, []).append((e.key, e.data))
+            else:
+                self.first.append(e)
+        for kind, pairs in found.items():
+            self.members[kind].append((document.source, _hold(pairs)))
+
+    def entities(self) -> Iterator[RawEntity]:
+        first, self.first = self.first, []
+        first.sort(key=lambda e: _FIRST[e.kind])  # regions, then networks (stable: in their files' order)
+        yield from first
+        del first
+        for kind in _MEMBERS:
+            files = self.members[kind]
+            files.reverse()
+            while files:
+                source, held = files.pop()
+                for key, data in _unhold(held):
+                    yield RawEntity(key, source, kind, data)
+
+
 class Folder:
-    """A registry folder as the backend last read it: its files' parsed content, and a catalog
-    of their entities that each scan updates with what changed (scan thread only)."""
+    """A registry folder as the backend last read it: a catalog of its files' entities, which
+    each scan updates with what changed, and per file only the digest of the content those
+    entities were read from (scan thread only). Neither the files' documents nor their entities
+    as read are kept: a million machines' worth of them would take gigabytes. A file whose content
+    changed has all its entities handed to the catalog again (it passes over those whose parsed
+    form is unchanged), and the keys it held and no longer holds deleted (the catalog's keys of a
+    file are those whose first part is its path, as `entities_of` makes them)."""
 
     def __init__(self, root: Path):
         self.root = root
         self.catalog = Catalog()
-        self.parsed: dict[str, tuple[bytes, Document]] = {}
-        self.entities: dict[str, dict[Key, RawEntity]] = {}  # path -> the entities it holds
+        self.digests: dict[str, bytes] = {}  # path -> digest of the content its entities were read from
         self.loaded = False
 
     def scan(self) -> Snapshot | RegistryError:
-        documents, problems = read_documents(self.root, self.parsed)
-        # A file that cannot be parsed keeps its entities as last read: its problem is the news.
-        unreadable = {line.split(": ", 1)[0] for line in problems}
-        present = {doc.source for doc in documents} | unreadable
-        for gone in set(self.parsed) - present:
-            del self.parsed[gone]
-        upserts: list[RawEntity] = []
-        deletes: list[Key] = []
-        for path in set(self.entities) - present:
-            deletes.extend(self.entities.pop(path))
-        for doc in documents:
-            now = {e.key: e for e in entities_of(doc)}
-            before = self.entities.get(doc.source, {})
-            if now.keys() == before.keys() and all(before[k].data == e.data for k, e in now.items()):
-                continue
-            upserts.extend(e for k, e in now.items() if k not in before or before[k].data != e.data)
-            deletes.extend(k for k in before if k not in now)
-            self.entities[doc.source] = now
+        problems: list[str] = []
+        paths = registry_files(self.root)
         if not self.loaded:
-            snapshot = self.catalog.load(e for entities in self.entities.values() for e in entities.values())
+            self.digests.clear()
+            read = self._read(paths, problems, keep_keys=False)
+            snapshot = self.catalog.load(read.entities())
             self.loaded = True
         else:
-            snapshot = self.catalog.apply(upserts, deletes)
+            snapshot = self._update(paths, problems)
         problems += self.catalog.problem_lines()
         return RegistryError(problems) if problems else snapshot
+
+    def _read(self, paths: list[Path], problems: list[str], keep_keys: bool) -> _Read:
+        """The files whose content is not the one their entities were last read from, read and
+        parsed (the files backend is strict: every one is, before anything is served); a file
+        that cannot be read or parsed keeps its entities as last read: its problem is the news."""
+        read = _Read(keep_keys)
+        for path in paths:
+            found = read_file(path, self.digests.get(str(path)))
+            if isinstance(found, str):
+                problems.append(found)
+                continue
+            digest, document = found
+            if document is not None:
+                read.add(document)
+                self.digests[document.source] = digest
+        return read
+
+    def _update(self, paths: list[Path], problems: list[str]) -> Snapshot:
+        before = set(self.digests.items())
+        read = self._read(paths, problems, keep_keys=True)
+        listed = {str(path) for path in paths}
+        gone = [source for source in self.digests if source not in listed]
+        for source in gone:
+            del self.digests[source]
+        renewed = {source for source, digest in self.digests.items() if (source, digest) not in before}
+        deletes: list[Key] = []
+        if renewed or gone:  # the keys those files held and no longer hold
+            files, kept = renewed.union(gone), read.keys or set()
+            deletes = [key for key in self.catalog.keys() if isinstance(key, tuple) and key[0] in files and key not in kept]
+        return self.catalog.apply(read.entities(), deletes)

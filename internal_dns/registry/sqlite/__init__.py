@@ -47,6 +47,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from internal_dns.registry import savefile
 from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, SqliteBackend
 from internal_dns.registry.sqlite.schema import SCHEMA
 from internal_dns.registry.sqlite.store import SqliteStore
@@ -65,7 +66,9 @@ class SqlitePlugin:
         pass
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> SqliteBackend:
-        return SqliteBackend(Path(config.path), reactor, config.poll_interval or DEFAULT_POLL_INTERVAL)
+        backend = SqliteBackend(Path(config.path), reactor, config.poll_interval or DEFAULT_POLL_INTERVAL)
+        backend.saves = savefile.configured(config, backend.registry())
+        return backend
 
     def store(self, config: Any) -> SqliteStore:
         return SqliteStore(Path(config.path))

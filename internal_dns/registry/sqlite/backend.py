@@ -8,16 +8,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from internal_dns.registry.catalog import RawEntity
-from internal_dns.registry.heap import collector_paused
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
 from internal_dns.registry.sqlite.changes import last_seq, read_changes
-from internal_dns.registry.sqlite.codec import read_entities
-from internal_dns.registry.sqlite.connection import connect, reading, schema_problem
+from internal_dns.registry.sqlite.codec import stream_entities
+from internal_dns.registry.sqlite.connection import connect, schema_problem
 
 DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
 
@@ -32,27 +31,70 @@ class SqliteBackend(LiveBackend):
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file the position is of
         self._data_version: int | None = None
+        self._complete = False  # every entity of the last load has been read
         self._interrupted = threading.Event()
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
 
+    def registry(self) -> str:
+        return f"sqlite {self.path.resolve()}"
+
+    def saved_position(self, position: Any) -> Any:
+        return [position, *(self._file or (0, 0))]  # the change log's position is of this file
+
+    def resume(self, saved: Any) -> Any:
+        """The saved position, if the path still names the file it is of; else load everything."""
+        seq, *identity = saved
+        if tuple(identity) != self._stat():
+            return None
+        self._file = (identity[0], identity[1])
+        self._complete = True  # the restored catalog holds everything as of that position
+        return seq
+
     # --- on the backend's thread --------------------------------------------------------------
-    def load_all(self) -> tuple[list[RawEntity], int]:
+    def load_all(self) -> tuple[Iterator[RawEntity], int]:
+        """Every entity, streamed, and the position they are as of: both read in one read
+        transaction, which stays open while the entities are consumed (on this thread, as the
+        catalog loads them) and ends once they are all read, or when the reading is closed or
+        dropped."""
         self.close()
         conn, self._file = self._open()
         self._conn = conn
+        self._complete = False
         try:
             self._data_version = self._version(conn)  # before reading: a commit after it is seen
-            with collector_paused(), reading(conn):
-                position = last_seq(conn)
-                entities = read_entities(conn, str(self.path), share=True)
+            rows = self._read_all(conn)
+            position = next(rows)  # the transaction begun and the position read
         except sqlite3.Error as exc:
             self.close()
             raise Unavailable(f"{self.path}: {exc}") from exc
-        return entities, position
+        assert isinstance(position, int)
+        return cast(Iterator[RawEntity], rows), position
+
+    def _read_all(self, conn: sqlite3.Connection) -> Iterator[int | RawEntity]:
+        """The position (the change log's last sequence number), then every entity, in one read
+        transaction; `_complete` once the last row has been read."""
+        conn.execute("BEGIN")
+        try:
+            yield last_seq(conn)
+            try:
+                yield from stream_entities(conn, str(self.path), share=True)
+            except sqlite3.Error as exc:
+                if self._conn is conn:
+                    self.close()
+                raise Unavailable(f"{self.path}: {exc}") from exc
+            self._complete = True
+        finally:
+            try:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+            except sqlite3.Error:
+                pass  # closed meanwhile (an error, a new load): the transaction ended with it
 
     def changes(self, position: int, timeout: float) -> tuple[list[RawEntity], list[Hashable], int]:
+        if not self._complete:  # the last load's entities were not all read: the catalog lacks some
+            raise Resync(f"{self.path}: the last load was cut short")
         deadline = time.monotonic() + timeout
         try:
             while not self._interrupted.is_set():

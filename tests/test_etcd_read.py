@@ -1,0 +1,171 @@
+"""The etcd backend's load: the prefix read at one revision, kind after kind (each kind's keys a
+range of their own, the machines' in parts read at once), streamed to the catalog, with keys of
+no kind still left out as INVALID entries; and values decoded as json.loads decodes them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from internal_dns.registry.catalog import INVALID
+from internal_dns.registry.etcd import EtcdBackend, Settings
+from internal_dns.registry.etcd.client import load_ranges, read_kinds, read_prefix
+from internal_dns.registry.etcd.codec import _loads, entity, key_bytes, key_of, range_end
+from internal_dns.registry.kinds import SECTIONS
+from internal_dns.registry.live import Resync
+from tests.etcd_server import EtcdServer, shared_etcd
+from tests.test_etcd import NEW_MACHINE, delete, fill, put
+
+ORDER = {kind: i for i, kind in enumerate(SECTIONS)}
+
+# Keys of no kind, before, between and after the kinds' ranges (in key order: apps/, machines/,
+# networks/, peers/, regions/), and keys of a kind in a shape that is not theirs.
+FOREIGN = ["aaa", "apps", "apps0/x", "elsewhere/x", "machines", "machinesZ", "peers.", "regions", "zzz/y", "\u00e9t\u00e9"]
+MISSHAPEN = ["machines/a/b", "regions/", "apps/personal"]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/test-{uuid.uuid4().hex[:12]}/"
+
+
+def test_the_load_ranges_cover_the_prefix_once() -> None:
+    for prefix in ("/internal-dns/", "/", "/a\u00ff/"):
+        ranges = load_ranges(prefix)
+        spans = sorted(ranges)
+        start = key_bytes(prefix)
+        assert spans[0][0] == start and spans[-1][1] == range_end(start)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # no gap, no overlap
+        assert ranges[0][0] == key_bytes(f"{prefix}regions/")  # kind order first, then the rest
+        assert sum(s.startswith(key_bytes(f"{prefix}machines/")) for s, _ in ranges) == 16
+
+
+def test_a_load_is_read_kind_by_kind_at_one_revision(prefix: str) -> None:
+    etcd = shared_etcd()
+    store = fill(etcd, prefix)
+    for name in FOREIGN + MISSHAPEN:
+        put(etcd, f"{prefix}{name}", {"name": "x"})
+    whole, _ = read_prefix(store.cluster, prefix)  # the registry command's read, in key order
+    post = store.cluster.post
+    calls: list[int] = []
+
+    def post_then_write(*args: Any) -> Any:
+        result = post(*args)
+        if not calls:  # after the first page: a change the load must not see
+            put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+            delete(etcd, f"{prefix}regions/ams")
+            put(etcd, f"{prefix}zzz/later", {"name": "x"})
+        calls.append(1)
+        return result
+
+    store.cluster.post = post_then_write  # type: ignore[method-assign]
+    entities, revision = read_kinds(store.cluster, prefix, page=3, readers=2)
+    assert len(calls) == 1  # the first page, for its revision; the rest as the entities are taken
+    loaded = list(entities)
+    assert etcd.revision() == revision + 3
+    kinds = [e.kind for e in loaded if e.kind != INVALID]  # those may come anywhere
+    assert kinds == sorted(kinds, key=ORDER.__getitem__) and set(kinds) == set(SECTIONS)
+    by_key = {e.key: e for e in loaded}
+    assert len(by_key) == len(loaded) and sorted(by_key) == sorted(e.key for e in whole)  # every key once, as of the revision
+    for e in whole:
+        assert (by_key[e.key].source, by_key[e.key].kind, by_key[e.key].data) == (e.source, e.kind, e.data)
+    shape = "regions/<code>, networks/<name>, apps/<network>/<name>, machines/<id> or peers/<network>/<name>"
+    for name in FOREIGN + MISSHAPEN:
+        found = by_key[f"{prefix}{name}"]
+        assert (found.kind, found.data) == (INVALID, f"{prefix}{name}: not a registry key (expected {prefix}{shape})")
+    # each kind in key order, as etcd keeps it
+    machines = [e.key for e in loaded if e.kind == "machines"]
+    assert machines == sorted(machines, key=key_bytes)
+    store.close()
+
+
+def test_the_backend_hands_the_load_over_as_it_is_read(prefix: str) -> None:
+    etcd = shared_etcd()
+    fill(etcd, prefix).close()
+    put(etcd, f"{prefix}elsewhere/x", {"name": "x"})
+    backend = EtcdBackend(reactor=None, config=Settings((etcd.url,), prefix, 5.0))
+    entities, revision = backend.load_all()
+    assert not isinstance(entities, list)
+    assert revision == etcd.revision()
+    with pytest.raises(Resync, match="cut short"):  # not all taken yet: the catalog would lack some
+        backend.changes(revision, 0.1)
+    loaded = list(entities)
+    assert {e.kind for e in loaded} == {*SECTIONS, INVALID} and sum(e.kind == "machines" for e in loaded) == 17
+    put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+    upserts: list[Any] = []
+    for _ in range(50):  # followed from the revision of the load
+        upserts, _, position = backend.changes(revision, 0.2)
+        if upserts:
+            break
+    assert [e.key for e in upserts] == [key_of(prefix, "machines", NEW_MACHINE)] and position == revision + 1
+    backend.close()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd of this test's own (its history is compacted)."""
+    server = EtcdServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_load_behind_a_compaction_is_read_again(own_etcd: EtcdServer, prefix: str) -> None:
+    etcd = own_etcd
+    fill(etcd, prefix).close()
+    backend = EtcdBackend(reactor=None, config=Settings((etcd.url,), prefix, 5.0))
+    entities, revision = backend.load_all()
+    put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+    etcd.compact()  # the load's revision is gone before its other pages are read
+    with pytest.raises(Resync, match="compacted"):
+        list(entities)
+    with pytest.raises(Resync, match="cut short"):
+        backend.changes(revision, 0.1)
+    entities, revision = backend.load_all()  # once more, at a newer revision
+    assert sum(e.kind == "machines" for e in entities) == 18
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"id": "ab", "metadata": {"city": "Z\xc3\xbcrich"}}',
+        b'{"a":1}',
+        b' {"a": 1} ',  # whitespace around
+        b'{"a": 1}\n',
+        b"[1, 2]",
+        b'"text"',
+        b"12",
+        b"1e400",
+        b"NaN",
+        b"null",
+        b"",
+        b"{not json",
+        b'{"a": 1} x',
+        b'{"a": 1}{"b": 2}',
+        b'\xef\xbb\xbf{"a": 1}',  # a UTF-8 byte order mark: json.loads takes it
+        '{"a": "\u00e9"}'.encode("utf-16"),  # so does UTF-16
+        '{"a": 1}'.encode("utf-16-le"),
+        b'{"a": "\xff"}',  # not UTF-8
+        b'{"a": "\xed\xa0\x80"}',  # a surrogate, which json.loads lets through
+        b'"\x00"',
+        b'{"a": "\\ud800"}',
+    ],
+)
+def test_values_decode_as_json_loads_decodes_them(value: bytes) -> None:
+    try:
+        expected: Any = json.loads(value)
+    except ValueError as exc:
+        with pytest.raises(type(exc)) as raised:
+            _loads(value)
+        assert str(raised.value) == str(exc)
+    else:
+        got = _loads(value)
+        assert type(got) is type(expected) and (got == expected or (got != got and expected != expected))  # NaN
+        whole = entity("/p/", b"/p/machines/ab", value)
+        assert whole.kind == ("machines" if isinstance(expected, dict) else INVALID)
