@@ -153,7 +153,7 @@ def test_rows_read_as_the_yaml_format(tmp_path: Path) -> None:
     )
     assert entities[("apps", "n", "a")].data == {"network": "n", "name": "a", "flycast": [{"ip": "fdaa:9::1:1"}]}
     assert entities[("apps", "n", "a")].source == f"{path}:apps/n/a"
-    assert entities[("machines", "ab")].data == {
+    assert entities["ab"].data == {
         "id": "ab",
         "app": "a",
         "region": "iad",
@@ -162,8 +162,8 @@ def test_rows_read_as_the_yaml_format(tmp_path: Path) -> None:
         "dns": False,
     }
     # what is not JSON or not 0/1 is handed on as it is, for the entity's parser to refuse
-    assert entities[("machines", "cd")].data["metadata"] == "{oops"
-    assert entities[("machines", "cd")].data["dns"] == "yes"
+    assert entities["cd"].data["metadata"] == "{oops"
+    assert entities["cd"].data["dns"] == "yes"
 
 
 def test_a_change_of_primary_key_logs_the_old_key_and_the_new(db: Path) -> None:

@@ -37,7 +37,8 @@ def plainly(db: str, table: Table, row: tuple[Any, ...]) -> RawEntity:
             value = value == 1
         data[column] = value
     parts = [row[table.columns.index(c)] for c in table.key]
-    return RawEntity((table.name, *parts), f"{db}:{table.name}/{'/'.join(map(str, parts))}", table.name, data)
+    key = parts[0] if table.name == "machines" else (table.name, *parts)  # a machine by its id alone
+    return RawEntity(key, f"{db}:{table.name}/{'/'.join(map(str, parts))}", table.name, data)
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_the_decoder_reads_rows_as_a_plain_reading_does(odd: Path, share: bool) 
     for a, b in zip(got, expected, strict=True):  # the same types, not only equal values (True is 1)
         assert list(a.data) == list(b.data) and [type(v) for v in a.data.values()] == [type(v) for v in b.data.values()]
     one = Decoder(str(odd), share).entity(TABLES["machines"], ("ab", None, None, None, None, None, None, None, "[]", 1))
-    assert (one.key, one.data) == (("machines", "ab"), {"id": "ab", "metadata": [], "dns": True})
+    assert (one.key, one.data) == ("ab", {"id": "ab", "metadata": [], "dns": True})
     conn.close()
 
 
@@ -97,9 +98,9 @@ def test_equal_json_texts_are_decoded_once_when_shared(odd: Path) -> None:
     with reading(conn):
         shared = {e.key: e for e in read_entities(conn, str(odd), share=True)}
         apart = {e.key: e for e in read_entities(conn, str(odd), share=False)}
-    assert shared[("machines", "ab")].data["metadata"] is shared[("machines", "0f")].data["metadata"]
-    assert apart[("machines", "ab")].data["metadata"] is not apart[("machines", "0f")].data["metadata"]  # no YAML aliases
-    assert apart[("machines", "ab")].data["metadata"] == apart[("machines", "0f")].data["metadata"]
+    assert shared["ab"].data["metadata"] is shared["0f"].data["metadata"]
+    assert apart["ab"].data["metadata"] is not apart["0f"].data["metadata"]  # no YAML aliases
+    assert apart["ab"].data["metadata"] == apart["0f"].data["metadata"]
     conn.close()
 
 
@@ -131,10 +132,10 @@ def test_a_load_is_one_read_transaction_open_while_its_rows_are_taken(db: Path) 
     rest = list(entities)
     assert conn.in_transaction is False  # ended once the last row was read
     keys = {e.key for e in [first, *rest]}
-    assert ("machines", MACHINE["id"]) not in keys and ("regions", "ams") in keys  # as of the position
+    assert MACHINE["id"] not in keys and ("regions", "ams") in keys  # as of the position
     assert [e.kind for e in rest] == sorted((e.kind for e in rest), key=SECTIONS.index)
     upserts, deletes, after = backend.changes(position, 0)  # ...and the writes come as changes after it
-    assert [e.key for e in upserts] == [("machines", MACHINE["id"])] and deletes == [("regions", "ams")]
+    assert [e.key for e in upserts] == [MACHINE["id"]] and deletes == [("regions", "ams")]
     assert after == position + 2
     other.close()
     backend.close()

@@ -199,7 +199,7 @@ class Catalog:
         self.broken_apps: dict[str, int] = {}  # lower-cased names of apps left out
         self.broken_app_keys: dict[Key, str] = {}
         self.apps: dict[tuple[str, str], App] = {}
-        self._app_networks: dict[str, set[str]] = {}
+        self._app_networks: dict[str, tuple[str, ...]] = {}  # a tuple: a set per app name costs 200 bytes
         self.machines: dict[str, Machine] = {}
         self.peers: dict[tuple[str, str], Peer] = {}
         self.members: dict[str, _Members] = {}
@@ -218,7 +218,7 @@ class Catalog:
 
     def keys(self) -> Iterable[Key]:
         """The key of every entity held, accepted or left out."""
-        return chain(self.structure, self.pending, self.entities, (m.key for m in self.machines.values() if m.key is m.id))
+        return chain(self.structure, self.pending, self.entities, (m.key for m in self.machines.values() if m.key == m.id))
 
     def source(self, kind: str, entity: Member) -> str:
         """Where an accepted entity was read from, for messages."""
@@ -255,7 +255,8 @@ class Catalog:
         affected: set[str] = set()
         queue: dict[Key, None] = {}  # members to admit once everything has been read
         # a load into a catalog that holds something: what it holds and is not read again goes
-        seen: set[Key] | None = set() if everything and any(self.keys()) else None
+        empty = not any(self.keys())
+        seen: set[Key] | None = set() if everything and not empty else None
         unsettled = False  # regions or networks changed since they were last settled
         for key in deletes:
             unsettled |= self._remove(key, affected, queue)
@@ -271,16 +272,19 @@ class Catalog:
                 self.structure[e.key] = e
                 unsettled = True
                 continue
-            if self._unchanged(e):
-                continue
-            if e.key in self.structure:
-                unsettled |= self._remove(e.key, affected, queue)
             if unsettled:  # members are read against settled regions and networks...
                 self._settle(affected, queue)
                 unsettled = False
                 self._admit_queue(queue, affected)  # ...and what waited for them goes first, in its order
-            self._withdraw(e.key, affected, queue)
-            queue.pop(e.key, None)
+            if not empty:  # a first load has nothing to compare with or take out
+                if self._unchanged(e):
+                    continue
+                if e.key in self.structure:
+                    unsettled |= self._remove(e.key, affected, queue)
+                    self._settle(affected, queue)
+                    unsettled = False
+                self._withdraw(e.key, affected, queue)
+                queue.pop(e.key, None)
             self._admit(e, affected, queue)
         if seen is not None:
             for key in [k for k in self.keys() if k not in seen]:
@@ -518,7 +522,7 @@ class Catalog:
             self.problems[app.key] = [f"{source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
             return False
         self.apps[identity] = app
-        self._app_networks.setdefault(lname, set()).add(app.network)
+        self._app_networks[lname] = (*self._app_networks.get(lname, ()), app.network)
         self.members[app.network].apps[lname] = app
         affected.add(app.network)
         self._wake(("apps", lname), queue)
@@ -572,9 +576,10 @@ class Catalog:
                 if target in self.members:
                     self.members[target].flycast_in.pop(key, None)
                     affected.add(target)
-            nets = self._app_networks[lname]
-            nets.discard(network)
-            if not nets:
+            nets = tuple(n for n in self._app_networks[lname] if n != network)
+            if nets:
+                self._app_networks[lname] = nets
+            else:
                 del self._app_networks[lname]
             for machine in [m for m in members.machines.values() if m.app.lower() == lname]:  # they named this app
                 self._withdraw(machine.key, affected, queue)
@@ -694,13 +699,13 @@ class Catalog:
         for app in restored.apps:
             lname = app.name.lower()
             self.apps[(name, lname)] = members.apps[lname] = self.entities[app.key] = app
-            self._app_networks.setdefault(lname, set()).add(name)
+            self._app_networks[lname] = (*self._app_networks.get(lname, ()), name)
             for target, addresses in _by_target(app.flycast).items():
                 self.members[target].flycast_in[app.key] = (app, addresses)
         machine_map, held_machines, entities = self.machines, members.machines, self.entities
         for m in restored.machines:
             machine_map[m.id] = held_machines[m.id] = m
-            if m.key is not m.id:
+            if m.key != m.id:
                 entities[m.key] = m
         for peer in restored.peers:
             self.peers[(name, peer.name.lower())] = members.peers[peer.name.lower()] = self.entities[peer.key] = peer

@@ -22,7 +22,7 @@ A subclass supplies, all called on the backend's thread:
 - `interrupt()` (any thread): make a waiting `changes` return at once, for `stop`;
 - `close()`;
 - `registry()`: what the snapshot file must say it is of (the store's kind and where it is);
-- optionally `source_of` (catalog.py) and `saved_position(position)` / `resume(saved)`: the
+- optionally `saved_position(position)` / `resume(saved)`: the
   position as saved, and the position to follow from once restored (None: load everything).
 """
 
@@ -60,10 +60,9 @@ class LiveBackend:
     retry_max = 10.0  # ...up to this
     wait = 1.0  # the longest one `changes` call waits; each quiet one confirms the snapshot
 
-    source_of: SourceOf | None = None
-
-    def __init__(self, reactor: Any, saves: SnapshotFile | None = None):
+    def __init__(self, reactor: Any, source_of: SourceOf | None = None, saves: SnapshotFile | None = None):
         self.reactor = reactor
+        self.source_of = source_of  # a store whose sources follow from its keys (catalog.py)
         self.saves = saves
         self.catalog = Catalog(self.source_of)
         self._unsaved = False  # delivered since the file was last written

@@ -24,6 +24,8 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no 
 _MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
 
 DEFAULT_PROCESS_GROUP = "app"
+_GROUPS_SEEN: dict[str, str] = {}  # process group as given -> as kept: known to be a label
+_SEEN = "metadata objects seen"  # a key of the catalog's `shared` that no tuple of items can be
 STARTED = "started"
 
 
@@ -392,6 +394,8 @@ def _text(raw: Mapping[str, Any], key: str, required: bool) -> str | None: ...
 
 def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None:
     value = raw.get(key)
+    if value.__class__ is str:  # the usual case first: a million machines each ask several times
+        return value
     if value is None:
         if required:
             raise ValueError(f"missing '{key}'")
@@ -587,8 +591,11 @@ def parse_machine(
         raise Missing(f"unknown region '{region}'", "regions", region)
     state = (_text(item, "state", required=False) or STARTED).lower()
     group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
-    if not is_label(group):
-        raise ValueError(f"process_group '{group}' is not a DNS label")
+    if group not in _GROUPS_SEEN:
+        if not is_label(group):
+            raise ValueError(f"process_group '{group}' is not a DNS label")
+        if len(_GROUPS_SEEN) < 4096:  # a few names, used by many machines: checked once each
+            _GROUPS_SEEN[group] = sys.intern(group.lower())
     ip6 = _packed6(item, "ip6")
     ip4 = _packed4(item, "ip4") if item.get("ip4") is not None else None
     metadata_raw = item.get("metadata") or {}
@@ -597,8 +604,18 @@ def parse_machine(
     dns = item.get("dns", True)
     if not isinstance(dns, bool):
         raise ValueError("dns must be true or false")
-    metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
-    metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)  # read only: one serves every equal one
+    # Read only, so one mapping serves every equal one; a reader that gives one object for
+    # equal values (SQLite's, etcd's) has it looked at once (`seen` keeps what it looked at).
+    seen = shared.setdefault(_SEEN, {})
+    known = seen.get(id(metadata_raw))
+    if known is not None and known[0] is metadata_raw:
+        metadata = known[1]
+    else:
+        metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
+        metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)
+        if len(seen) >= 1024:  # a reader that gives each its own (YAML): keep few
+            seen.clear()
+        seen[id(metadata_raw)] = (metadata_raw, metadata)
     app = refs.app(network, str(item["app"]).lower())
     return Machine(
         sys.intern(mid),
@@ -607,7 +624,7 @@ def parse_machine(
         refs.regions[region].code,
         ip6,
         sys.intern(state),
-        sys.intern(group.lower()),
+        _GROUPS_SEEN.get(group) or sys.intern(group.lower()),
         ip4,
         metadata,
         dns,

@@ -15,7 +15,7 @@ from typing import Any, cast
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
 from internal_dns.registry.sqlite.changes import last_seq, read_changes
-from internal_dns.registry.sqlite.codec import stream_entities
+from internal_dns.registry.sqlite.codec import source_function, stream_entities
 from internal_dns.registry.sqlite.connection import connect, schema_problem
 
 DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
@@ -25,7 +25,7 @@ class SqliteBackend(LiveBackend):
     retry_max = 2.0  # a local file: looking again costs nothing
 
     def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL):
-        super().__init__(reactor)
+        super().__init__(reactor, source_function(str(path)))
         self.path = path
         self.poll_interval = poll_interval
         self._conn: sqlite3.Connection | None = None

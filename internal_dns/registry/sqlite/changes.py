@@ -10,7 +10,7 @@ from pathlib import Path
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import Resync
-from internal_dns.registry.sqlite.codec import Decoder
+from internal_dns.registry.sqlite.codec import Decoder, entity_key
 from internal_dns.registry.sqlite.connection import reading
 from internal_dns.registry.sqlite.schema import TABLES
 
@@ -50,7 +50,7 @@ def read_changes(conn: sqlite3.Connection, path: Path, position: int) -> tuple[l
                 continue  # not a row of ours: a change log edited by hand
             row = conn.execute(table.select_one, key).fetchone()
             if row is None:
-                deletes.append((kind, *key))
+                deletes.append(entity_key(kind, key))
             else:
                 upserts.append(decoder.entity(table, row))
         return upserts, deletes, last

@@ -1,19 +1,22 @@
 """Rows as entities, and entities as rows: a row is an entity of SPEC §1 with the YAML format's
 field names, `flycast` and `metadata` held as JSON, `legacy` and `dns` as 0 or 1, NULL for a
-field not given. An entity's key is (table, *primary key); its source `<db>:<table>/<key>`."""
+field not given. An entity's key is (table, *primary key), a machine's its id alone (the catalog
+then finds it by its id and keeps no key beside it); its source `<db>:<table>/<key>`, which
+`source_of` says again from the key (the catalog keeps no source per entity either)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.sqlite.schema import TABLES, Table
 
 Rows = Callable[[Iterable[tuple[Any, ...]]], Iterator[RawEntity]]
+KEYED_BY_ID = frozenset({"machines"})  # a machine id is no key of another table: a text is no tuple
 
 
 def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
@@ -123,7 +126,7 @@ def _source(table: Table, share: bool, slots: bool) -> str:
             ]
         lines.append(f"            data[{column!r}] = {v}")
     parts = [names[table.columns.index(c)] for c in table.key]
-    lines.append(f"        key = (kind, {', '.join(parts)})")
+    lines.append(f"        key = {parts[0]}" if table.name in KEYED_BY_ID else f"        key = (kind, {', '.join(parts)})")
     path = "/".join("{" + p + "}" for p in parts)  # {c0} or {c0}/{c1}: str() of each, as the key's parts
     lines.append(f'        source = f"{{prefix}}{path}"')
     if slots:
@@ -170,7 +173,22 @@ def encode(kind: str, data: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def key_of(kind: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+def key_of(kind: str, row: tuple[Any, ...]) -> Hashable:
     """The key of the entity a row of `kind`'s table holds, as the Decoder makes it."""
     table = TABLES[kind]
-    return (kind, *(row[table.columns.index(c)] for c in table.key))
+    return entity_key(kind, tuple(row[table.columns.index(c)] for c in table.key))
+
+
+def entity_key(kind: str, primary: tuple[Any, ...]) -> Hashable:
+    """The key of the entity of `kind` with this primary key."""
+    return primary[0] if kind in KEYED_BY_ID else (kind, *primary)
+
+
+def source_function(db: str) -> Callable[[str, Hashable], str]:
+    """The source the Decoder gives an entity, said again from its kind and key."""
+
+    def source_of(kind: str, key: Hashable) -> str:
+        parts = key[1:] if isinstance(key, tuple) else (key,)
+        return f"{db}:{kind}/{'/'.join(map(str, parts))}"
+
+    return source_of

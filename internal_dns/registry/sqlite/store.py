@@ -52,13 +52,13 @@ class SqliteStore:
         say, replaces its old row), then the pruning of `changes`."""
         conn = self._open(create=True)
         rows = [(kind, encode(kind, data), old) for kind, data, old in puts]
-        gone = [e.key for e in deletes]
-        gone += [old.key for kind, row, old in rows if old is not None and old.key != key_of(kind, row)]
+        gone = [(e.kind, e.key) for e in deletes]
+        gone += [(kind, old.key) for kind, row, old in rows if old is not None and old.key != key_of(kind, row)]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for key in gone:
-                assert isinstance(key, tuple)  # this store's keys: (table, *primary key), as the Decoder makes them
-                conn.execute(TABLES[key[0]].delete, key[1:])
+            for kind, key in gone:
+                # this store's keys, as the Decoder makes them: (table, *primary key), or a machine's id
+                conn.execute(TABLES[kind].delete, key[1:] if isinstance(key, tuple) else (key,))
             for kind, row, _ in rows:
                 conn.execute(TABLES[kind].upsert, row)
             prune(conn)
