@@ -45,9 +45,10 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import yaml
 
 from bench import peers, propagation
-from bench.generate import Size, network_document, region_codes, write_registry
+from bench.generate import REGIONS_FILE, Size, network_document, region_codes, write_registry
 from bench.stores import fill_generated, fmt, open_store, store_options
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import plugins
@@ -241,6 +242,8 @@ def backend_figures(out: Path, backend: str, size: Size, changes: int, question:
             if store is not None and changes:
                 report["propagation"] = propagation.measure(store, [server], changes, propagation.APP)
                 print(f"  {backend} propagation at that size: {fmt(report['propagation'])}", flush=True)
+                report["structural"] = structural_changes(store, server)
+                print(f"  {backend} network and region changes at that size: {report['structural']}", flush=True)
         finally:
             stopping = time.perf_counter()
             server.stop(STOP_WAIT)
@@ -308,6 +311,56 @@ def figures(out: Path, machines: int, backends: list[str], changes: int) -> dict
     return report
 
 
+PROBE_EVERY = 0.002  # seconds between two probe questions while a network or region changes
+
+
+def structural_changes(store: plugins.Store, server: peers.Server) -> dict[str, Any]:
+    """A network added, then a region moved, through the store, while a probe asks the SOA of
+    `internal` every 2 ms: for each, milliseconds until the SOA serial shows the new snapshot, and
+    the slowest probe answer from the write until 100 ms after that (what the change stalls the
+    reactor by, at most)."""
+    regions = {r["code"]: r for r in yaml.safe_load(REGIONS_FILE.read_text())["regions"]}
+    changes: list[tuple[str, dict[str, Any]]] = [
+        ("networks", {"name": "zz-probe", "prefix6": "fdff:ffff:1::/48", "prefix4": "100.127.0.0/16"}),
+        ("regions", {**regions["ams"], "latitude": regions["ams"]["latitude"] + 0.01}),
+    ]
+    query = dns.message.make_query("internal", "SOA")
+    report: dict[str, Any] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(1.0)
+
+        def serial() -> tuple[int, float]:
+            sent = time.perf_counter()
+            query.id = (query.id + 1) & 0xFFFF
+            sock.send(query.to_wire())
+            while True:
+                reply = dns.message.from_wire(sock.recv(4096))
+                if reply.id == query.id:
+                    return reply.answer[0][0].serial, time.perf_counter() - sent
+
+        for kind, data in changes:
+            before, _ = serial()
+            written = time.perf_counter()
+            store.write([(kind, data, None)], [])
+            served: float | None = None
+            slowest = 0.0
+            while time.perf_counter() - written < 10.0:
+                now, took = serial()
+                slowest = max(slowest, took)
+                if served is None and now != before:
+                    served = time.perf_counter() - written
+                if served is not None and time.perf_counter() - written > served + 0.1:
+                    break
+                time.sleep(PROBE_EVERY)
+            what = "network added" if kind == "networks" else "region moved"
+            report[what] = {
+                "served_ms": None if served is None else round(served * 1000, 1),
+                "slowest_probe_ms": round(slowest * 1000, 1),
+            }
+    return report
+
+
 def table(report: dict[str, Any]) -> str:
     def s(r: dict[str, Any] | None, key: str) -> str:
         return "-" if r is None or key not in r else f"{r[key]:.1f}"
@@ -348,6 +401,11 @@ def table(report: dict[str, Any]) -> str:
     for backend, r in report["backends"].items():
         if "propagation" in r:
             lines.append(f"  propagation at this size, {backend}: {fmt(r['propagation'])}")
+        for what, figures in r.get("structural", {}).items():
+            lines.append(
+                f"  {what}, {backend}: served in {figures['served_ms']} ms;"
+                f" slowest probe answer (every 2 ms) {figures['slowest_probe_ms']} ms"
+            )
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import pytest
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.kinds import SECTIONS
 from internal_dns.registry.live import Resync
-from internal_dns.registry.sqlite import SqliteBackend, SqliteStore, codec
+from internal_dns.registry.sqlite import SqliteBackend, SqliteStore
 from internal_dns.registry.sqlite.codec import Decoder, read_entities, stream_entities
 from internal_dns.registry.sqlite.connection import connect, reading
 from internal_dns.registry.sqlite.schema import TABLES, Table
@@ -78,18 +78,6 @@ def test_the_decoder_reads_rows_as_a_plain_reading_does(odd: Path, share: bool) 
         assert list(a.data) == list(b.data) and [type(v) for v in a.data.values()] == [type(v) for v in b.data.values()]
     one = Decoder(str(odd), share).entity(TABLES["machines"], ("ab", None, None, None, None, None, None, None, "[]", 1))
     assert (one.key, one.data) == ("ab", {"id": "ab", "metadata": [], "dns": True})
-    conn.close()
-
-
-def test_entities_made_without_setting_their_slots_are_the_same(odd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    conn = connect(odd, create=False)
-    with reading(conn):
-        quick = read_entities(conn, str(odd), share=True)
-        monkeypatch.setattr(codec, "_SETTERS", None)  # as when RawEntity is no longer what the shortcut knows
-        plain = read_entities(conn, str(odd), share=True)
-    assert codec._SETTERS is None and [(e.key, e.source, e.kind, e.data) for e in quick] == [
-        (e.key, e.source, e.kind, e.data) for e in plain
-    ]
     conn.close()
 
 

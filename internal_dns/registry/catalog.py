@@ -62,7 +62,7 @@ _MEMBERS = tuple(k.section for k in KINDS if not k.structural)  # apps, machines
 DOCUMENT_SHAPE = f"must be a mapping with {'/'.join(k.section for k in EXPORT_ORDER)}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a load makes a million, and a frozen class's __init__ costs twice
 class RawEntity:
     key: Key
     source: str  # for messages: a file's path, an etcd key, a table and row

@@ -8,10 +8,9 @@ value that is not a JSON object becomes an INVALID entry saying why.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from json.scanner import make_scanner
 from typing import Any, cast
 
@@ -100,33 +99,6 @@ class Compact:
         return found
 
 
-def _entity_maker() -> Callable[[Any, str, str, Any], RawEntity]:
-    """RawEntity(key, source, kind, data), quicker: while RawEntity is the frozen dataclass of
-    these four fields with slots and nothing more, an entity made by setting its slots costs half
-    of one made by its generated __init__ (a frozen class sets each field through
-    object.__setattr__), which counts for a million keys. RawEntity itself otherwise."""
-    names = ("key", "source", "kind", "data")
-    try:
-        fields = tuple(f.name for f in dataclasses.fields(RawEntity))
-    except TypeError:  # no longer a dataclass
-        return RawEntity
-    if fields != names or getattr(RawEntity, "__slots__", None) != names or hasattr(RawEntity, "__post_init__"):
-        return RawEntity
-    new = object.__new__
-    set_key, set_source, set_kind, set_data = (getattr(RawEntity, name).__set__ for name in names)
-
-    def make(key: Any, source: str, kind: str, data: Any) -> RawEntity:
-        made: RawEntity = new(RawEntity)
-        set_key(made, key)
-        set_source(made, source)
-        set_kind(made, kind)
-        set_data(made, data)
-        return made
-
-    return make
-
-
-_make = _entity_maker()
 _scan = make_scanner(cast(Any, json.JSONDecoder()))  # json.loads' own scanner, without its wrapping
 
 
@@ -152,18 +124,18 @@ def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = 
     except UnicodeDecodeError:
         key = raw_key.decode("utf-8", "surrogateescape")  # the catalog's key: back to the same bytes
         source = raw_key.decode("utf-8", "backslashreplace")  # printable, for messages
-        return _make(key, source, INVALID, f"{source}: the key is not UTF-8")
+        return RawEntity(key, source, INVALID, f"{source}: the key is not UTF-8")
     kind, _, rest = key[len(prefix) :].partition("/")
     fields = BY_SECTION.get(kind)
     names = rest.split("/")
     if fields is None or len(names) != len(fields.identity) or not all(names):
-        return _make(key, key, INVALID, f"{key}: not a registry key (expected {prefix}{SHAPES})")
+        return RawEntity(key, key, INVALID, f"{key}: not a registry key (expected {prefix}{SHAPES})")
     try:
         data = _loads(value)
     except ValueError as exc:  # not JSON, or not UTF-8
-        return _make(key, key, INVALID, f"{key}: {fields.singular}: the value is not JSON ({exc})")
+        return RawEntity(key, key, INVALID, f"{key}: {fields.singular}: the value is not JSON ({exc})")
     if data.__class__ is not dict:
-        return _make(key, key, INVALID, f"{key}: {fields.singular}: the value must be a JSON object, not {_json_type(data)}")
+        return RawEntity(key, key, INVALID, f"{key}: {fields.singular}: the value must be a JSON object, not {_json_type(data)}")
     for name, part in zip(fields.identity, names, strict=True):
         given = data.get(name)
         if given.__class__ is str and ((given.lower() != part.lower()) if name in fields.folded else (given != part)):
@@ -172,8 +144,8 @@ def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = 
                 f"{key}: {describe(kind, data)}: the key and the value disagree:"
                 f" the key names {name} '{part}', the value '{given}'"
             )
-            return _make(key, key, INVALID, line)
-    return _make(key, key, kind, compact(data) if compact is not None else data)
+            return RawEntity(key, key, INVALID, line)
+    return RawEntity(key, key, kind, compact(data) if compact is not None else data)
 
 
 def _json_type(value: Any) -> str:

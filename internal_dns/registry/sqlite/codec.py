@@ -6,7 +6,6 @@ then finds it by its id and keeps no key beside it); its source `<db>:<table>/<k
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
@@ -17,24 +16,6 @@ from internal_dns.registry.sqlite.schema import TABLES, Table
 
 Rows = Callable[[Iterable[tuple[Any, ...]]], Iterator[RawEntity]]
 KEYED_BY_ID = frozenset({"machines"})  # a machine id is no key of another table: a text is no tuple
-
-
-def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
-    """The setters of RawEntity's four slots, while it is the frozen dataclass of (key, source,
-    kind, data) with slots and nothing more: an entity built by setting them costs a third of one
-    built by its generated __init__ (a frozen class sets each field through object.__setattr__),
-    which counts for a million rows. None when the class has become anything else."""
-    names = ("key", "source", "kind", "data")
-    try:
-        fields = tuple(f.name for f in dataclasses.fields(RawEntity))
-    except TypeError:  # no longer a dataclass
-        return None
-    if fields != names or getattr(RawEntity, "__slots__", None) != names or hasattr(RawEntity, "__post_init__"):
-        return None
-    return tuple(getattr(RawEntity, name).__set__ for name in names)
-
-
-_SETTERS = _slot_setters()
 
 
 class Decoder:
@@ -71,14 +52,12 @@ class Decoder:
     def _compile(self, table: Table) -> Rows:
         namespace: dict[str, Any] = {
             "RawEntity": RawEntity,
-            "new": object.__new__,
-            "setters": _SETTERS,
             "cached": self.cache.get,
             "decode": self._json,
             "kind": table.name,
             "prefix": f"{self.db}:{table.name}/",
         }
-        exec(_source(table, self.share, _SETTERS is not None), namespace)
+        exec(_source(table, self.share), namespace)
         decode: Rows = namespace["decode_rows"]
         return decode
 
@@ -97,18 +76,15 @@ class Decoder:
         return value
 
 
-def _source(table: Table, share: bool, slots: bool) -> str:
+def _source(table: Table, share: bool) -> str:
     """The Python source of `decode_rows(rows)` for `table`: a generator of its rows' entities.
 
     For each column, in order: NULL leaves the field out; a JSON column's text is decoded (with
     `share`, a text seen before gives the object it gave then); a flag's 0 or 1 is False or True
-    (anything else is left for the parser to refuse). The entity is made by setting its slots
-    (`slots`), or by RawEntity itself.
+    (anything else is left for the parser to refuse).
     """
     names = [f"c{i}" for i in range(len(table.columns))]
     lines = ["def decode_rows(rows):"]
-    if slots:
-        lines.append("    set_key, set_source, set_kind, set_data = setters")
     lines += [f"    for {', '.join(names)}, in rows:", "        data = {}"]
     for column, v in zip(table.columns, names, strict=True):
         lines.append(f"        if {v} is not None:")
@@ -129,17 +105,7 @@ def _source(table: Table, share: bool, slots: bool) -> str:
     lines.append(f"        key = {parts[0]}" if table.name in KEYED_BY_ID else f"        key = (kind, {', '.join(parts)})")
     path = "/".join("{" + p + "}" for p in parts)  # {c0} or {c0}/{c1}: str() of each, as the key's parts
     lines.append(f'        source = f"{{prefix}}{path}"')
-    if slots:
-        lines += [
-            "        entity = new(RawEntity)",
-            "        set_key(entity, key)",
-            "        set_source(entity, source)",
-            "        set_kind(entity, kind)",
-            "        set_data(entity, data)",
-            "        yield entity",
-        ]
-    else:
-        lines.append("        yield RawEntity(key, source, kind, data)")
+    lines.append("        yield RawEntity(key, source, kind, data)")
     return "\n".join(lines) + "\n"
 
 
