@@ -102,7 +102,7 @@ def test_the_backend_hands_the_load_over_as_it_is_read(prefix: str) -> None:
         upserts, _, position = backend.changes(revision, 0.2)
         if upserts:
             break
-    assert [e.key for e in upserts] == [key_of(prefix, "machines", NEW_MACHINE)] and position == revision + 1
+    assert [e.key for e in upserts] == [NEW_MACHINE["id"]] and position == revision + 1  # a machine by its id
     backend.close()
 
 

@@ -617,8 +617,11 @@ def parse_machine(
             seen.clear()
         seen[id(metadata_raw)] = (metadata_raw, metadata)
     app = refs.app(network, str(item["app"]).lower())
+    mid = sys.intern(mid)
+    if key == mid:
+        key = mid  # a store that keys a machine by its id: one text for both
     return Machine(
-        sys.intern(mid),
+        mid,
         app.name,
         refs.networks[network].name,
         refs.regions[region].code,

@@ -18,7 +18,11 @@ from internal_dns.registry.live import LiveBackend, Resync, Unavailable
 
 class EtcdBackend(LiveBackend):
     def __init__(self, reactor: Any, config: Settings, wait: float | None = None):
-        super().__init__(reactor)
+        # A machine's key is its id, not its etcd key: a text of its own per machine, the largest
+        # part of a million machines' memory after the machines themselves. Its source (for
+        # messages) is said again from the id. Other keys hold a '/', an id never does.
+        self._machines = f"{config.prefix}machines/"
+        super().__init__(reactor, self._source_of if config.prefix else None)
         self.settings = config
         self.prefix = config.prefix
         if wait:
@@ -59,9 +63,20 @@ class EtcdBackend(LiveBackend):
             raise Resync(str(exc)) from None
         return self._loading(entities), revision
 
+    def _key(self, key: str) -> str:
+        """The catalog's key of the entity under this etcd key."""
+        if self.source_of is not None and key.startswith(self._machines) and "/" not in key[len(self._machines) :]:
+            return key[len(self._machines) :] or key
+        return key
+
+    def _source_of(self, kind: str, key: Hashable) -> str:
+        return key if isinstance(key, str) and "/" in key else f"{self._machines}{key}"
+
     def _loading(self, entities: Iterator[RawEntity]) -> Iterator[RawEntity]:
         try:
-            yield from entities
+            for e in entities:
+                e.key = self._key(e.key)  # type: ignore[arg-type]
+                yield e
         except Compacted as exc:  # compacted between two pages: start again at a newer revision
             raise Resync(str(exc)) from None
         self._complete = True
@@ -89,13 +104,14 @@ class EtcdBackend(LiveBackend):
         upserts: dict[str, RawEntity] = {}
         deleted: dict[str, None] = {}
         for kind, raw_key, value, revision in events:
-            key = raw_key.decode("utf-8", "surrogateescape")
+            key = self._key(raw_key.decode("utf-8", "surrogateescape"))
             if kind == "DELETE":
                 upserts.pop(key, None)
                 deleted[key] = None
             else:
                 deleted.pop(key, None)
-                upserts[key] = entity(self.prefix, raw_key, value)
+                upserts[key] = made = entity(self.prefix, raw_key, value)
+                made.key = key
             position = revision
         self._at = position
         return list(upserts.values()), list(deleted), position
