@@ -24,6 +24,7 @@ from internal_dns.config import Config, parse_config
 from internal_dns.registry.model import RegistryError, Snapshot
 from internal_dns.server import DnsService
 from tests.dnsclient import Reply, exchange, make_query
+from tests.etcd_server import EtcdServer
 from tests.fake_upstream import FakeUpstream
 from tests.processes import Process
 
@@ -236,3 +237,14 @@ def fake() -> Iterator[FakeUpstream]:
     upstream = FakeUpstream()
     yield upstream
     upstream.close()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd of this test's own, which it may stop, start again and compact."""
+    folder = tmp_path / "etcd"
+    folder.mkdir()
+    server = EtcdServer(folder)
+    server.start()
+    yield server
+    server.stop()

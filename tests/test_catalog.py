@@ -10,6 +10,7 @@ each change with a fresh catalog loaded with the same entities.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from internal_dns.registry.catalog import Catalog, RawEntity, build_snapshot
-from internal_dns.registry.model import Document, RegistryError
+from internal_dns.registry.model import Document, RegistryError, Snapshot
 
 NETWORKS = ["alpha", "beta", "gamma"]
 REGIONS = [
@@ -135,9 +136,9 @@ change = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(changes=st.lists(change, min_size=1, max_size=25))
-def test_changes_applied_one_by_one_end_where_a_fresh_load_does(changes: list[tuple[str, Any]]) -> None:
+def replayed(changes: list[tuple[str, Any]]) -> Iterator[tuple[Catalog, Snapshot, Catalog, Snapshot]]:
+    """After each change applied to a live catalog: it and its snapshot, and a catalog freshly
+    loaded with the same entities and its snapshot."""
     entities = base()
     live = Catalog()
     live.load(entities.values())
@@ -149,7 +150,13 @@ def test_changes_applied_one_by_one_end_where_a_fresh_load_does(changes: list[tu
             entities.pop(arg, None)
             after = live.apply(deletes=[arg])
         fresh = Catalog()
-        expected = fresh.load(entities.values())
+        yield live, after, fresh, fresh.load(entities.values())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(change, min_size=1, max_size=25))
+def test_changes_applied_one_by_one_end_where_a_fresh_load_does(changes: list[tuple[str, Any]]) -> None:
+    for live, after, fresh, expected in replayed(changes):
         assert bool(live.problem_lines()) == bool(fresh.problem_lines()), (live.problem_lines(), fresh.problem_lines())
         if not fresh.problem_lines():
             assert after.counts() == expected.counts()
@@ -288,18 +295,7 @@ structural_change = st.one_of(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.lists(structural_change, min_size=1, max_size=25))
 def test_changes_to_regions_and_networks_end_where_a_fresh_load_does(changes: list[tuple[str, Any]]) -> None:
-    entities = base()
-    live = Catalog()
-    live.load(entities.values())
-    for op, arg in changes:
-        if op == "put":
-            entities[arg.key] = arg
-            after = live.apply(upserts=[arg])
-        else:
-            entities.pop(arg, None)
-            after = live.apply(deletes=[arg])
-        fresh = Catalog()
-        expected = fresh.load(entities.values())
+    for live, after, fresh, expected in replayed(changes):
         # Regions and networks are settled alike whatever came before...
         assert after.regions == expected.regions
         assert after.networks.keys() == expected.networks.keys()

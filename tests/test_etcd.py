@@ -57,17 +57,6 @@ def eventually(check: Callable[[], Any], what: str, within: float = WITHIN) -> A
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    """An etcd of this test's own, which it may stop and start again."""
-    folder = tmp_path / "etcd"
-    folder.mkdir()
-    server = EtcdServer(folder)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"/test-{uuid.uuid4().hex[:12]}/"
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,17 +104,7 @@ def test_the_backend_hands_the_load_over_as_it_is_read(prefix: str) -> None:
     backend.close()
 
 
-@pytest.fixture
-def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    """An etcd of this test's own (its history is compacted)."""
-    server = EtcdServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_a_load_behind_a_compaction_is_read_again(own_etcd: EtcdServer, prefix: str) -> None:
-    etcd = own_etcd
+def test_a_load_behind_a_compaction_is_read_again(etcd: EtcdServer, prefix: str) -> None:
     fill(etcd, prefix).close()
     backend = EtcdBackend(reactor=None, config=Settings((etcd.url,), prefix, 5.0))
     entities, revision = backend.load_all()

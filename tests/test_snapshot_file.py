@@ -159,16 +159,6 @@ def test_the_files_backend_restarts_from_the_file_and_scans(start: Start, tmp_pa
 # --- etcd: from the saved revision, or everything again when etcd no longer keeps it -----------
 
 
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    folder = tmp_path / "etcd"
-    folder.mkdir()
-    server = EtcdServer(folder)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("compacted", [False, True], ids=["from-the-revision", "compacted"])
 def test_etcd_catches_up_from_the_saved_revision(
     start: Start, tmp_path: Path, etcd: EtcdServer, compacted: bool, log_lines: list[str]
