@@ -679,9 +679,8 @@ class Catalog:
         """A catalog from `dump`'s chunks, without parsing or checking anything again: what was
         saved had been checked. Raises ValueError (or KeyError, TypeError) if they do not fit."""
         catalog = cls(source_of)
-        entries = [RawEntity(key, source, kind, data) for key, source, kind, data in head["entries"]]
-        catalog.structure = {e.key: e for e in entries if e.kind in _STRUCTURAL}
-        catalog._settle(set(), {})
+        entries = saved_entries(head)
+        catalog.settle_structure(entries)
         shared = Shared(catalog.shared)
         for chunk in chunks:
             catalog._restore_network(restore_members(catalog.networks[chunk[0]], chunk, shared))
@@ -692,6 +691,11 @@ class Catalog:
         if any(e.key not in catalog.pending for e in entries if e.kind not in _STRUCTURAL):
             raise ValueError("an entry saved as left out fits")
         return catalog
+
+    def settle_structure(self, entries: Iterable[RawEntity]) -> None:
+        """Regions and networks from these entries (the rest left aside), into an empty catalog."""
+        self.structure = {e.key: e for e in entries if e.kind in _STRUCTURAL}
+        self._settle(set(), {})
 
     def _restore_network(self, restored: RestoredNetwork) -> None:
         name = restored.index.network.name
@@ -843,6 +847,11 @@ def _index(
 
 def _machine_id(m: Machine) -> str:
     return m.id
+
+
+def saved_entries(head: Mapping[str, Any]) -> list[RawEntity]:
+    """The entries as read that `Catalog.dump` saves first: regions, networks, what is left out."""
+    return [RawEntity(key, source, kind, data) for key, source, kind, data in head["entries"]]
 
 
 class Shared:

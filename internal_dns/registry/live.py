@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -67,7 +67,7 @@ class LiveBackend:
         self.catalog = Catalog(self.source_of)
         self._unsaved = False  # delivered since the file was last written
         self._saved_at = float("-inf")  # time.monotonic() of the last save
-        self._save_problem: str | None = None
+        self._whole = True  # the catalog took every entity of the last load (or restored them all)
         self._sink: SnapshotSink | None = None
         self._stopping = threading.Event()
         self._reload = threading.Event()
@@ -84,6 +84,21 @@ class LiveBackend:
 
     def registry(self) -> str:
         raise NotImplementedError
+
+    def taken_whole(self, entities: Iterator[RawEntity]) -> Iterator[RawEntity]:
+        """A load's entities, noting whether the catalog takes them all (`load_all` returns this)."""
+        self._whole = False
+
+        def take() -> Iterator[RawEntity]:
+            yield from entities
+            self._whole = True
+
+        return take()
+
+    def require_whole_load(self, where: object) -> None:
+        """Changes after a load cut short would leave the catalog without what it did not take."""
+        if not self._whole:
+            raise Resync(f"{where}: the last load was cut short")
 
     def saved_position(self, position: Any) -> Any:
         return position
@@ -193,27 +208,15 @@ class LiveBackend:
             return
         if not now and time.monotonic() - self._saved_at < SAVE_EVERY:
             return
-        try:
-            size = self.saves.save(self.catalog, self.saved_position(position), time.time())
-        except (OSError, ValueError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            if problem != self._save_problem:
-                self._to_reactor(
-                    lambda: log.warn(
-                        "registry snapshot file {path} not written: {problem}", path=self.saves_path, problem=problem
-                    )
-                )
-            self._save_problem = problem
-            self._saved_at = time.monotonic()  # try again after the interval, not at once
-            return
-        self._save_problem = None
-        self._unsaved = False
+        failed = self.saves.try_save(self.catalog, self.saved_position(position))
         first = self._saved_at == float("-inf")
-        self._saved_at = time.monotonic()
-        if first:
-            self._to_reactor(
-                lambda: log.info("registry snapshot saved to {path} ({size} bytes)", path=self.saves_path, size=size)
-            )
+        self._saved_at = time.monotonic()  # after a failure too: tried again after the interval
+        if failed is not None:
+            self._to_reactor(lambda: log.warn("{problem}", problem=failed))
+        if self.saves.problem is None:
+            self._unsaved = False
+            if first:
+                self._to_reactor(lambda: log.info("registry snapshot saved to {path}", path=self.saves_path))
 
     @property
     def saves_path(self) -> str:

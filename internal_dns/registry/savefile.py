@@ -25,12 +25,13 @@ import marshal
 import os
 import struct
 import sys
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from internal_dns.registry.catalog import Catalog, RawEntity, Shared, SourceOf, restore_members
+from internal_dns.registry.catalog import Catalog, Shared, SourceOf, restore_members, saved_entries
 from internal_dns.registry.model import Network, NetworkIndex, Snapshot
 from internal_dns.registry.settings import RegistryConfig
 
@@ -58,8 +59,7 @@ class Saved:
 
     def snapshot(self) -> Snapshot:
         scratch = Catalog()  # regions and networks settle as they did when saved
-        scratch.structure = {e.key: e for e in self._entries() if e.kind in ("regions", "networks")}
-        scratch._settle(set(), {})
+        scratch.settle_structure(saved_entries(self.head))
         counts = {name: (machines, peers, apps) for name, machines, peers, apps in self.head["networks"]}
         if counts.keys() != scratch.networks.keys() or counts.keys() != self.chunks.keys():
             raise Refused("its networks do not fit together")
@@ -77,9 +77,6 @@ class Saved:
             return Catalog.restore(self.head, (marshal.loads(chunk) for chunk in self.chunks.values()), source_of)
         except (ValueError, KeyError, TypeError, EOFError, AttributeError) as exc:
             raise Refused(f"its content does not fit together ({type(exc).__name__}: {exc})") from None
-
-    def _entries(self) -> list[RawEntity]:
-        return [RawEntity(key, source, kind, data) for key, source, kind, data in self.head["entries"]]
 
 
 class LazyIndexes(Mapping[str, NetworkIndex]):
@@ -133,6 +130,19 @@ class SnapshotFile:
     def __init__(self, path: Path, registry: str):
         self.path = path
         self.registry = registry  # what the backend reads: "sqlite /srv/registry.db", ...
+        self.problem: str | None = None  # why the last save failed, if it did
+
+    def try_save(self, catalog: Catalog, position: Any) -> str | None:
+        """Save now; the line to log when it fails for a reason not logged since the last success
+        (a full disk is said once, not at every save)."""
+        try:
+            self.save(catalog, position, time.time())
+        except (OSError, ValueError) as exc:
+            problem = f"registry snapshot file {self.path} not written: {type(exc).__name__}: {exc}"
+            new, self.problem = problem != self.problem, problem
+            return problem if new else None
+        self.problem = None
+        return None
 
     def save(self, catalog: Catalog, position: Any, saved_at: float) -> int:
         """Write the catalog atomically; the size written. Raises OSError, or ValueError for a

@@ -30,7 +30,6 @@ class EtcdBackend(LiveBackend):
         self._cluster: Cluster | None = None
         self._watch: Watch | None = None
         self._at: int | None = None  # the revision the open watch has delivered up to
-        self._complete = False  # every entity of the last load has been read
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -38,10 +37,6 @@ class EtcdBackend(LiveBackend):
 
     def registry(self) -> str:
         return f"etcd {','.join(sorted(self.settings.endpoints))} under {self.prefix}"
-
-    def resume(self, saved: Any) -> Any:
-        self._complete = True  # the restored catalog holds everything as of that revision
-        return saved
 
     @property
     def cluster(self) -> Cluster:
@@ -54,14 +49,13 @@ class EtcdBackend(LiveBackend):
         page is read now, the rest while the entities are taken (on this thread, as the catalog
         loads them)."""
         self._close_watch()
-        self._complete = False
         try:
             # Not compacted (codec.Compact): the catalog keeps what it parses, not the mappings
             # as read, so sharing their texts would cost a third of the decoding for nothing.
             entities, revision = read_kinds(self.cluster, self.prefix)
         except Compacted as exc:
             raise Resync(str(exc)) from None
-        return self._loading(entities), revision
+        return self.taken_whole(self._loading(entities)), revision
 
     def _key(self, key: str) -> str:
         """The catalog's key of the entity under this etcd key."""
@@ -79,11 +73,9 @@ class EtcdBackend(LiveBackend):
                 yield e
         except Compacted as exc:  # compacted between two pages: start again at a newer revision
             raise Resync(str(exc)) from None
-        self._complete = True
 
     def changes(self, position: int, timeout: float) -> tuple[list[RawEntity], list[Hashable], int]:
-        if not self._complete:  # the last load's entities were not all read: the catalog lacks some
-            raise Resync(f"{self.describe()}: the last load was cut short")
+        self.require_whole_load(self.describe())
         watch = self._watch
         if watch is None or self._at != position:
             self._close_watch()

@@ -13,7 +13,6 @@ catalog after every scan it publishes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,6 @@ class FilesBackend:
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
         self.saves: SnapshotFile | None = None
-        self._save_problem: str | None = None
 
     def describe(self) -> str:
         return f"files under {self.root}"
@@ -111,15 +109,9 @@ class FilesBackend:
         """In the scan's thread, after a scan that is published."""
         if self.saves is None:
             return
-        try:
-            self.saves.save(self._folder.catalog, None, time.time())
-        except (OSError, ValueError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            if problem != self._save_problem:
-                log.warn("registry snapshot file {path} not written: {problem}", path=self.saves.path, problem=problem)
-            self._save_problem = problem
-        else:
-            self._save_problem = None
+        failed = self.saves.try_save(self._folder.catalog, None)
+        if failed is not None:
+            log.warn("{problem}", problem=failed)
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:

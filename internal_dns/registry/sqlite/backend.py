@@ -31,7 +31,6 @@ class SqliteBackend(LiveBackend):
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file the position is of
         self._data_version: int | None = None
-        self._complete = False  # every entity of the last load has been read
         self._interrupted = threading.Event()
 
     def describe(self) -> str:
@@ -49,7 +48,6 @@ class SqliteBackend(LiveBackend):
         if tuple(identity) != self._stat():
             return None
         self._file = (identity[0], identity[1])
-        self._complete = True  # the restored catalog holds everything as of that position
         return seq
 
     # --- on the backend's thread --------------------------------------------------------------
@@ -61,7 +59,6 @@ class SqliteBackend(LiveBackend):
         self.close()
         conn, self._file = self._open()
         self._conn = conn
-        self._complete = False
         try:
             self._data_version = self._version(conn)  # before reading: a commit after it is seen
             rows = self._read_all(conn)
@@ -70,11 +67,11 @@ class SqliteBackend(LiveBackend):
             self.close()
             raise Unavailable(f"{self.path}: {exc}") from exc
         assert isinstance(position, int)
-        return cast(Iterator[RawEntity], rows), position
+        return self.taken_whole(cast(Iterator[RawEntity], rows)), position
 
     def _read_all(self, conn: sqlite3.Connection) -> Iterator[int | RawEntity]:
         """The position (the change log's last sequence number), then every entity, in one read
-        transaction; `_complete` once the last row has been read."""
+        transaction."""
         conn.execute("BEGIN")
         try:
             yield last_seq(conn)
@@ -84,7 +81,6 @@ class SqliteBackend(LiveBackend):
                 if self._conn is conn:
                     self.close()
                 raise Unavailable(f"{self.path}: {exc}") from exc
-            self._complete = True
         finally:
             try:
                 if conn.in_transaction:
@@ -93,8 +89,7 @@ class SqliteBackend(LiveBackend):
                 pass  # closed meanwhile (an error, a new load): the transaction ended with it
 
     def changes(self, position: int, timeout: float) -> tuple[list[RawEntity], list[Hashable], int]:
-        if not self._complete:  # the last load's entities were not all read: the catalog lacks some
-            raise Resync(f"{self.path}: the last load was cut short")
+        self.require_whole_load(self.path)
         deadline = time.monotonic() + timeout
         try:
             while not self._interrupted.is_set():
