@@ -32,6 +32,7 @@ from typing import Any
 
 from internal_dns.registry.kinds import EXPORT_ORDER, KINDS, SECTIONS, Kind
 from internal_dns.registry.model import (
+    NO_CHECKS,
     App,
     AppIndex,
     Dependent,
@@ -43,6 +44,7 @@ from internal_dns.registry.model import (
     Peer,
     Region,
     RegistryError,
+    Service,
     Snapshot,
     describe,
     overlapping,
@@ -156,10 +158,14 @@ def as_read(kind: str, entity: Member, source: str) -> RawEntity:
             data["network"] = entity.network
         if entity.packed4 is not None:
             data["ip4"] = str(entity.ip4)
+        if entity.checks:
+            data["checks"] = dict(entity.checks)
     elif isinstance(entity, App):
         data = {"name": entity.name, "network": entity.network}
         if entity.flycast:
             data["flycast"] = [{"ip": str(fc.ip), "network": fc.network} for fc in entity.flycast]
+        if entity.services:
+            data["services"] = [{"name": s.name, "port": s.port, "protocol": s.protocol} for s in entity.services]
     else:
         data = {"name": entity.name, "network": entity.network, "ip6": str(entity.ip6)}
         if entity.region is not None:
@@ -650,7 +656,14 @@ class Catalog:
             index = self.index[name]
             held = {id(x) for x in index.addressed}
             apps = [
-                (a.name, tuple((fc.ip.packed, fc.network) for fc in a.flycast), a.source, a.key) for a in members.apps.values()
+                (
+                    a.name,
+                    tuple((fc.ip.packed, fc.network) for fc in a.flycast),
+                    a.source,
+                    a.key,
+                    tuple((s.name, s.port, s.protocol) for s in a.services),
+                )
+                for a in members.apps.values()
             ]
             machines = [
                 (
@@ -666,6 +679,7 @@ class Catalog:
                     m.source,
                     m.key,
                     m.qualified,
+                    m.checks or None,  # a dict, or None for none (marshal writes no mappingproxy)
                     id(m) in held,
                 )
                 for m in members.machines.values()
@@ -880,21 +894,35 @@ def restore_members(net: Network, chunk: Any, shared: Shared) -> RestoredNetwork
     name, app_rows, machine_rows, peer_rows, flycast, problems = chunk
     text = shared.text
     apps = [
-        App(text(app_name), name, tuple(Flycast(IPv6Address(ip), target) for ip, target in fcs), source, key)
-        for app_name, fcs, source, key in app_rows
+        App(
+            text(app_name),
+            name,
+            tuple(Flycast(IPv6Address(ip), target) for ip, target in fcs),
+            source,
+            key,
+            tuple(Service(text(s), port, text(protocol)) for s, port, protocol in services),
+        )
+        for app_name, fcs, source, key, services in app_rows
     ]
     members = _Members(apps={a.name.lower(): a for a in apps})
     metadata_seen: dict[int, Any] = {}  # marshal gives one object for what was one when saved
+    checks_seen: dict[int, Any] = {}
     machines: list[Machine] = []
     indexed: list[Machine] = []
-    for mid, app_name, region, ip6, state, group, ip4, metadata, dns, source, key, qualified, in_index in machine_rows:
+    for mid, app_name, region, ip6, state, group, ip4, metadata, dns, source, key, qualified, checks, in_index in machine_rows:
         meta = metadata_seen.get(id(metadata))
         if meta is None:
             meta = shared.metadata.setdefault(tuple(sorted(metadata.items())), metadata)
             metadata_seen[id(metadata)] = meta
+        held_checks: Mapping[str, str] = NO_CHECKS
+        if checks:
+            held_checks = checks_seen.get(id(checks)) or checks_seen.setdefault(
+                id(checks), shared.metadata.setdefault(("checks", *sorted(checks.items())), checks)
+            )
         m = Machine(mid, text(app_name), name, text(region), ip6, text(state), text(group), ip4, meta, dns, source)
         m.key = mid if key == mid else key
         m.qualified = qualified
+        m.checks = held_checks
         machines.append(m)
         if in_index:
             indexed.append(m)

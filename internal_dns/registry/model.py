@@ -24,6 +24,9 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no 
 _MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
 
 DEFAULT_PROCESS_GROUP = "app"
+CHECK_STATUSES = ("passing", "warning", "critical")  # SPEC §1: a machine's checks
+CRITICAL = "critical"
+PROTOCOLS = ("tcp", "udp")  # SPEC §1: an app's services
 _GROUPS_SEEN: dict[str, str] = {}  # process group as given -> as kept: known to be a label
 _SEEN = "metadata objects seen"  # a key of the catalog's `shared` that no tuple of items can be
 STARTED = "started"
@@ -60,15 +63,26 @@ class Flycast:
 
 
 @dataclass(frozen=True, slots=True)
+class Service:
+    """A port an app serves (SPEC §1), answered as SRV at `_<name>._<protocol>.<app>`."""
+
+    name: str  # a DNS label, lower case, without the leading "_"
+    port: int
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     name: str
     network: str
     flycast: tuple[Flycast, ...] = ()
     source: str = ""
     key: Hashable = None  # the catalog's key of the entity it was read from
+    services: tuple[Service, ...] = ()
 
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
+NO_CHECKS: Mapping[str, str] = _NO_METADATA
 
 
 class Machine:
@@ -91,6 +105,7 @@ class Machine:
         "source",
         "key",
         "qualified",
+        "checks",
     )
     id: str
     app: str
@@ -105,6 +120,7 @@ class Machine:
     source: str
     key: Hashable  # the catalog's key of the entity it was read from
     qualified: bool  # it named its network (else its app's network was looked up)
+    checks: Mapping[str, str]  # check name -> passing, warning or critical; shared like metadata
 
     def __init__(
         self,
@@ -121,6 +137,7 @@ class Machine:
         source: str = "",
         key: Hashable = None,
         qualified: bool = True,
+        checks: Mapping[str, str] = NO_CHECKS,
     ):
         self.id = id
         self.app = app
@@ -135,6 +152,7 @@ class Machine:
         self.source = source
         self.key = key
         self.qualified = qualified
+        self.checks = checks
 
     @property
     def ip6(self) -> IPv6Address:
@@ -147,6 +165,12 @@ class Machine:
     @property
     def started(self) -> bool:
         return self.state == STARTED
+
+    @property
+    def healthy(self) -> bool:
+        """No check is critical (SPEC §3: warning counts as passing; no checks is healthy)."""
+        checks = self.checks
+        return not checks or CRITICAL not in checks.values()
 
     def fields(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -551,7 +575,52 @@ def parse_app(source: str, item: Mapping[str, Any], refs: References, key: Hasha
         if ip not in refs.networks[target].prefix6:
             raise ValueError(f"flycast {ip} is outside network {target}'s prefix {refs.networks[target].prefix6}")
         flycast.append(Flycast(ip, sys.intern(target)))
-    return App(sys.intern(name), sys.intern(network), tuple(flycast), source, key)
+    return App(sys.intern(name), sys.intern(network), tuple(flycast), source, key, _services(item.get("services")))
+
+
+def _services(entries: Any) -> tuple[Service, ...]:
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ValueError("services must be a list of {name, port, protocol} mappings")
+    services: list[Service] = []
+    seen: set[tuple[str, str]] = set()
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"services entries must be mappings with 'name' and 'port', got {entry!r}")
+        name = _text(entry, "name")
+        if not is_label(name) or len(name) > 62:  # "_" + name is a label too
+            hint = " (give it without the leading '_')" if name.startswith("_") else ""
+            raise ValueError(f"service name '{name}' is not a DNS label{hint}")
+        port = entry.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"service {name}: port must be a number from 1 to 65535, not {port!r}")
+        protocol = entry.get("protocol", "tcp")
+        if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+            raise ValueError(f"service {name}: protocol must be tcp or udp, not {protocol!r}")
+        service = Service(sys.intern(name.lower()), port, sys.intern(protocol.lower()))
+        if (service.name, service.protocol) in seen:
+            raise ValueError(f"service {name}/{service.protocol} is listed twice")
+        seen.add((service.name, service.protocol))
+        services.append(service)
+    return tuple(services)
+
+
+def _checks(raw: Any, shared: dict[Any, Any]) -> Mapping[str, str]:
+    """A machine's checks, one mapping shared by every machine with equal ones (most are all passing)."""
+    if not raw:
+        if raw is None or isinstance(raw, Mapping):
+            return NO_CHECKS
+    if not isinstance(raw, Mapping):
+        raise ValueError("checks must be a mapping of check name to passing, warning or critical")
+    checks: dict[str, str] = {}
+    for name, status in raw.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"check names must be non-empty strings, not {name!r}")
+        if not isinstance(status, str) or status.lower() not in CHECK_STATUSES:
+            raise ValueError(f"check '{name}' is {status!r}: must be passing, warning or critical")
+        checks[name] = sys.intern(status.lower())
+    return shared.setdefault(("checks", *sorted(checks.items())), checks)
 
 
 def machine_network(item: Mapping[str, Any], refs: References) -> str:
@@ -616,6 +685,7 @@ def parse_machine(
         if len(seen) >= 1024:  # a reader that gives each its own (YAML): keep few
             seen.clear()
         seen[id(metadata_raw)] = (metadata_raw, metadata)
+    checks = _checks(item.get("checks"), shared)
     app = refs.app(network, str(item["app"]).lower())
     mid = sys.intern(mid)
     if key == mid:
@@ -634,6 +704,7 @@ def parse_machine(
         source,
         key,
         item.get("network") is not None,
+        checks,
     )
 
 

@@ -36,7 +36,7 @@ from internal_dns.registry.model import Network, NetworkIndex, Snapshot
 from internal_dns.registry.settings import RegistryConfig
 
 MAGIC = b"internal-dns registry snapshot\n\0"
-FORMAT = 1
+FORMAT = 2  # 2: machines' checks and apps' services
 _U32 = struct.Struct(">I")
 SAVE_EVERY = 60.0  # seconds between two saves of a changing registry (and one at each stop)
 _PYTHON = f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]} marshal {marshal.version}"

@@ -99,7 +99,7 @@ def corrupt(path: Path, at: int) -> None:
         (lambda p: p.write_bytes(p.read_bytes()[:20]), "not a snapshot file"),
         (lambda p: p.write_bytes(b""), "not a snapshot file"),
         (lambda p: p.write_bytes(b"networks: []\n" * 10), "not a snapshot file"),
-        (lambda p: p.write_bytes(MAGIC + (FORMAT + 1).to_bytes(4, "big") + p.read_bytes()[len(MAGIC) + 4 :]), "format 2"),
+        (lambda p: p.write_bytes(MAGIC + (FORMAT + 1).to_bytes(4, "big") + p.read_bytes()[len(MAGIC) + 4 :]), f"format {FORMAT + 1}"),
         (lambda p: p.write_bytes(p.read_bytes().replace(b"marshal", b"marshaL", 1)), "written by"),
         (lambda p: p.unlink(), "no saved snapshot yet"),
     ],
