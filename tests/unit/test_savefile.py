@@ -16,7 +16,7 @@ import pytest
 from internal_dns.registry import savefile
 from internal_dns.registry.catalog import Catalog, entities_of
 from internal_dns.registry.files.folder import load_documents
-from internal_dns.registry.model import Snapshot
+from internal_dns.registry.model import NO_CHECKS, Service, Snapshot
 from internal_dns.registry.savefile import FORMAT, MAGIC, Refused, SnapshotFile
 from internal_dns.registry.settings import RegistryConfig
 
@@ -99,7 +99,10 @@ def corrupt(path: Path, at: int) -> None:
         (lambda p: p.write_bytes(p.read_bytes()[:20]), "not a snapshot file"),
         (lambda p: p.write_bytes(b""), "not a snapshot file"),
         (lambda p: p.write_bytes(b"networks: []\n" * 10), "not a snapshot file"),
-        (lambda p: p.write_bytes(MAGIC + (FORMAT + 1).to_bytes(4, "big") + p.read_bytes()[len(MAGIC) + 4 :]), f"format {FORMAT + 1}"),
+        (
+            lambda p: p.write_bytes(MAGIC + (FORMAT + 1).to_bytes(4, "big") + p.read_bytes()[len(MAGIC) + 4 :]),
+            f"format {FORMAT + 1}",
+        ),
         (lambda p: p.write_bytes(p.read_bytes().replace(b"marshal", b"marshaL", 1)), "written by"),
         (lambda p: p.unlink(), "no saved snapshot yet"),
     ],
@@ -195,3 +198,31 @@ def test_the_default_place_is_the_state_directory_one_file_per_registry(tmp_path
     named = RegistryConfig(snapshot_file=tmp_path / "mine.snapshot")
     assert savefile.configured(named, REGISTRY, {}).path == tmp_path / "mine.snapshot"  # type: ignore[union-attr]
     assert savefile.configured(RegistryConfig(keep_snapshot=False), REGISTRY, {"STATE_DIRECTORY": str(tmp_path)}) is None
+
+
+def test_checks_and_services_are_kept(tmp_path: Path) -> None:
+    documents = load_documents(ZONES)
+    personal = next(doc for doc in documents if doc.source.endswith("personal.yaml"))
+    machines = personal.data["machines"]
+    machines[0]["checks"] = {"http": "critical"}
+    machines[1]["checks"] = {"http": "passing", "disk": "warning"}
+    machines[2]["checks"] = {"disk": "warning", "http": "passing"}  # equal to the one before: shared
+    machines[3].pop("checks", None)
+    apps = personal.data["apps"]
+    apps[0]["services"] = [{"name": "http", "port": 8080}, {"name": "dns", "port": 53, "protocol": "udp"}]
+    apps[1].pop("services", None)
+    catalog = Catalog()
+    catalog.load(e for doc in documents for e in entities_of(doc))
+    file = SnapshotFile(tmp_path / "registry.snapshot", REGISTRY)
+    file.save(catalog, 7, time.time())
+    for snapshot in (file.open().snapshot(), file.open().catalog().snapshot()):  # the lazy one, and whole
+        same(snapshot, catalog.snapshot())
+        network = snapshot.networks["personal"]
+        by_id = {m.id: m for m in network.machines}
+        ids = [str(m["id"]) for m in machines[:4]]
+        assert dict(by_id[ids[0]].checks) == {"http": "critical"} and not by_id[ids[0]].healthy
+        assert dict(by_id[ids[1]].checks) == {"http": "passing", "disk": "warning"} and by_id[ids[1]].healthy
+        assert by_id[ids[1]].checks is by_id[ids[2]].checks  # still one mapping
+        assert by_id[ids[3]].checks is NO_CHECKS
+        assert network.apps[apps[0]["name"]].app.services == (Service("http", 8080, "tcp"), Service("dns", 53, "udp"))
+        assert network.apps[apps[1]["name"]].app.services == ()
