@@ -60,6 +60,10 @@ def _registry_parser(commands: Any) -> None:
     put = actions.add_parser("put", help="add an entity, or replace the one with its identity")
     put.add_argument("kind", help="region, network, app, machine or peer")
     put.add_argument("value", help="its fields as a YAML or JSON mapping, or - to read them from standard input")
+    set_check = actions.add_parser("set-check", help="set one health check of a machine, the rest of it as it is")
+    set_check.add_argument("machine", help="the machine's id")
+    set_check.add_argument("check", help="the check's name")
+    set_check.add_argument("status", help="passing, warning or critical; none removes the check")
     delete = actions.add_parser("delete", help="remove an entity")
     delete.add_argument("kind", help="region, network, app, machine or peer")
     delete.add_argument("name", help="its name (an id for a machine, a code for a region)")
@@ -103,6 +107,9 @@ def run_registry(args: argparse.Namespace) -> int:
                 print(f"registry put: the value must be a mapping of fields, not {type(data).__name__}", file=sys.stderr)
                 return 2
             change = edit.Change([(kind, data)], [])
+        elif args.action == "set-check":
+            status = None if args.status == "none" else args.status
+            change = edit.check_change(store.read(), args.machine, args.check, status, store.describe())
         elif args.action == "delete":
             kind = edit.kind_of(args.kind)
             change = edit.Change([], [(kind, edit.named(kind, args.name, args.network))])

@@ -27,6 +27,7 @@ from internal_dns.registry.etcd import EtcdStore, settings
 from internal_dns.registry.etcd.client import read_prefix
 from internal_dns.registry.etcd.codec import Compact, entity, key_of
 from internal_dns.registry.etcd.store import MAX_TXN_OPS
+from internal_dns.registry.model import NO_CHECKS, Machine, Service
 from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, on_reactor
 from tests.dnsclient import Reply
 from tests.etcd_server import EtcdServer, free_port, shared_etcd
@@ -162,7 +163,7 @@ def test_the_registry_loads_from_etcd_and_answers_as_from_files(
     assert (
         on_etcd.snapshot.counts()
         == on_files.snapshot.counts()
-        == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+        == {"networks": 4, "apps": 9, "machines": 18, "peers": 4, "regions": 35}
     )
     for name, rdtype, source in QUERIES:
         assert seen(on_etcd.ask(name, rdtype, source=source)) == seen(on_files.ask(name, rdtype, source=source)), (
@@ -206,7 +207,7 @@ def test_a_bad_value_is_left_out_and_the_rest_applies(start_etcd_server: StartSe
     fill(etcd, prefix)
     put(etcd, f"{prefix}machines/0a", "{not json")  # there before the server starts
     server = start_etcd_server(etcd, prefix)
-    assert server.snapshot is not None and server.snapshot.machine_count == 17
+    assert server.snapshot is not None and server.snapshot.machine_count == 18
     not_json = server.service.store.left_out
     assert len(not_json) == 1 and not_json[0].startswith(f"{prefix}machines/0a: machine: the value is not JSON (")
 
@@ -387,7 +388,7 @@ def test_a_backend_behind_a_compaction_loads_everything_again(
     assert any("loading everything again" in line and f"etcd keeps revisions from {compacted}" in line for line in log_lines), (
         log_lines
     )
-    assert server.snapshot is not None and server.snapshot.machine_count == 17
+    assert server.snapshot is not None and server.snapshot.machine_count == 18
 
     # ...and follows changes from there on.
     put(etcd, key_of(prefix, "machines", SECOND_MACHINE), SECOND_MACHINE)
@@ -403,7 +404,7 @@ def test_endpoints_are_tried_in_turn(start_etcd_server: StartServer, prefix: str
     raw["registry"] = {**etcd.registry(prefix), "endpoints": [f"http://127.0.0.1:{free_port()}", etcd.url]}
     server = RunningServer(reactor, parse_config(raw, "test-config.yaml"), task.Clock())
     try:
-        assert server.snapshot is not None and server.snapshot.machine_count == 17
+        assert server.snapshot is not None and server.snapshot.machine_count == 18
         put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
         eventually(
             lambda: addresses(server, "abcdef01234567.vm.my-app.internal") == [NEW_MACHINE["ip6"]],
@@ -468,6 +469,66 @@ def test_values_read_share_what_they_repeat() -> None:
     assert [k for k in a.data] == [k for k in b.data] and all(x is y for x, y in zip(a.data, b.data, strict=True))
 
 
+def test_checks_and_services_read_are_shared_as_metadata_is() -> None:
+    compact = Compact()
+
+    def read(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        data = entity("/p/", f"/p/{key}".encode(), json.dumps(value).encode(), compact).data
+        assert isinstance(data, dict) and data == value  # equal to what json.loads gives
+        return data
+
+    a = read("machines/0a", {"id": "0a", "checks": {"http": "passing", "disk": "warning"}})
+    b = read("machines/0b", {"id": "0b", "checks": {"http": "passing", "disk": "warning"}})
+    assert a["checks"] is b["checks"]
+    web = read(
+        "apps/n/web", {"name": "web", "network": "n", "services": [{"name": "http", "port": 8080}, {"name": "x", "port": 1}]}
+    )
+    api = read("apps/n/api", {"name": "api", "network": "n", "services": [{"name": "http", "port": 8080}]})
+    assert web["services"][0] is api["services"][0]  # entry by entry
+    # equal in Python, not to the parsers: a port of true is refused, metadata true reads as "true"
+    flag = read("apps/n/flag", {"name": "flag", "network": "n", "services": [{"name": "x", "port": True}]})
+    assert flag["services"][0]["port"] is True
+    one = read("machines/0c", {"id": "0c", "metadata": {"debug": 1}})
+    true = read("machines/0d", {"id": "0d", "metadata": {"debug": True}})
+    assert one["metadata"]["debug"] == 1 and true["metadata"]["debug"] is True
+
+
+def test_checks_and_services_reach_the_catalog_and_follow_the_watch(start_etcd_server: StartServer, prefix: str) -> None:
+    etcd = shared_etcd()
+    store = fill(etcd, prefix)
+    search = {
+        "name": "search",
+        "network": "personal",
+        "services": [{"name": "http", "port": 8080}, {"name": "DNS", "port": 53, "protocol": "udp"}],
+    }
+    checked = {**NEW_MACHINE, "app": "search", "checks": {"http": "passing", "disk": "warning"}}
+    second = {**SECOND_MACHINE, "app": "search", "checks": {"disk": "warning", "http": "passing"}}
+    edit.apply(store, edit.Change([("apps", search), ("machines", checked), ("machines", second)], []))
+    server = start_etcd_server(etcd, prefix)
+
+    def machine(mid: str) -> Machine:
+        assert server.snapshot is not None
+        return server.snapshot.networks["personal"].apps["search"].by_id[mid]
+
+    assert server.snapshot is not None
+    app = server.snapshot.networks["personal"].apps["search"].app
+    assert app.services == (Service("http", 8080, "tcp"), Service("dns", 53, "udp"))
+    assert dict(machine(checked["id"]).checks) == {"http": "passing", "disk": "warning"} and machine(checked["id"]).healthy
+    assert machine(checked["id"]).checks is machine(second["id"]).checks  # one mapping for equal checks
+    # a check flipped by another writer, through the watch
+    put(etcd, key_of(prefix, "machines", checked), {**checked, "checks": {"http": "critical"}})
+    eventually(lambda: not machine(checked["id"]).healthy, "the check flipped")
+    assert dict(machine(checked["id"]).checks) == {"http": "critical"}
+    put(etcd, key_of(prefix, "machines", checked), {k: v for k, v in checked.items() if k != "checks"})
+    eventually(lambda: machine(checked["id"]).checks is NO_CHECKS, "the checks removed")
+    # a bad value is left out, naming the machine
+    put(etcd, key_of(prefix, "machines", second), {**second, "checks": {"http": "down"}})
+    line = (
+        f"{prefix}machines/{second['id']}: machine {second['id']}: check 'http' is 'down': must be passing, warning or critical"
+    )
+    eventually(lambda: server.service.store.left_out == [line], "the bad checks left out")
+
+
 # --- the registry command's store, and the config -------------------------------------------------------
 
 
@@ -481,11 +542,11 @@ def test_a_write_of_more_than_128_keys_is_several_transactions(prefix: str) -> N
     before = etcd.revision()
     store.write([("machines", m, None) for m in machines], [])
     assert etcd.revision() - before == -(-300 // MAX_TXN_OPS)  # one revision per transaction: 3
-    assert sum(e.kind == "machines" for e in store.read()) == 17 + 300
+    assert sum(e.kind == "machines" for e in store.read()) == 18 + 300
     # The same through the registry command: checked, then written.
     deletes = [("machines", (m["id"],)) for m in machines]
     assert len(edit.apply(store, edit.Change([], deletes))) == 300
-    assert sum(e.kind == "machines" for e in store.read()) == 17
+    assert sum(e.kind == "machines" for e in store.read()) == 18
     store.close()
 
 
@@ -516,7 +577,7 @@ def test_check_reads_the_prefix_and_fails_on_an_empty_one(tmp_path: Path) -> Non
         == 0
     )
     done = subprocess.run([internal_dns, "check", "-c", str(config)], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0 and "registry etcd: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions" in done.stdout, (
+    assert done.returncode == 0 and "registry etcd: 4 networks, 9 apps, 18 machines, 4 peers, 35 regions" in done.stdout, (
         done.stderr
     )
 

@@ -93,7 +93,7 @@ def test_the_backend_hands_the_load_over_as_it_is_read(prefix: str) -> None:
     with pytest.raises(Resync, match="cut short"):  # not all taken yet: the catalog would lack some
         backend.changes(revision, 0.1)
     loaded = list(entities)
-    assert {e.kind for e in loaded} == {*SECTIONS, INVALID} and sum(e.kind == "machines" for e in loaded) == 17
+    assert {e.kind for e in loaded} == {*SECTIONS, INVALID} and sum(e.kind == "machines" for e in loaded) == 18
     put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
     upserts: list[Any] = []
     for _ in range(50):  # followed from the revision of the load
@@ -115,7 +115,7 @@ def test_a_load_behind_a_compaction_is_read_again(etcd: EtcdServer, prefix: str)
     with pytest.raises(Resync, match="cut short"):
         backend.changes(revision, 0.1)
     entities, revision = backend.load_all()  # once more, at a newer revision
-    assert sum(e.kind == "machines" for e in entities) == 18
+    assert sum(e.kind == "machines" for e in entities) == 19
     backend.close()
 
 

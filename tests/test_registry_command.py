@@ -92,7 +92,7 @@ def example(empty: Path) -> Path:
 
 def test_import_then_list_and_check(example: Path) -> None:
     machines = listed(example, "machine")
-    assert len(machines) == 17 and machines["machine 148e21dad76789"]["app"] == "my-app"
+    assert len(machines) == 18 and machines["machine 148e21dad76789"]["app"] == "my-app"
     assert set(listed(example, "networks")) == {
         "network personal",
         "network other-org",
@@ -102,7 +102,7 @@ def test_import_then_list_and_check(example: Path) -> None:
     assert "app web/shop-staging" in listed(example, "app")
     check = subprocess.run([INTERNAL_DNS, "check", "-c", str(example)], capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
-    assert "4 networks, 9 apps, 17 machines, 4 peers, 35 regions" in check.stdout
+    assert "4 networks, 9 apps, 18 machines, 4 peers, 35 regions" in check.stdout
 
 
 def test_put_adds_then_replaces(example: Path) -> None:
@@ -113,7 +113,7 @@ def test_put_adds_then_replaces(example: Path) -> None:
     stopped = registry(example, "put", "machine", "-", stdin=yaml.safe_dump({**NEW_MACHINE, "state": "stopped"}))
     assert stopped.returncode == 0 and stopped.stdout.strip() == "replaced machine abcdef01234567", stopped.stderr
     machines = listed(example, "machine")
-    assert machines["machine abcdef01234567"]["state"] == "stopped" and len(machines) == 18
+    assert machines["machine abcdef01234567"]["state"] == "stopped" and len(machines) == 19
 
 
 @pytest.mark.parametrize(
@@ -167,9 +167,9 @@ def test_export_round_trips(example: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     data = yaml.safe_load(exported.read_text())
     assert list(data) == ["networks", "apps", "machines", "peers", "regions"]
-    assert len(data["machines"]) == 17 and len(data["regions"]) == 35
+    assert len(data["machines"]) == 18 and len(data["regions"]) == 35
     again = registry(example, "import", str(exported))
-    assert again.returncode == 0 and again.stdout.count("replaced ") == 17 + 9 + 4 + 4 + 35
+    assert again.returncode == 0 and again.stdout.count("replaced ") == 18 + 9 + 4 + 4 + 35
 
 
 def test_import_replace_deletes_what_the_import_lacks(example: Path, tmp_path: Path) -> None:
@@ -190,3 +190,106 @@ def test_an_import_with_problems_writes_nothing(empty: Path, tmp_path: Path) -> 
     done = registry(empty, "import", str(bad))
     assert done.returncode == 1 and "unknown region 'sea'" in done.stderr
     assert listed(empty) == {}
+
+
+# --- checks and services (SPEC §1) --------------------------------------------------------------------
+
+SEARCH = {
+    "name": "search",
+    "network": "personal",
+    "services": [{"name": "http", "port": 8080}, {"name": "dns", "port": 53, "protocol": "udp"}],
+}
+CHECKED = {**NEW_MACHINE, "app": "search", "checks": {"http": "passing", "disk": "warning"}}
+
+
+def put(config: Path, kind: str, value: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return registry(config, "put", kind, json.dumps(value))
+
+
+def test_checks_and_services_travel_through_put_list_export_and_import(example: Path, tmp_path: Path) -> None:
+    assert put(example, "app", SEARCH).stdout == "added app search/personal\n"
+    assert put(example, "machine", CHECKED).stdout == "added machine abcdef01234567\n"
+    before = listed(example)
+    assert before["app search/personal"]["services"] == SEARCH["services"]
+    assert before["machine abcdef01234567"]["checks"] == CHECKED["checks"]
+    exported = tmp_path / "exported.yaml"
+    assert registry(example, "export", "-o", str(exported)).returncode == 0
+    text = exported.read_text()
+    assert "&id" not in text and "*id" not in text  # no YAML aliases, even where the store's read shares values
+    data = yaml.safe_load(text)
+    assert next(a for a in data["apps"] if a["name"] == "search")["services"] == SEARCH["services"]
+    assert next(m for m in data["machines"] if m["id"] == "abcdef01234567")["checks"] == CHECKED["checks"]
+    again = registry(example, "import", "--replace", str(exported))
+    assert again.returncode == 0 and "deleted" not in again.stdout, again.stderr
+    assert listed(example) == before
+    check = subprocess.run([INTERNAL_DNS, "check", "-c", str(example)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+
+
+def test_set_check_changes_one_check_and_keeps_the_rest(example: Path) -> None:
+    put(example, "app", SEARCH)
+    put(example, "machine", CHECKED)
+    done = registry(example, "set-check", "abcdef01234567", "http", "critical")
+    assert done.returncode == 0 and done.stdout == "replaced machine abcdef01234567\n", done.stderr
+    assert listed(example, "machine")["machine abcdef01234567"] == {**CHECKED, "checks": {"http": "critical", "disk": "warning"}}
+    assert registry(example, "set-check", "abcdef01234567", "disk", "none").returncode == 0
+    assert registry(example, "set-check", "abcdef01234567", "ready", "passing").returncode == 0
+    assert listed(example, "machine")["machine abcdef01234567"]["checks"] == {"http": "critical", "ready": "passing"}
+    registry(example, "set-check", "abcdef01234567", "http", "none")
+    registry(example, "set-check", "abcdef01234567", "ready", "none")
+    assert "checks" not in listed(example, "machine")["machine abcdef01234567"]  # none left: no empty mapping
+    before = listed(example)
+    refused = registry(example, "set-check", "abcdef01234567", "http", "down")
+    assert refused.returncode == 1
+    assert refused.stderr == f"refused:\n  internal-dns registry: {BAD[0][2]}\n"
+    missing = registry(example, "set-check", "ffffffffffffff", "http", "passing")
+    assert missing.returncode == 1 and missing.stderr.startswith("refused:\n  no machine ffffffffffffff in ")
+    assert listed(example) == before
+
+
+BAD = [
+    (
+        "machine",
+        {**CHECKED, "checks": {"http": "down"}},
+        "machine abcdef01234567: check 'http' is 'down': must be passing, warning or critical",
+    ),
+    (
+        "machine",
+        {**CHECKED, "checks": "passing"},
+        "machine abcdef01234567: checks must be a mapping of check name to passing, warning or critical",
+    ),
+    (
+        "app",
+        {**SEARCH, "services": [{"name": "_http", "port": 80}]},
+        "app search: service name '_http' is not a DNS label (give it without the leading '_')",
+    ),
+    (
+        "app",
+        {**SEARCH, "services": [{"name": "http", "port": 0}]},
+        "app search: service http: port must be a number from 1 to 65535, not 0",
+    ),
+    (
+        "app",
+        {**SEARCH, "services": [{"name": "http", "port": 80, "protocol": "sctp"}]},
+        "app search: service http: protocol must be tcp or udp, not 'sctp'",
+    ),
+    (
+        "app",
+        {**SEARCH, "services": [{"name": "http", "port": 80}, {"name": "http", "port": 81}]},
+        "app search: service http/tcp is listed twice",
+    ),
+]
+
+
+def test_bad_checks_and_services_are_refused_naming_the_entity(example: Path, tmp_path: Path) -> None:
+    put(example, "app", SEARCH)
+    put(example, "machine", CHECKED)
+    before = listed(example)
+    for kind, value, line in BAD:
+        done = put(example, kind, value)
+        assert (done.returncode, done.stderr) == (1, f"refused:\n  internal-dns registry: {line}\n"), line
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({f"{kind}s": [value]}))
+        imported = registry(example, "import", str(bad))
+        assert (imported.returncode, imported.stderr) == (1, f"refused:\n  {bad}: {line}\n"), line
+    assert listed(example) == before

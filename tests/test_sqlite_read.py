@@ -51,16 +51,46 @@ def odd(tmp_path: Path) -> Path:
     conn.execute("INSERT INTO networks VALUES ('n', 'fdaa:9::/48', NULL, NULL, NULL, 1)")
     conn.execute("INSERT INTO networks VALUES ('m', 'fdaa:8::/48', '10.0.0.0/8', '', 'x', 'yes')")
     conn.execute("INSERT INTO networks (name, legacy) VALUES ('o', 0), ('p', 2), (12, NULL)")
-    conn.execute("""INSERT INTO apps VALUES ('n', 'a', '[{"ip": "fdaa:9::1:1"}]'), ('n', 'b', 'not json'), ('m', 'c', NULL)""")
-    conn.execute("INSERT INTO apps VALUES ('m', 'd', '\"a string\"'), ('m', 'e', X'5b5d')")  # a JSON string; a blob
+    http = '[{"name": "http", "port": 8080}]'
+    conn.execute(
+        f"""INSERT INTO apps VALUES ('n', 'a', '[{{"ip": "fdaa:9::1:1"}}]', '{http}'), ('n', 'b', 'not json', 'null'),"""
+        f""" ('m', 'c', NULL, '{http}')"""
+    )
+    conn.execute(
+        "INSERT INTO apps VALUES ('m', 'd', '\"a string\"', '{}'), ('m', 'e', X'5b5d', X'5b5d')"
+    )  # a JSON string; a blob
     rows = [
-        ("ab", "a", None, "iad", "started", "app", "fdaa:9::2", None, '{"role": "primary", "port": 8080}', 0),
-        ("cd", "a", "n", "IAD", None, None, "fdaa:9::3", "10.0.0.3", "{oops", "yes"),
-        ("ef", None, None, None, None, None, None, None, None, None),
-        ("0f", "a", "n", "iad", "stopped", "worker", "fdaa:9::4", None, '{"role": "primary", "port": 8080}', 1),
-        ("1f", "a", "n", "iad", "stopped", "worker", "fdaa:9::5", None, "[1, 2]", 2),
+        (
+            "ab",
+            "a",
+            None,
+            "iad",
+            "started",
+            "app",
+            "fdaa:9::2",
+            None,
+            '{"role": "primary", "port": 8080}',
+            0,
+            '{"http": "passing"}',
+        ),
+        ("cd", "a", "n", "IAD", None, None, "fdaa:9::3", "10.0.0.3", "{oops", "yes", "{oops"),
+        ("ef", None, None, None, None, None, None, None, None, None, None),
+        (
+            "0f",
+            "a",
+            "n",
+            "iad",
+            "stopped",
+            "worker",
+            "fdaa:9::4",
+            None,
+            '{"role": "primary", "port": 8080}',
+            1,
+            '{"http": "passing"}',
+        ),
+        ("1f", "a", "n", "iad", "stopped", "worker", "fdaa:9::5", None, "[1, 2]", 2, '"critical"'),
     ]
-    conn.executemany("INSERT INTO machines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO machines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     conn.execute("INSERT INTO peers VALUES ('n', 'laptop', 'fdaa:9::9', NULL), ('n', 'Other', NULL, 'ams')")
     conn.close()
     return path
@@ -76,8 +106,8 @@ def test_the_decoder_reads_rows_as_a_plain_reading_does(odd: Path, share: bool) 
     assert got == expected and all(type(e) is RawEntity for e in got)
     for a, b in zip(got, expected, strict=True):  # the same types, not only equal values (True is 1)
         assert list(a.data) == list(b.data) and [type(v) for v in a.data.values()] == [type(v) for v in b.data.values()]
-    one = Decoder(str(odd), share).entity(TABLES["machines"], ("ab", None, None, None, None, None, None, None, "[]", 1))
-    assert (one.key, one.data) == ("ab", {"id": "ab", "metadata": [], "dns": True})
+    one = Decoder(str(odd), share).entity(TABLES["machines"], ("ab", None, None, None, None, None, None, None, "[]", 1, "{}"))
+    assert (one.key, one.data) == ("ab", {"id": "ab", "metadata": [], "dns": True, "checks": {}})
     conn.close()
 
 
@@ -86,9 +116,13 @@ def test_equal_json_texts_are_decoded_once_when_shared(odd: Path) -> None:
     with reading(conn):
         shared = {e.key: e for e in read_entities(conn, str(odd), share=True)}
         apart = {e.key: e for e in read_entities(conn, str(odd), share=False)}
-    assert shared["ab"].data["metadata"] is shared["0f"].data["metadata"]
-    assert apart["ab"].data["metadata"] is not apart["0f"].data["metadata"]  # no YAML aliases
-    assert apart["ab"].data["metadata"] == apart["0f"].data["metadata"]
+    for a, b, field in [("ab", "0f", "metadata"), ("ab", "0f", "checks"), (("apps", "n", "a"), ("apps", "m", "c"), "services")]:
+        assert shared[a].data[field] is shared[b].data[field], field
+        assert apart[a].data[field] is not apart[b].data[field]  # no YAML aliases
+        assert apart[a].data[field] == apart[b].data[field]
+    assert shared["ab"].data["checks"] == {"http": "passing"}
+    assert shared[("apps", "n", "a")].data["services"] == [{"name": "http", "port": 8080}]
+    assert shared[("apps", "n", "b")].data["services"] is None  # JSON null: the parser takes it as not given
     conn.close()
 
 

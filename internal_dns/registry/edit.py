@@ -136,16 +136,42 @@ def import_change(path: Path, replace: bool, current: list[RawEntity]) -> Change
     return Change(puts, deletes, source=str(path))
 
 
+def check_change(current: Iterable[RawEntity], machine: str, check: str, status: str | None, where: str) -> Change:
+    """A put of the machine with one check set to `status` (None: removed), every other field as
+    the store holds it: a check flips without the whole machine given. It is checked as any put
+    is (a status other than passing, warning or critical is refused, naming the machine)."""
+    for e in current:
+        if e.kind == "machines" and isinstance(e.data, Mapping) and identity("machines", e.data) == (machine,):
+            held = e.data.get("checks")
+            checks = dict(held) if isinstance(held, Mapping) else {}
+            if status is None:
+                checks.pop(check, None)
+            else:
+                checks[check] = status
+            data = {k: v for k, v in e.data.items() if k != "checks"}
+            return Change([("machines", {**data, "checks": checks} if checks else data)], [])
+    raise Refused([f"no machine {machine} in {where}"])
+
+
+class _Unaliased(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """A dumper that writes a value each time it appears: a store's read may share one mapping
+    among many entities (etcd's Compact: metadata, checks, services), which would otherwise come
+    out as YAML anchors and aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def export(entities: Iterable[RawEntity]) -> str:
-    """The registry in SPEC §1's YAML format."""
+    """The registry in SPEC §1's YAML format, every field as the store holds it (`checks`,
+    `services` and the rest), without YAML aliases."""
     sections: dict[str, list[Any]] = {kind.section: [] for kind in EXPORT_ORDER}
     for e in entities:
         if e.kind in sections and isinstance(e.data, Mapping):
             sections[e.kind].append(dict(e.data))
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(
         {k: v for k, v in sections.items() if v},
-        Dumper=dumper,
+        Dumper=_Unaliased,
         sort_keys=False,
         default_flow_style=None,
         width=120,

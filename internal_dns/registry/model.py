@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, overload
 
+from internal_dns.registry.holders import AddressTable
 from internal_dns.registry.kinds import BY_SECTION
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no trailing newline
@@ -79,6 +80,17 @@ class App:
     source: str = ""
     key: Hashable = None  # the catalog's key of the entity it was read from
     services: tuple[Service, ...] = ()
+
+    def port(self, service: str, protocol: str) -> int | None:
+        """The port of a service, named as in DNS (`_http`, `_tcp`), if the app has it."""
+        for s in self.services:
+            if "_" + s.name == service and "_" + s.protocol == protocol:
+                return s.port
+        return None
+
+    def serves(self, protocol: str) -> bool:
+        """Whether a service of this protocol (`_tcp`, `_udp`) exists: `_<protocol>.<app>` does."""
+        return any("_" + s.protocol == protocol for s in self.services)
 
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -275,6 +287,7 @@ class AppIndex:
 
 
 Address = IPv4Address | IPv6Address
+Holder = Machine | Peer | str  # what holds a named address; str: a Flycast address's app
 
 
 class Owners(Mapping[Address, "str | None"]):
@@ -313,6 +326,7 @@ class NetworkIndex:
     _owners: dict[bytes, str | None] | None = field(default=None, compare=False, repr=False)
     _machines: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
     _started: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
+    _named: AddressTable[Holder] | None = field(default=None, compare=False, repr=False)
 
     @property
     def machines(self) -> tuple[Machine, ...]:
@@ -352,6 +366,26 @@ class NetworkIndex:
     @property
     def owners(self) -> Mapping[Address, str | None]:
         return Owners(self.owner_map())
+
+    def named(self) -> AddressTable[Holder]:
+        """The addresses here that have a name (reverse names, SPEC §3): dns:true machines' in any
+        state, peers' but interactive ones, Flycast addresses (held by the app's lower-cased
+        name). Made when first asked: reverse lookups are rare beside forward ones."""
+        named = self._named
+        if named is None:
+            pairs: list[tuple[bytes, Holder]] = []
+            for holder in self.addressed:
+                if isinstance(holder, Machine):
+                    if holder.dns:
+                        pairs.append((holder.packed6, holder))
+                        if holder.packed4 is not None:
+                            pairs.append((holder.packed4, holder))
+                elif not holder.interactive:
+                    pairs.append((holder.ip6.packed, holder))
+            pairs.extend((ip.packed, app) for app, ips in self.flycast.items() for ip in ips)
+            named = AddressTable(pairs)
+            object.__setattr__(self, "_named", named)
+        return named
 
     @property
     def owners_made(self) -> bool:
@@ -588,7 +622,10 @@ def _services(entries: Any) -> tuple[Service, ...]:
     for entry in entries:
         if not isinstance(entry, Mapping):
             raise ValueError(f"services entries must be mappings with 'name' and 'port', got {entry!r}")
-        name = _text(entry, "name")
+        try:
+            name = _text(entry, "name")
+        except ValueError as exc:  # "missing 'name'" alone would read as the app's own name
+            raise ValueError(f"service {dict(entry)!r}: {exc}") from None
         if not is_label(name) or len(name) > 62:  # "_" + name is a label too
             hint = " (give it without the leading '_')" if name.startswith("_") else ""
             raise ValueError(f"service name '{name}' is not a DNS label{hint}")

@@ -60,16 +60,18 @@ class Compact:
 
     For a reader that holds every entity's mapping as read at once (the registry command's read,
     `client.read_prefix`): a million machines parsed from JSON each with their own copies of the
-    field names, of `app`, `region`, `state`, and of the metadata, take twice the memory of the
-    same machines sharing them. The server's load does without: the catalog keeps what it parses
+    field names, of `app`, `region`, `state`, and of the metadata and checks, take twice the memory
+    of the same machines sharing them (and an app's services, often the same `http` on 8080, are
+    shared entry by entry). The server's load does without: the catalog keeps what it parses
     from a mapping, not the mapping.
     """
 
     FIELDS = frozenset(("app", "network", "region", "state", "process_group"))  # values repeated
+    ENTRIES = frozenset(("services",))  # lists whose mappings are repeated
     MAPPINGS = 100_000  # distinct mappings kept for sharing; beyond it, the memo starts anew
 
     def __init__(self) -> None:
-        self.mappings: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self.mappings: dict[tuple[tuple[str, type, Any], ...], dict[str, Any]] = {}
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         intern, fields = sys.intern, self.FIELDS
@@ -79,14 +81,18 @@ class Compact:
                 if name in fields:
                     value = intern(value)
             elif type(value) is dict:
-                value = self.mapping(value)
+                value = self.mapping(value)  # metadata, checks
+            elif type(value) is list and name in self.ENTRIES:
+                value = [self.mapping(v) if type(v) is dict else v for v in value]
             out[intern(name)] = value
         return out
 
     def mapping(self, value: dict[str, Any]) -> dict[str, Any]:
-        """An equal mapping read before (metadata), or this one, remembered."""
+        """An equal mapping read before (metadata, checks, a service), or this one, remembered.
+        Equal with its values' types: `true`, 1 and 1.0 are equal in Python, not to the parsers
+        (a port of `true` is refused, metadata `true` reads as "true")."""
         try:
-            key = tuple(value.items())
+            key = tuple((k, v.__class__, v) for k, v in value.items())
             found = self.mappings.get(key)
         except TypeError:  # a value that is a list or a mapping itself
             return value

@@ -4,16 +4,27 @@ For one host: the server and every writer (`internal-dns registry`, a program us
 `sqlite3` shell) on the same machine, or a store that a replicator keeps as a local copy. The
 server reads the file in a thread of its own (live.py), never on the reactor.
 
-The schema, version 1 (`PRAGMA user_version`), exactly as `internal-dns registry` creates it:
+The schema, version 2 (`PRAGMA user_version`), exactly as `internal-dns registry` creates it:
 
 {schema}
 
 and the database in WAL mode (`PRAGMA journal_mode=WAL`), so that the server reads while a
-writer writes. A row is an entity of SPEC §1 with the YAML format's field names: `flycast` and
-`metadata` hold JSON, `legacy` and `dns` 0 or 1, and NULL stands for a field not given (its
-default). There are no foreign keys and no checks: whether a row fits is the catalog's call, row
+writer writes. A row is an entity of SPEC §1 with the YAML format's field names: `flycast`,
+`services`, `metadata` and `checks` hold JSON, `legacy` and `dns` 0 or 1, and NULL stands for a
+field not given (its default). There are no foreign keys and no checks: whether a row fits is the catalog's call, row
 by row (catalog.py, leniently: a row that does not fit is left out and logged, the rest serves).
 Fields beyond the columns are not kept.
+
+Versions and migration: version 1 lacked `apps.services` and `machines.checks`. A version 1 file
+is read as it is, by the server and by the registry command alike: only the columns it has are
+selected (connection.tables_of, asked in each read transaction), so its apps have no services and
+its machines no checks, as a row with NULL there would. The server never migrates: it is a reader,
+and the file may be a replicator's copy or another program's; a write of `internal-dns registry`
+(put, delete, import) migrates it where it gives a new file the schema (connection.create_schema):
+`ALTER TABLE ... ADD COLUMN` for each missing column and the new user_version, in one write
+transaction, under the write lock. A server following the file sees the new columns from its
+next read transaction on (the change log goes on: adding columns changes no row). A version newer
+than this code reads is refused, as a missing schema is.
 
 Change detection: the triggers log every insert, update and delete of every entity table in
 `changes`, whoever writes (an update that changes a primary key logs the old key and the new).

@@ -11,8 +11,7 @@ from pathlib import Path
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import Resync
 from internal_dns.registry.sqlite.codec import Decoder, entity_key
-from internal_dns.registry.sqlite.connection import reading
-from internal_dns.registry.sqlite.schema import TABLES
+from internal_dns.registry.sqlite.connection import reading, tables_of
 
 KEEP_CHANGES = 100_000  # `changes` rows a write leaves in place
 
@@ -37,10 +36,11 @@ def read_changes(conn: sqlite3.Connection, path: Path, position: int) -> tuple[l
         if not logged or oldest > position + 1:
             raise Resync(f"{path}: changes {position + 1} to {(oldest or last + 1) - 1} were pruned from the log")
         decoder = Decoder(str(path), share=False)
+        tables = tables_of(conn)  # as of this transaction: a writer may have migrated the file since the last
         upserts: list[RawEntity] = []
         deletes: list[Hashable] = []
         for kind, text in dict.fromkeys((kind, text) for _, kind, text in logged):
-            table = TABLES.get(kind)
+            table = tables.get(kind)
             try:
                 value = json.loads(text)
             except (TypeError, ValueError):

@@ -1,8 +1,10 @@
 """Rows as entities, and entities as rows: a row is an entity of SPEC §1 with the YAML format's
-field names, `flycast` and `metadata` held as JSON, `legacy` and `dns` as 0 or 1, NULL for a
-field not given. An entity's key is (table, *primary key), a machine's its id alone (the catalog
-then finds it by its id and keeps no key beside it); its source `<db>:<table>/<key>`, which
-`source_of` says again from the key (the catalog keeps no source per entity either)."""
+field names, `flycast`, `services`, `metadata` and `checks` held as JSON, `legacy` and `dns` as 0
+or 1, NULL for a field not given (a database of schema version 1 has no `services` and `checks`
+columns: its rows are read without them, connection.tables_of). An entity's key is (table,
+*primary key), a machine's its id alone (the catalog then finds it by its id and keeps no key
+beside it); its source `<db>:<table>/<key>`, which `source_of` says again from the key (the
+catalog keeps no source per entity either)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from internal_dns.registry.catalog import RawEntity
+from internal_dns.registry.sqlite.connection import tables_of
 from internal_dns.registry.sqlite.schema import TABLES, Table
 
 Rows = Callable[[Iterable[tuple[Any, ...]]], Iterator[RawEntity]]
@@ -20,7 +23,7 @@ KEYED_BY_ID = frozenset({"machines"})  # a machine id is no key of another table
 
 class Decoder:
     """Rows into RawEntity objects with the YAML format's values. With `share`, equal JSON texts
-    (a million machines with a few metadata shapes) are decoded once, to one object that every
+    (a million machines with a few metadata and checks shapes) are decoded once, to one object that every
     row with that text gets: the catalog only reads them. The registry command's read shares
     nothing, so that an export has no YAML aliases.
 
@@ -35,7 +38,7 @@ class Decoder:
         self.db = db
         self.share = share
         self.cache: dict[str, Any] = {}  # JSON text -> decoded, with `share`
-        self._decoders: dict[str, Rows] = {}
+        self._decoders: dict[Table, Rows] = {}  # by table as read: a version 1 table lacks columns
 
     def entity(self, table: Table, row: tuple[Any, ...]) -> RawEntity:
         """One row of `table` as its entity."""
@@ -44,9 +47,9 @@ class Decoder:
     def rows(self, table: Table, rows: Iterable[tuple[Any, ...]]) -> Iterator[RawEntity]:
         """Rows of `table` (its columns in order, as `select_all` gives them) as entities, one by
         one as they are read."""
-        decode = self._decoders.get(table.name)
+        decode = self._decoders.get(table)
         if decode is None:
-            decode = self._decoders[table.name] = self._compile(table)
+            decode = self._decoders[table] = self._compile(table)
         return decode(rows)
 
     def _compile(self, table: Table) -> Rows:
@@ -114,7 +117,7 @@ def stream_entities(conn: sqlite3.Connection, db: str, share: bool = False) -> I
     machines, peers), each table's in row order, as they are read: the caller holds a read
     transaction until this is exhausted or closed."""
     decoder = Decoder(db, share)
-    for table in TABLES.values():
+    for table in tables_of(conn).values():
         yield from decoder.rows(table, conn.execute(table.select_all))
 
 

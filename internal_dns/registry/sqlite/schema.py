@@ -1,17 +1,23 @@
 """The database's layout: the entity tables, the `changes` log and the triggers that keep it, as
-`internal-dns registry` creates them (schema version 1, `PRAGMA user_version`).
+`internal-dns registry` creates them (schema version 2, `PRAGMA user_version`), and what takes an
+older version to this one.
 
 A table per kind (kinds.py), named after its section, its primary key the kind's identity; its
-columns are the fields of SPEC §1's YAML format that are kept.
+columns are the fields of SPEC §1's YAML format that are kept. A column a later version added
+comes last in its table, where `ALTER TABLE ... ADD COLUMN` puts it: a migrated database and a
+new one have the same columns in the same order (a writer's `INSERT ... VALUES` fits both).
+
+Versions: 1, the first; 2 added `apps.services` and `machines.checks` (SPEC §1's optional fields).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
 from internal_dns.registry.kinds import APPS, MACHINES, NETWORKS, PEERS, REGIONS, Kind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES_SQL = """\
 CREATE TABLE regions (
@@ -32,6 +38,7 @@ CREATE TABLE apps (
     network TEXT NOT NULL,
     name TEXT NOT NULL,
     flycast TEXT,  -- JSON: [{"ip": "...", "network": "..."}, ...]
+    services TEXT,  -- JSON: [{"name": "http", "port": 8080, "protocol": "tcp"}, ...] (version 2)
     PRIMARY KEY (network, name)
 );
 CREATE TABLE machines (
@@ -44,7 +51,8 @@ CREATE TABLE machines (
     ip6 TEXT,
     ip4 TEXT,
     metadata TEXT,  -- JSON: {"key": "value", ...}
-    dns INTEGER  -- 0 or 1
+    dns INTEGER,  -- 0 or 1
+    checks TEXT  -- JSON: {"http": "passing", ...}: passing, warning or critical (version 2)
 );
 CREATE TABLE peers (
     network TEXT NOT NULL,
@@ -60,6 +68,16 @@ CREATE TABLE changes (
 );
 """
 
+# What takes a database of each version to the next: run by connection.migrate, in the writer's
+# transaction. Each added column must be last in its CREATE TABLE above, and in its Table's
+# `added` below.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE apps ADD COLUMN services TEXT",
+        "ALTER TABLE machines ADD COLUMN checks TEXT",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Table:
@@ -67,6 +85,7 @@ class Table:
     columns: tuple[str, ...]
     json: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()  # booleans, stored as 0 or 1
+    added: tuple[tuple[str, int], ...] = ()  # (column, the schema version that added it)
 
     @property
     def name(self) -> str:
@@ -76,6 +95,19 @@ class Table:
     def key(self) -> tuple[str, ...]:
         """The primary key's columns."""
         return self.kind.identity
+
+    def at(self, version: int) -> Table:
+        """The table as a database of that schema version has it: without the columns a later
+        version added."""
+        later = {column for column, since in self.added if since > version}
+        if not later:
+            return self
+        return replace(
+            self,
+            columns=tuple(c for c in self.columns if c not in later),
+            json=tuple(c for c in self.json if c not in later),
+            added=tuple((c, v) for c, v in self.added if c not in later),
+        )
 
     @property
     def select_all(self) -> str:
@@ -103,16 +135,24 @@ TABLES = {
     for t in (
         Table(REGIONS, ("code", "name", "latitude", "longitude")),
         Table(NETWORKS, ("name", "prefix6", "prefix4", "dns6", "dns4", "legacy"), flags=("legacy",)),
-        Table(APPS, ("network", "name", "flycast"), json=("flycast",)),
+        Table(APPS, ("network", "name", "flycast", "services"), json=("flycast", "services"), added=(("services", 2),)),
         Table(
             MACHINES,
-            ("id", "app", "network", "region", "state", "process_group", "ip6", "ip4", "metadata", "dns"),
-            json=("metadata",),
+            ("id", "app", "network", "region", "state", "process_group", "ip6", "ip4", "metadata", "dns", "checks"),
+            json=("metadata", "checks"),
             flags=("dns",),
+            added=(("checks", 2),),
         ),
         Table(PEERS, ("network", "name", "ip6", "region")),
     )
 }
+
+
+@cache
+def tables_at(version: int) -> dict[str, Table]:
+    """The entity tables as a database of that schema version has them (a version 1 database is
+    read as it is: its rows lack only what version 2 added, which is optional)."""
+    return {name: table.at(version) for name, table in TABLES.items()}
 
 
 def _triggers(kind: str, key: tuple[str, ...]) -> str:

@@ -15,7 +15,9 @@ from internal_dns.registry.sqlite.schema import TABLES
 
 
 class SqliteStore:
-    """`internal-dns registry` and `check` on a database file: blocking calls, one transaction each."""
+    """`internal-dns registry` and `check` on a database file: blocking calls, one transaction each.
+    A read takes the file as it is (an older schema version too); a write first gives a new file
+    the schema, or migrates an older one (connection.create_schema)."""
 
     def __init__(self, path: Path):
         self.path = path
