@@ -79,25 +79,32 @@ class Histogram:
 
 
 class QueryCounters:
-    """Everything the query path counts: one counter per (zone, type, transport, rcode) and one
-    duration histogram per (zone, transport), each known by its index in a flat list, so that
-    the packet cache's entries (tuples the collector does not track) can name the ones they add
-    to; requests and responses are sums of the counters, made at scrape time."""
+    """Everything the query path counts: one counter per (zone, type, transport, rcode, whether
+    the answer failed open) and one duration histogram per (zone, transport), each known by its
+    index in a flat list, so that the packet cache's entries (tuples the collector does not
+    track) can name the ones they add to; requests, responses and answers that failed open are
+    sums of the counters, made at scrape time."""
 
     def __init__(self) -> None:
         self.counts: list[int] = []
         self.histograms: list[Histogram] = []
-        self._cells: dict[tuple[str, str, str, str], int] = {}
+        self._cells: dict[tuple[str, str, str, str, bool], int] = {}
+        self._failing_open: set[int] = set()  # the cells of answers that failed open
         self._durations: dict[tuple[str, str], int] = {}
         self.dropped = 0
 
-    def cell(self, zone: str, qtype: int, transport: str, rcode: int) -> int:
-        key = (zone, TYPE_NAMES.get(qtype, "other"), transport, RCODE_NAMES.get(rcode, "other"))
+    def cell(self, zone: str, qtype: int, transport: str, rcode: int, fail_open: bool = False) -> int:
+        key = (zone, TYPE_NAMES.get(qtype, "other"), transport, RCODE_NAMES.get(rcode, "other"), fail_open)
         found = self._cells.get(key)
         if found is None:
             found = self._cells[key] = len(self.counts)
             self.counts.append(0)
+            if fail_open:
+                self._failing_open.add(found)
         return found
+
+    def fails_open(self, cell: int) -> bool:
+        return cell in self._failing_open
 
     def histogram(self, zone: str, transport: str) -> int:
         found = self._durations.get((zone, transport))
@@ -106,8 +113,8 @@ class QueryCounters:
             self.histograms.append(Histogram())
         return found
 
-    def observe(self, zone: str, qtype: int, transport: str, rcode: int, seconds: float) -> None:
-        self.counts[self.cell(zone, qtype, transport, rcode)] += 1
+    def observe(self, zone: str, qtype: int, transport: str, rcode: int, seconds: float, fail_open: bool = False) -> None:
+        self.counts[self.cell(zone, qtype, transport, rcode, fail_open)] += 1
         self.histograms[self.histogram(zone, transport)].observe(seconds)
 
     @property
@@ -116,12 +123,20 @@ class QueryCounters:
 
     def requests(self) -> dict[tuple[str, str, str], int]:
         out: dict[tuple[str, str, str], int] = {}
-        for (zone, qtype, transport, _), i in self._cells.items():
+        for (zone, qtype, transport, _, _), i in self._cells.items():
             out[(zone, qtype, transport)] = out.get((zone, qtype, transport), 0) + self.counts[i]
         return out
 
     def responses(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
-        for (zone, _, _, rcode), i in self._cells.items():
+        for (zone, _, _, rcode, _), i in self._cells.items():
             out[(zone, rcode)] = out.get((zone, rcode), 0) + self.counts[i]
+        return out
+
+    def failed_open(self) -> dict[str, int]:
+        """Answers given with critical machines, since every machine of their form was, by zone."""
+        out: dict[str, int] = {}
+        for (zone, _, _, _, fail_open), i in self._cells.items():
+            if fail_open:
+                out[zone] = out.get(zone, 0) + self.counts[i]
         return out

@@ -7,6 +7,7 @@ and write back what it returns (None: stay silent).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -17,6 +18,7 @@ from twisted.logger import Logger
 
 from internal_dns.authority.answer import Zone, Zones, answer, private_reverse
 from internal_dns.authority.packetcache import RENDERING, TCP, UDP, PacketCache, Rendered, turn_key
+from internal_dns.authority.ptr import ReverseNames
 from internal_dns.authority.reverse import PrivateReverse, is_reverse, served_prefix
 from internal_dns.authority.views import View, ViewResolver
 from internal_dns.config import Config, ListenConfig
@@ -52,18 +54,23 @@ class Dispatcher:
     def __init__(self, config: Config, clock: IReactorTime):
         self.config = config
         self.zones = Zones(dict(config.zones))
+        self.reverse_names = ReverseNames(self.zones.by_scheme)
         self.resolver: ViewResolver | None = None
         self.reverse: PrivateReverse | None = None
         self.forwarder: Forwarder | None = None
         self.counters = QueryCounters()
         self.packets = PacketCache(self.counters, clock, config.packet_cache.max_entries, config.packet_cache.max_bytes)
         self.query_log: QueryLog | None = None
+        # Whether the answer being given failed open (SPEC §3, Health): set by `_dispatch`, read
+        # when the reply is counted, both within one `handle` call on the reactor thread.
+        self._failed_open = False
 
     def reconfigure(self, config: Config) -> None:
         """A config whose zones, views, TTL, payload or id may differ: nothing rendered before
         can be trusted, and views are chosen anew."""
         self.config = config
         self.zones = Zones(dict(config.zones))
+        self.reverse_names = ReverseNames(self.zones.by_scheme)
         self.packets.clear()
         if self.resolver is not None:
             self.resolver = ViewResolver(self.resolver.snapshot, config.views, config.region)
@@ -109,6 +116,14 @@ class Dispatcher:
         yield CounterMetricFamily(
             "internal_dns_dropped", "Packets given no reply (QR set, or shorter than a header).", value=counters.dropped
         )
+        failed_open = CounterMetricFamily(
+            "internal_dns_health_fail_open",
+            "Answers that gave critical machines, because every machine their name would give was critical.",
+            labels=["zone"],
+        )
+        for zone_name, n in sorted(counters.failed_open().items()):
+            failed_open.add_metric([zone_name], n)
+        yield failed_open
         if self.query_log is not None:
             yield from self.query_log.collect()
         yield from self.packets.collect()
@@ -145,6 +160,7 @@ class Dispatcher:
         resolver = self.resolver
         view = resolver.resolve(host, listener, local) if resolver is not None else None
         zone = self.zones.match(q.labels)
+        self._failed_open = False
         try:
             reply = self._dispatch(q, view, zone, tcp, host, listener, local)
         except Exception:  # a bug must cost one answer, never the server
@@ -161,7 +177,7 @@ class Dispatcher:
         seconds = perf_counter() - started
         rcode = BADVERS if q.edns is not None and q.edns.version > 0 else reply[3] & 0xF
         transport = "tcp" if tcp else "udp"
-        self.counters.observe(zone, q.qtype, transport, rcode, seconds)
+        self.counters.observe(zone, q.qtype, transport, rcode, seconds, self._failed_open)
         if self.query_log is not None:
             network = view.network if view is not None else None
             self.query_log.record(host, network, q.name, type_label(q.qtype), zone, rcode_label(rcode), seconds, transport)
@@ -183,18 +199,20 @@ class Dispatcher:
             return self._refuse(q, REFUSED, tcp)
         resolver = self.resolver
         if zone is None:
-            # The one hand-off to the forwarder: every name outside the configured zones.
+            reverse = self.reverse
+            if is_reverse(q.labels) and resolver is not None and reverse is not None and view is not None:
+                # A reverse name inside a network's prefix stays here, forwarding on or off.
+                zone_labels = reverse.zone_of(q.labels)
+                if zone_labels is not None:
+                    return self._private_reverse(q, view, zone_labels, resolver.snapshot, tcp)
+            # The one hand-off to the forwarder: every other name outside the configured zones.
             if self.forwarder is None:
                 return self._refuse(q, REFUSED, tcp)
-            if resolver is None or self.reverse is None:
+            if resolver is None or reverse is None:
                 # Before the first snapshot no one can tell which reverse names are private.
                 return self._refuse(q, SERVFAIL, tcp)
             if view is None:
                 return self._refuse(q, REFUSED, tcp)
-            if is_reverse(q.labels):  # a reverse name inside a network's prefix stays here
-                zone_labels = self.reverse.zone_of(q.labels)
-                if zone_labels is not None:
-                    return self._private_reverse(q, view, zone_labels, resolver.snapshot.serial, tcp)
             hit = self.forwarder.cached(q, tcp)
             if hit is None:
                 return self.forwarder.forward(q, tcp)
@@ -223,7 +241,7 @@ class Dispatcher:
                 result,
                 lambda turn: self._render(q, result, view, tcp, turn),
                 turns_at if _rotates(result) else None,
-                self.counters.cell(zone.name, q.qtype, transport, result.rcode),
+                self.counters.cell(zone.name, q.qtype, transport, result.rcode, result.fail_open),
                 self.counters.histogram(zone.name, transport),
             )
 
@@ -232,8 +250,10 @@ class Dispatcher:
         if cached is not None:  # and the next such question is served by the transport itself
             if self.query_log is None:  # with a query log every query takes this path, to be logged
                 self.packets.bind(listener, tcp, local, host, tag)
+            self._failed_open = self.counters.fails_open(self.packets.served_cell)
             return cached
         result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
+        self._failed_open = result.fail_open
         return self._render(q, result, view, tcp, self._turn(turns_at, result))
 
     def _render(self, q: Query, result: Answer, view: View | None, tcp: bool, turn: int = 0) -> bytes:
@@ -246,6 +266,7 @@ class Dispatcher:
             limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,
             rotation=turn,
+            nsid=self.config.server_id.encode(),
         )
 
     def _limit(self, q: Query, tcp: bool) -> int:
@@ -253,8 +274,10 @@ class Dispatcher:
         # more: past ~1232 bytes replies fragment, and fragments get lost (DNS Flag Day 2020).
         return TCP_LIMIT if tcp else min(q.udp_limit(), self.config.edns_payload)
 
-    def _private_reverse(self, q: Query, view: View, zone_labels: int, serial: int, tcp: bool) -> bytes:
-        result = private_reverse(q.labels, zone_labels, q.qtype, serial, self.config.ttl)
+    def _private_reverse(self, q: Query, view: View, zone_labels: int, snapshot: Snapshot, tcp: bool) -> bytes:
+        net = snapshot.networks[view.network]
+        names = partial(self.reverse_names.lookup, net)
+        result = private_reverse(q.labels, zone_labels, q.qtype, snapshot.serial, self.config.ttl, names)
         return self._render(q, result, view, tcp)
 
     def recursion_available(self, view: View | None) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-A, NS, SOA, TXT, AAAA, OPT, IXFR, AXFR, ANY = 1, 2, 6, 16, 28, 41, 251, 252, 255
+A, NS, SOA, PTR, TXT, AAAA, SRV, OPT, IXFR, AXFR, ANY = 1, 2, 6, 12, 16, 28, 33, 41, 251, 252, 255
 IN, CH = 1, 3
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
@@ -28,6 +28,7 @@ class RRset:
     rdatas: tuple[bytes, ...]
     rotates: bool = False  # an address set whose order turns between answers
     rclass: int = IN
+    prefix: bytes = b""  # labels (wire form) put before the owner: names below the question's
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class Answer:
     answer: tuple[RRset, ...] = ()
     authority: tuple[RRset, ...] = ()
     authoritative: bool = True
+    additional: tuple[RRset, ...] = ()  # kept while they fit, dropped whole without TC (RFC 2181 §9)
+    fail_open: bool = False  # the addresses are all critical ones, given since there is nothing else
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,22 @@ class RecordSet:
 
 
 @dataclass(frozen=True, slots=True)
+class Extra:
+    """A record for the additional section, its owner given as an RRset's is (`skip`, `prefix`)."""
+
+    skip: int
+    prefix: bytes
+    rtype: int
+    rdatas: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """A name that exists: its records by type (an empty mapping is an empty non-terminal)."""
 
     records: Mapping[int, RecordSet] = field(default_factory=dict)
+    additional: tuple[Extra, ...] = ()  # what answers of its records carry beside them (SRV targets)
+    fail_open: bool = False  # its addresses are critical machines', every one (SPEC §3, Health)
 
 
 EMPTY_NON_TERMINAL = Node()
@@ -97,6 +112,16 @@ def _cut_at_separator(raw: bytes, limit: int) -> bytes:
 
 def txt(value: str) -> RecordSet:
     return RecordSet((txt_rdata(value),))
+
+
+def label_wire(label: str) -> bytes:
+    raw = label.encode("ascii")
+    return bytes((len(raw),)) + raw
+
+
+def srv_rdata(port: int, target: str) -> bytes:
+    """Priority 0, weight 0: every target is as good as the next (RFC 2782)."""
+    return struct.pack("!HHH", 0, 0, port) + name_wire(target)
 
 
 def soa_rdata(zone: str, serial: int, ttl: int) -> bytes:

@@ -135,6 +135,7 @@ class DnsService(service.Service):
         self.tcp.settings = applied.tcp
         if self.forwarder is not None:
             self.forwarder.server_payload = applied.edns_payload
+            self.forwarder.server_id = applied.server_id.encode()
         if "query_log" in live:
             self._restart_query_log()
         if self.store.current is not None:
@@ -185,7 +186,7 @@ class DnsService(service.Service):
         if not upstreams:
             log.warn("no upstreams configured or in {path}: names outside the zones are REFUSED", path=settings.resolv_conf)
             return None
-        return Forwarder(
+        forwarder = Forwarder(
             upstreams,
             settings,
             self.config.cache,
@@ -193,6 +194,8 @@ class DnsService(service.Service):
             clock=self.clock,
             server_payload=self.config.edns_payload,
         )
+        forwarder.server_id = self.config.server_id.encode()
+        return forwarder
 
     def start(self) -> defer.Deferred[None]:
         """Fires once the listeners are bound: after the registry's first load (or its failure)."""

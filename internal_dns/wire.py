@@ -17,6 +17,7 @@ _TYPE_CLASS = struct.Struct("!HH")
 
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 UDP_DEFAULT_LIMIT = 512
+NSID = 3  # the EDNS option code (RFC 5001)
 TCP_LIMIT = 65535
 
 
@@ -29,6 +30,7 @@ class Edns:
     payload: int  # the client's UDP limit, at least 512
     version: int
     do: bool
+    nsid: bool = False  # it asks which server answers (RFC 5001)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,8 @@ def parse_query(data: bytes) -> Query | None:
             if data[start] != 0:
                 raise Malformed("OPT owner is not the root")
             _, payload, ttl, rdlength = struct.unpack_from("!HHIH", data, start + 1)
-            _check_options(data, start + 11, start + 11 + rdlength)
-            edns = Edns(max(payload, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
+            nsid = _check_options(data, start + 11, start + 11 + rdlength)
+            edns = Edns(max(payload, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid)
     if pos != end:
         raise Malformed("trailing bytes after the last record")
     return Query(data, qid, flags, tuple(labels), tuple(offsets), question_end, qtype, qclass, edns)
@@ -151,14 +153,18 @@ def _skip_rr(data: bytes, pos: int) -> tuple[int, int]:
     return pos, rtype
 
 
-def _check_options(data: bytes, pos: int, end: int) -> None:
+def _check_options(data: bytes, pos: int, end: int) -> bool:
+    """Whether the options, checked to fit the record, include NSID."""
+    nsid = False
     while pos < end:
         if pos + 4 > end:
             raise Malformed("truncated EDNS option")
-        _, length = struct.unpack_from("!HH", data, pos)
+        code, length = struct.unpack_from("!HH", data, pos)
+        nsid = nsid or code == NSID
         pos += 4 + length
     if pos != end:
         raise Malformed("EDNS option runs past the OPT record")
+    return nsid
 
 
 def opcode_of(data: bytes) -> int:
@@ -180,12 +186,14 @@ def rrset_wire(q: Query, rrset: RRset, rotation: int) -> bytes:
         rdatas = rdatas[k:] + rdatas[:k]
     pointer = 0xC000 | q.owner_offset(rrset.skip)
     pack = _RR_FIXED.pack
-    return b"".join(pack(pointer, rrset.rtype, rrset.rclass, rrset.ttl, len(rd)) + rd for rd in rdatas)
+    prefix = rrset.prefix
+    return b"".join(prefix + pack(pointer, rrset.rtype, rrset.rclass, rrset.ttl, len(rd)) + rd for rd in rdatas)
 
 
-def opt_wire(payload: int, do: bool, rcode: int) -> bytes:
+def opt_wire(payload: int, do: bool, rcode: int, nsid: bytes | None = None) -> bytes:
     ttl = ((rcode >> 4) << 24) | (0x8000 if do else 0)
-    return b"\x00" + struct.pack("!HHIH", OPT, payload, ttl, 0)
+    options = b"" if nsid is None else struct.pack("!HH", NSID, len(nsid)) + nsid
+    return b"\x00" + struct.pack("!HHIH", OPT, payload, ttl, len(options)) + options
 
 
 def render(
@@ -196,9 +204,13 @@ def render(
     limit: int,
     server_payload: int,
     rotation: int = 0,
+    nsid: bytes | None = None,
 ) -> bytes:
-    """The whole reply; past `limit` bytes whole RRsets are dropped from the end and TC is set."""
-    opt = opt_wire(server_payload, q.edns.do, answer.rcode) if q.edns is not None else b""
+    """The whole reply; past `limit` bytes whole RRsets are dropped from the end and TC is set,
+    but for the additional section's, which are left out while they do not fit, without TC.
+    `nsid`: the server's id, sent to a query that asks for it."""
+    edns = q.edns
+    opt = opt_wire(server_payload, edns.do, answer.rcode, nsid if edns.nsid else None) if edns is not None else b""
     question = q.data[12 : q.question_end]
     budget = limit - 12 - len(question) - len(opt)
     sections: list[tuple[bytes, int]] = []
@@ -217,6 +229,16 @@ def render(
             chunks.append(wire)
             count += len(rrset.rdatas)
         sections.append((b"".join(chunks), count))
+    extra: list[bytes] = []
+    extra_count = 0
+    if not truncated:
+        for rrset in answer.additional:
+            wire = rrset_wire(q, rrset, 0)
+            if len(wire) > budget:
+                break  # the rest in order would leave gaps a client cannot tell from absence
+            budget -= len(wire)
+            extra.append(wire)
+            extra_count += len(rrset.rdatas)
     flags = QR | (q.flags & (0x7800 | RD | CD)) | (answer.rcode & 0xF)
     if answer.authoritative and answer.rcode in (NOERROR, NXDOMAIN):
         flags |= AA
@@ -224,5 +246,5 @@ def render(
         flags |= RA
     if truncated:
         flags |= TC
-    header = _HEADER.pack(q.id, flags, 1, sections[0][1], sections[1][1], 1 if opt else 0)
-    return b"".join((header, question, sections[0][0], sections[1][0], opt))
+    header = _HEADER.pack(q.id, flags, 1, sections[0][1], sections[1][1], extra_count + (1 if opt else 0))
+    return b"".join((header, question, sections[0][0], sections[1][0], *extra, opt))

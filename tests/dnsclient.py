@@ -11,6 +11,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -82,6 +83,33 @@ class Reply:
     def txt_strings(self) -> list[list[bytes]]:
         return [list(rd.strings) for rrset in self.msg.answer if rrset.rdtype == dns.rdatatype.TXT for rd in rrset]
 
+    def srv(self) -> list[tuple[int, int, int, str]]:
+        """Answer SRV records as (priority, weight, port, target), in wire order."""
+        return [
+            (rd.priority, rd.weight, rd.port, rd.target.to_text())
+            for rrset in self.msg.answer
+            if rrset.rdtype == dns.rdatatype.SRV
+            for rd in rrset
+        ]
+
+    def ptr(self) -> list[str]:
+        return [rd.target.to_text() for rrset in self.msg.answer if rrset.rdtype == dns.rdatatype.PTR for rd in rrset]
+
+    def additional(self) -> list[tuple[str, str, str]]:
+        """The additional section but the OPT: (owner, type, address), in wire order."""
+        return [
+            (rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype), rd.address)
+            for rrset in self.msg.additional
+            for rd in rrset
+        ]
+
+    def nsid(self) -> bytes | None:
+        """The NSID option's data (RFC 5001), if the reply carries one."""
+        for option in self.msg.options:
+            if option.otype == dns.edns.NSID:
+                return option.to_wire()
+        return None
+
     def soa(self) -> dns.rdtypes.ANY.SOA.SOA | None:  # type: ignore[name-defined]
         for rrset in self.msg.authority:
             if rrset.rdtype == dns.rdatatype.SOA:
@@ -103,9 +131,12 @@ class Reply:
             assert q.qtype == mq.rdtype
         dns_answer = [(rrset, rd) for rrset in m.answer for rd in rrset]
         dns_auth = [(rrset, rd) for rrset in m.authority for rd in rrset]
+        dns_extra = [(rrset, rd) for rrset in m.additional for rd in rrset]
+        lib_extra = [r for r in d.ar if r.rtype != dnslib.QTYPE.OPT]
         assert len(d.rr) == len(dns_answer)
         assert len(d.auth) == len(dns_auth)
-        for lib_rr, (rrset, rd) in zip(d.rr + d.auth, dns_answer + dns_auth, strict=True):
+        assert len(lib_extra) == len(dns_extra)
+        for lib_rr, (rrset, rd) in zip(d.rr + d.auth + lib_extra, dns_answer + dns_auth + dns_extra, strict=True):
             assert str(lib_rr.rname) == rrset.name.to_text()
             assert lib_rr.rtype == rrset.rdtype
             assert lib_rr.ttl == rrset.ttl
@@ -113,6 +144,12 @@ class Reply:
                 assert ipaddress.ip_address(str(lib_rr.rdata)) == ipaddress.ip_address(rd.address)
             elif rrset.rdtype == dns.rdatatype.TXT:
                 assert [bytes(s) for s in lib_rr.rdata.data] == list(rd.strings)
+            elif rrset.rdtype == dns.rdatatype.SRV:
+                srv = lib_rr.rdata
+                assert (srv.priority, srv.weight, srv.port) == (rd.priority, rd.weight, rd.port)
+                assert str(srv.target) == rd.target.to_text()
+            elif rrset.rdtype == dns.rdatatype.PTR:
+                assert str(lib_rr.rdata.label) == rd.target.to_text()
             elif rrset.rdtype == dns.rdatatype.SOA:
                 assert lib_rr.rdata.times[0] == rd.serial
                 assert str(lib_rr.rdata.mname) == rd.mname.to_text()
@@ -130,6 +167,11 @@ def make_query(
     edns: int | bool = 0,
     payload: int = 1232,
     want_dnssec: bool = False,
+    nsid: bool = False,
 ) -> dns.message.Message:
+    """A query; `nsid` asks which server answers (an empty NSID option, RFC 5001)."""
     use_edns = edns if not isinstance(edns, bool) else (0 if edns else -1)
-    return dns.message.make_query(name, rdtype, rdclass, use_edns=use_edns, payload=payload, want_dnssec=want_dnssec)
+    options = [dns.edns.GenericOption(dns.edns.NSID, b"")] if nsid else None
+    return dns.message.make_query(
+        name, rdtype, rdclass, use_edns=use_edns, payload=payload, want_dnssec=want_dnssec, options=options
+    )

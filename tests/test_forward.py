@@ -416,8 +416,8 @@ PRIVATE = [
 PRIVATE_REVERSE = [
     # (address, the locally served zone (RFC 6303) that holds its network's prefix)
     ("fdaa:0:18::1", "d.f.ip6.arpa."),
-    ("fdaa:0:18:a7b:7d:f066:b83b:2", "d.f.ip6.arpa."),  # a machine's own address
-    ("10.18.0.2", "10.in-addr.arpa."),
+    ("fdaa:0:18:a7b:7d:f066:b83b:3", "d.f.ip6.arpa."),  # next to a machine's (its own answers PTR: test_ptr.py)
+    ("10.18.0.3", "10.in-addr.arpa."),
     ("fd12:3456:7800::9", "d.f.ip6.arpa."),  # another network's: private all the same
     ("10.250.1.1", "10.in-addr.arpa."),
     ("fdaa:0:99::1", "d.f.ip6.arpa."),  # in no network: indistinguishable from another's
@@ -452,9 +452,14 @@ def test_private_reverse_names_with_dig(fwd: RunningServer, fake: FakeUpstream) 
     v6 = dig(fwd, "-x", "fdaa:0:18::1")
     assert v6.status == "NXDOMAIN" and v6.flags == {"qr", "aa", "rd", "ra"}
     assert [(r.name, r.rdtype) for r in v6.section("AUTHORITY")] == [("d.f.ip6.arpa.", "SOA")]
-    v4 = dig(fwd, "-x", "10.18.0.2")
+    v4 = dig(fwd, "-x", "10.18.0.3")
     assert v4.status == "NXDOMAIN" and "aa" in v4.flags
     assert [(r.name, r.rdtype) for r in v4.section("AUTHORITY")] == [("10.in-addr.arpa.", "SOA")]
+    named = dig(fwd, "-x", "10.18.0.2")  # a machine's ip4
+    assert named.status == "NOERROR" and "aa" in named.flags
+    assert [(r.name, r.rdtype, r.data) for r in named.answer] == [
+        ("2.0.18.10.in-addr.arpa.", "PTR", "148e21dad76789.vm.my-app.internal.")
+    ]
     public = dig(fwd, "www.example.test", "A")
     assert public.status == "NOERROR" and public.flags == {"qr", "rd", "ra"}
     assert [(r.name, r.ttl, r.rdtype, r.data) for r in public.answer] == [("www.example.test.", 300, "A", "192.0.2.10")]

@@ -6,7 +6,8 @@ allocated across networks, peers, machines in every state) and maps network i to
 source 127.0.1.(i+1). For a name that exists only in network B, asked from network A, the reply must
 be byte for byte the reply to an invented name of the same shape (the B-specific labels replaced
 by fresh ones of the same length), apart from the ID and the question; and A's lists must name
-nothing of B.
+nothing of B. The names cover SRV (apps with services), health (machines with checks) and PTR: the
+reverse name of B's address, asked from A, must be the reply to an unused address of B's prefix.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ STRUCTURAL = {
     "railway",
 }
 ZONES = {"internal": "fly", "flycast": "flycast", "railway.internal": "railway"}
+SERVICES: list[list[dict[str, Any]]] = [
+    [],
+    [{"name": "http", "port": 8080}],
+    [{"name": "http", "port": 8080}, {"name": "dns", "port": 53, "protocol": "udp"}],
+]
+CHECKS: list[dict[str, str] | None] = [None, {"http": "passing"}, {"http": "warning"}, {"http": "critical"}]
 
 label = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 hex_id = st.from_regex(r"[0-9a-f]{1,14}", fullmatch=True)
@@ -70,6 +77,11 @@ class Machine:
     ip6: str
     dns: bool
     role: str
+    checks: dict[str, str] | None = None
+
+    @property
+    def critical(self) -> bool:
+        return self.checks is not None and "critical" in self.checks.values()
 
 
 @dataclass
@@ -80,6 +92,8 @@ class Net:
     machines: list[Machine] = field(default_factory=list)
     peers: list[tuple[str, str | None]] = field(default_factory=list)  # (name, region)
     flycast: dict[str, list[str]] = field(default_factory=dict)  # app name -> addresses on this network
+    services: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app name -> its services
+    peer_ips: dict[str, str] = field(default_factory=dict)  # peer name -> ip6
 
     @property
     def source(self) -> str:
@@ -91,6 +105,20 @@ class Net:
 
     def dns_machines(self, app: str | None = None) -> list[Machine]:
         return sorted((m for m in self.machines if m.dns and (app is None or m.app == app)), key=lambda m: m.id)
+
+    def answered(self, app: str) -> list[Machine]:
+        """What the app's address forms give: its started machines, the critical ones left out
+        unless they are all critical (SPEC §3, Health)."""
+        started = [m for m in self.dns_machines(app) if m.state == "started"]
+        healthy = [m for m in started if not m.critical]
+        return healthy or started
+
+    def reverse_names(self) -> dict[str, str]:
+        """Address -> the PTR target it answers in this network's view."""
+        names = {m.ip6: f"{m.id}.vm.{m.app}.internal." for m in self.machines if m.dns}
+        names.update((ip, f"{peer}._peer.internal.") for peer, ip in self.peer_ips.items() if not peer.startswith("interactive-"))
+        names.update((ip, f"{app}.flycast.") for app, ips in self.flycast.items() for ip in ips)
+        return names
 
 
 @dataclass
@@ -129,7 +157,8 @@ def worlds(draw: st.DrawFn) -> World:
                 flycast.append({"ip": ip, "network": target.name})
                 target.flycast.setdefault(app, []).append(ip)
             net.flycast.setdefault(app, [])  # an app of the network exists under .flycast
-            docs["apps"].append({"name": app, "network": net.name, "flycast": flycast})
+            net.services[app] = draw(st.sampled_from(SERVICES))
+            docs["apps"].append({"name": app, "network": net.name, "flycast": flycast, "services": net.services[app]})
             for _ in range(draw(st.integers(0, 3))):
                 host += 1
                 m = Machine(
@@ -141,6 +170,7 @@ def worlds(draw: st.DrawFn) -> World:
                     ip6=f"fdaa:0:{0x100 + net.index:x}:a7b::{host:x}",
                     dns=draw(st.booleans() | st.just(True)),
                     role=draw(st.sampled_from(["primary", "replica"])),
+                    checks=draw(st.sampled_from(CHECKS)),
                 )
                 net.machines.append(m)
                 docs["machines"].append(
@@ -154,6 +184,7 @@ def worlds(draw: st.DrawFn) -> World:
                         "ip6": m.ip6,
                         "dns": m.dns,
                         "metadata": {"role": m.role},
+                        **({"checks": m.checks} if m.checks is not None else {}),
                     }
                 )
         for peer in draw(st.lists(st.sampled_from(peer_pool), max_size=3, unique=True)):
@@ -161,6 +192,7 @@ def worlds(draw: st.DrawFn) -> World:
             region = draw(st.sampled_from([None, *REGIONS]))
             net.peers.append((peer, region))
             entry = {"name": peer, "network": net.name, "ip6": f"fdaa:0:{0x100 + net.index:x}:d6b::{host:x}"}
+            net.peer_ips[peer] = entry["ip6"]
             if region is not None:
                 entry["region"] = region
             docs["peers"].append(entry)
@@ -177,6 +209,7 @@ class Probe:
     labels: tuple[str, ...]
     secret: frozenset[int]  # positions of the labels that are B's, to be replaced when inventing
     rdtype: str
+    prefix: int | None = None  # a reverse name's: B's index, whose prefix the invented address is in
 
 
 APP_FORMS: list[tuple[str, ...]] = [
@@ -200,15 +233,27 @@ APP_FORMS: list[tuple[str, ...]] = [
     ("{app}", "railway", "internal"),
 ]
 TYPES = ["AAAA", "TXT", "A", "ANY"]
+SRV_FORMS: list[tuple[str, ...]] = [
+    ("_http", "_tcp", "{app}", "internal"),
+    ("_tcp", "{app}", "internal"),
+    ("_dns", "_udp", "{app}", "internal"),
+    ("_http", "_tcp", "{app}", "railway", "internal"),
+    ("_udp", "{app}", "railway", "internal"),
+]
+ENT_CUT = 12  # nibbles left off a reverse name: the /80 above an address, inside its network's /48
+
+
+def reverse_labels(address: str) -> tuple[str, ...]:
+    return tuple(dns.reversename.from_address(address).to_text().rstrip(".").split("."))
 
 
 def probes_between(a: Net, b: Net) -> list[Probe]:
     found: list[Probe] = []
     k = 0
 
-    def add(labels: tuple[str, ...], secret: set[int]) -> None:
+    def add(labels: tuple[str, ...], secret: set[int], rdtype: str | None = None) -> None:
         nonlocal k
-        found.append(Probe(labels, frozenset(secret), TYPES[k % len(TYPES)]))
+        found.append(Probe(labels, frozenset(secret), rdtype or TYPES[k % len(TYPES)]))
         k += 1
 
     for app in b.apps:
@@ -216,6 +261,14 @@ def probes_between(a: Net, b: Net) -> list[Probe]:
             for form in APP_FORMS:
                 labels = tuple(app if part == "{app}" else part for part in form)
                 add(labels, {labels.index(app)})
+            for form in SRV_FORMS:
+                labels = tuple(app if part == "{app}" else part for part in form)
+                add(labels, {labels.index(app)}, "SRV")
+        else:  # a service only B's app of that name has
+            theirs = {(s["name"], s.get("protocol", "tcp")) for s in b.services.get(app, [])}
+            ours = {(s["name"], s.get("protocol", "tcp")) for s in a.services.get(app, [])}
+            for name, protocol in sorted(theirs - ours):
+                add((f"_{name}", f"_{protocol}", app, "internal"), {0}, "SRV")
         if app not in a.flycast:
             add((app, "flycast"), {0})
         for m in b.machines:
@@ -224,6 +277,12 @@ def probes_between(a: Net, b: Net) -> list[Probe]:
     for peer, _ in b.peers:
         if peer not in a.visible_peers:
             add((peer, "_peer", "internal"), {0})
+    # B's addresses, named or not, and the names above them: as unused ones of B's prefix
+    addresses = [m.ip6 for m in b.machines] + list(b.peer_ips.values()) + [ip for ips in b.flycast.values() for ip in ips]
+    for address in addresses:
+        labels = reverse_labels(address)
+        found.append(Probe(labels, frozenset(), "PTR", b.index))
+        found.append(Probe(labels[ENT_CUT:], frozenset(), "PTR", b.index))
     return found
 
 
@@ -238,6 +297,10 @@ def fresh_label(like: str, taken: set[str], rng: random.Random) -> str:
 
 
 def invent(probe: Probe, taken: set[str], rng: random.Random) -> tuple[str, ...]:
+    if probe.prefix is not None:  # an address of B's /48 that nothing has: every generated one has a 5th group of 0
+        subnet, group5, host = rng.randrange(0x10000), rng.randrange(1, 0x10000), rng.randrange(1, 0x10000)
+        unused = f"fdaa:0:{0x100 + probe.prefix:x}:{subnet:x}:{group5:x}::{host:x}"
+        return reverse_labels(unused)[32 - (len(probe.labels) - 2) :]
     return tuple(fresh_label(lbl, taken, rng) if i in probe.secret else lbl for i, lbl in enumerate(probe.labels))
 
 
@@ -267,12 +330,17 @@ def assert_indistinguishable(
     assert real.wire[q_end - 4 :] == fake.wire[q_end - 4 :], where
     assert real.msg.flags == fake.msg.flags and real.msg.flags & dns.flags.AA, where
     (soa_rrset,) = real.msg.authority
-    assert soa_rrset.name.to_text() == (
-        "flycast."
-        if probe.labels[-1] == "flycast"
-        else ".".join(probe.labels[-2:]) + "."
-        if probe.labels[-2:] == ("railway", "internal")
-        else "internal."
+    assert (
+        soa_rrset.name.to_text()
+        == (
+            "d.f.ip6.arpa."  # the locally served zone holding fd00::/8 (RFC 6303)
+            if probe.labels[-1] == "arpa"
+            else "flycast."
+            if probe.labels[-1] == "flycast"
+            else ".".join(probe.labels[-2:]) + "."
+            if probe.labels[-2:] == ("railway", "internal")
+            else "internal."
+        )
     ), where
     assert real.soa() == fake.soa() and real.soa().serial == serial, where
     assert real.msg.answer == fake.msg.answer == [], where
@@ -327,11 +395,26 @@ def check_lists(server: RunningServer, a: Net, others: list[Net]) -> None:
 
 
 def check_positive_answers(server: RunningServer, a: Net) -> None:
-    """Names A shares with B answer with A's data only."""
+    """Names A shares with B answer with A's data only: addresses (healthy ones), SRV targets, PTR."""
     for app in a.apps:
         reply = server.ask(f"{app}.internal", "AAAA", source=a.source)
         assert reply.rcode_text == "NOERROR"
-        assert sorted(reply.addresses()) == sorted(m.ip6 for m in a.dns_machines(app) if m.state == "started")
+        answered = a.answered(app)
+        assert sorted(reply.addresses()) == sorted(m.ip6 for m in answered)
+        srv = server.ask(f"_http._tcp.{app}.internal", "SRV", source=a.source, tcp=True)
+        if any(s["name"] == "http" for s in a.services[app]):
+            targets = sorted(f"{m.id}.vm.{app}.internal." for m in answered)
+            assert srv.rcode_text == "NOERROR" and sorted(target for *_, target in srv.srv()) == targets
+            assert sorted(srv.additional()) == sorted((f"{m.id}.vm.{app}.internal.", "AAAA", m.ip6) for m in answered)
+        else:
+            assert srv.rcode_text == "NXDOMAIN"
+    for address, name in a.reverse_names().items():
+        reply = server.ask(dns.reversename.from_address(address).to_text(), "PTR", source=a.source)
+        assert reply.rcode_text == "NOERROR" and reply.ptr() == [name], (address, a.name)
+    for m in a.machines:
+        if not m.dns:
+            reply = server.ask(dns.reversename.from_address(m.ip6).to_text(), "PTR", source=a.source)
+            assert reply.rcode_text == "NXDOMAIN", (m.ip6, a.name)
     for app, addresses in a.flycast.items():
         reply = server.ask(f"{app}.flycast", "AAAA", source=a.source)
         assert reply.rcode_text == "NOERROR"
@@ -365,9 +448,10 @@ def run_checks(server: RunningServer, world: World, tcp: bool, rng: random.Rando
     taken = world.universe()
     pairs = [(a, b) for a in world.nets for b in world.nets if a is not b]
     probes = [(a, p) for a, b in pairs for p in probes_between(a, b)]
-    for a, probe in rng.sample(probes, min(len(probes), 40)):
+    for a, probe in rng.sample(probes, min(len(probes), 60)):
         assert_indistinguishable(server, probe, invent(probe, taken, rng), a, tcp, serial)
-    for a, probe in rng.sample(probes, min(len(probes), 8)):
+    forward = [(a, p) for a, p in probes if p.prefix is None]  # a reverse name's shape is fixed
+    for a, probe in rng.sample(forward, min(len(forward), 8)):
         assert_same_structure_as(server, probe, a, tcp)
     for a in world.nets:
         check_lists(server, a, [b for b in world.nets if b is not a])
@@ -382,14 +466,30 @@ def test_the_probes_cover_every_kind_of_name() -> None:
         Machine("abc123", "shared", "iad", "started", "app", "fdaa::1", True, "primary"),
         Machine("def456", "secret", "iad", "stopped", "app", "fdaa::2", True, "primary"),
     ]
-    b.flycast = {"shared": [], "secret": []}
-    labels = {p.labels for p in probes_between(a, b)}
+    b.flycast = {"shared": [], "secret": ["fdaa:0:101:f::1"]}
+    b.peer_ips = {"both": "fdaa:0:101:d6b::5", "hidden": "fdaa:0:101:d6b::6"}
+    b.services = {"shared": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "udp"}], "secret": []}
+    a.services = {"shared": [{"name": "http", "port": 8080}]}
+    probes = probes_between(a, b)
+    labels = {p.labels for p in probes}
     assert ("secret", "internal") in labels and ("secret", "flycast") in labels
     assert ("secret", "railway", "internal") in labels
     assert ("abc123", "vm", "shared", "internal") in labels and ("def456", "vm", "secret", "internal") in labels
     assert ("hidden", "_peer", "internal") in labels and ("interactive-x", "_peer", "internal") in labels
     assert ("both", "_peer", "internal") not in labels and ("shared", "internal") not in labels
     assert ("shared", "flycast") not in labels
+    srv = {p.labels for p in probes if p.rdtype == "SRV"}
+    assert ("_http", "_tcp", "secret", "internal") in srv and ("_tcp", "secret", "internal") in srv
+    assert ("_http", "_tcp", "secret", "railway", "internal") in srv
+    assert ("_dns", "_udp", "shared", "internal") in srv  # B's shared app serves what A's does not
+    assert ("_http", "_tcp", "shared", "internal") not in srv  # both have it
+    reverse = {p.labels for p in probes if p.rdtype == "PTR"}
+    for address in ("fdaa::1", "fdaa::2", "fdaa:0:101:f::1", "fdaa:0:101:d6b::5", "fdaa:0:101:d6b::6"):
+        assert reverse_labels(address) in reverse and reverse_labels(address)[ENT_CUT:] in reverse
+    rng = random.Random(1)
+    for probe in (p for p in probes if p.prefix is not None):
+        invented = invent(probe, set(), rng)
+        assert len(invented) == len(probe.labels) and invented[-8:] == reverse_labels("fdaa:0:101::")[-8:]
 
 
 # --- reverse names ------------------------------------------------------------------------------

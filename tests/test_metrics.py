@@ -42,6 +42,7 @@ FAMILIES = {
     "internal_dns_responses": "counter",
     "internal_dns_request_duration_seconds": "histogram",
     "internal_dns_dropped": "counter",
+    "internal_dns_health_fail_open": "counter",
     "internal_dns_packet_cache_entries": "gauge",
     "internal_dns_packet_cache_bytes": "gauge",
     "internal_dns_packet_cache_evictions": "counter",
@@ -502,7 +503,7 @@ def entities(s: Scrape) -> dict[str, float]:
 def test_registry_entities_generation_and_serial(start_server: StartServer, registry_dir: Path) -> None:
     server = with_metrics(start_server)
     s = scrape(server)
-    assert entities(s) == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+    assert entities(s) == {"networks": 4, "apps": 9, "machines": 18, "peers": 4, "regions": 35}
     assert s.value("internal_dns_registry_generation") == 1
     serial = s.value("internal_dns_registry_serial")
     assert serial == server.ask("nope.internal", "AAAA").msg.authority[0][0].serial  # the SOA's
@@ -516,7 +517,7 @@ def test_registry_entities_generation_and_serial(start_server: StartServer, regi
     )
     server.poll()
     s = scrape(server)
-    assert entities(s) == {"networks": 4, "apps": 10, "machines": 18, "peers": 5, "regions": 35}
+    assert entities(s) == {"networks": 4, "apps": 10, "machines": 19, "peers": 5, "regions": 35}
     assert s.value("internal_dns_registry_generation") == 2
     assert s.value("internal_dns_registry_serial") > serial
     assert s.value("internal_dns_registry_serial") == server.ask("nope.internal", "AAAA").msg.authority[0][0].serial
@@ -560,7 +561,7 @@ def test_registry_before_the_first_snapshot(start_server: StartServer, registry_
     broken.unlink()
     server.poll()
     s = scrape(server)
-    assert entities(s)["machines"] == 17 and s.value("internal_dns_registry_generation") == 1
+    assert entities(s)["machines"] == 18 and s.value("internal_dns_registry_generation") == 1
     assert s.value("internal_dns_registry_snapshot_age_seconds") == 0
 
 

@@ -6,6 +6,7 @@ every zone: apex SOA/NS, NXDOMAIN vs NODATA with the SOA in authority (RFC 2308)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from internal_dns.authority.schemes import SCHEMES, Scheme
@@ -42,6 +43,9 @@ class Zones:
 
     def __init__(self, zones: dict[str, str]):
         self.by_labels = {z.labels: z for z in (Zone.make(n, s) for n, s in zones.items())}
+        self.by_scheme: dict[str, str] = {}  # scheme → the first zone serving it (reverse names point there)
+        for name, scheme in zones.items():
+            self.by_scheme.setdefault(scheme, name)
         self._lengths = sorted({len(k) for k in self.by_labels}, reverse=True)
 
     def match(self, labels: tuple[str, ...]) -> Zone | None:
@@ -58,17 +62,19 @@ def answer(snapshot: Snapshot, view: View, zone: Zone, labels: tuple[str, ...], 
     """`labels` is the whole lower-cased query name; `zone` the zone it falls in."""
     relative = labels[: len(labels) - len(zone.labels)]
     serial = snapshot.serial
-    node = apex(zone, serial, ttl) if not relative else zone.scheme(snapshot, view, relative)
+    node = apex(zone, serial, ttl) if not relative else zone.scheme(snapshot, view, relative, zone.name)
     return from_node(node, zone.name, len(relative), qtype, serial, ttl)
 
 
-def private_reverse(labels: tuple[str, ...], zone_labels: int, qtype: int, serial: int, ttl: int) -> Answer:
+def private_reverse(
+    labels: tuple[str, ...], zone_labels: int, qtype: int, serial: int, ttl: int, names: Callable[[tuple[str, ...]], Node | None]
+) -> Answer:
     """A reverse name inside a locally served block holding a network (`reverse.py`): the zone's
-    apex holds its SOA, and no name below it exists, in any view — so that another network's
-    addresses cannot be told from unused ones (SPEC §2)."""
+    apex holds its SOA; below it only the view's own addresses have names (`names`: ptr.py), so
+    that another network's addresses cannot be told from unused ones (SPEC §2, §3 Reverse)."""
     zone = ".".join(labels[len(labels) - zone_labels :])
     depth = len(labels) - zone_labels
-    node = Node({SOA: RecordSet((soa_rdata(zone, serial, ttl),))}) if depth == 0 else None
+    node = Node({SOA: RecordSet((soa_rdata(zone, serial, ttl),))}) if depth == 0 else names(labels)
     return from_node(node, zone, depth, qtype, serial, ttl)
 
 
@@ -85,7 +91,10 @@ def from_node(node: Node | None, zone: str, depth: int, qtype: int, serial: int,
         found = (RRset(0, qtype, ttl, rs.rdatas, rs.rotates),) if rs is not None and rs.rdatas else ()
     if not found:
         return Answer(NOERROR, authority=(soa,))
-    return Answer(NOERROR, answer=found)
+    # What a node's records carry beside them, and whether its addresses failed open, go with
+    # any answer of its records: a node holds one kind of them (addresses, or SRV and targets).
+    additional = tuple(RRset(x.skip, x.rtype, ttl, x.rdatas, prefix=x.prefix) for x in node.additional)
+    return Answer(NOERROR, answer=found, additional=additional, fail_open=node.fail_open)
 
 
 def apex(zone: Zone, serial: int, ttl: int) -> Node:

@@ -120,6 +120,7 @@ def turn_key(network: str, data: bytes, question_end: int) -> bytes:
 class PacketCache:
     def __init__(self, counters: QueryCounters, clock: Clock, max_entries: int, max_bytes: int):
         self.counters = counters
+        self.served_cell = -1  # the counter of what `answer` last returned (the full path counts it)
         self.clock = clock
         self.store = LruStore(max_entries, max_bytes, on_evict=self._evicted)
         self.serial = 0
@@ -215,6 +216,7 @@ class PacketCache:
             self._put(rkey, (entry_size(rkey, header, *bodies), *rendering[1:RENDERED], *bodies))
         if turns_at is not None:
             self.turns[turns_at] = self.turns.get(turns_at, 0) + 1
+        self.served_cell = cell
         question = data[12:end]
         rest = header + question + body
         ekey = exact_tag + data[2:]

@@ -64,7 +64,7 @@ class PrivateReverse:
         if labels[-2:] == ("ip6", "arpa"):
             digits, bits, table = _digits(labels, lambda s: len(s) == 1 and s in _HEX, 16), 4, self._v6
         elif labels[-2:] == ("in-addr", "arpa"):
-            digits, bits, table = _digits(labels, _octet, 256), 8, self._v4
+            digits, bits, table = _digits(labels, octet, 256), 8, self._v4
         else:
             return None
         value, count = digits
@@ -75,7 +75,7 @@ class PrivateReverse:
         return None
 
 
-def _octet(label: str) -> bool:
+def octet(label: str) -> bool:
     return label.isdigit() and len(label) <= 3 and str(int(label)) == label and int(label) < 256
 
 

@@ -67,6 +67,7 @@ class Forwarder:
         self.reactor = reactor
         self.clock = clock
         self.server_payload = server_payload
+        self.server_id = b""  # NSID (RFC 5001): what a query that asks is told (the server sets it)
         self._exchange = exchange_fn
         self.flights: dict[tuple[CacheKey, bool], defer.Deferred[Outcome]] = {}
         # Upstreams under a health check: the probe in flight, or the call that sends the next.
@@ -193,7 +194,13 @@ class Forwarder:
         if self.cache is not None:  # no record outlives its cache entry in a downstream cache
             cap = min(cap, self.cache.max_ttl) if cap is not None else self.cache.max_ttl
         wire = for_client(
-            reply, q, server_payload=self.server_payload, age=age, cap=cap, stale_ttl=self.stale_ttl if stale else None
+            reply,
+            q,
+            server_payload=self.server_payload,
+            age=age,
+            cap=cap,
+            stale_ttl=self.stale_ttl if stale else None,
+            nsid=self.server_id,
         )
         return wire if tcp else fit_for_udp(wire, min(q.udp_limit(), self.server_payload))
 
@@ -204,6 +211,7 @@ class Forwarder:
             recursion_available=True,
             limit=TCP_LIMIT if tcp else q.udp_limit(),
             server_payload=self.server_payload,
+            nsid=self.server_id,
         )
 
     @defer.inlineCallbacks

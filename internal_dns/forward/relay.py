@@ -15,7 +15,7 @@ import dns.exception
 import dns.message
 
 from internal_dns.records import NOERROR, NXDOMAIN, OPT, SOA
-from internal_dns.wire import AA, AD, CD, QR, RA, RD, TC, Malformed, Query, opt_wire, skip_name
+from internal_dns.wire import AA, AD, CD, NSID, QR, RA, RD, TC, Malformed, Query, opt_wire, skip_name
 
 _HEADER = struct.Struct("!HHHHHH")
 _DO = 0x8000  # in the OPT record's flags
@@ -139,9 +139,11 @@ def for_client(
     age: int = 0,
     cap: int | None = None,
     stale_ttl: int | None = None,
+    nsid: bytes = b"",
 ) -> bytes:
     """The reply as this client must get it: its ID, its question, this hop's flags and OPT, and
-    TTLs no longer than `cap`, less `age` (or all `stale_ttl` for a stale answer, RFC 8767 §4)."""
+    TTLs no longer than `cap`, less `age` (or all `stale_ttl` for a stale answer, RFC 8767 §4).
+    A client asking for NSID is told `nsid`: this server is the one it asked."""
     wire = bytearray(reply.wire)
     for r in reply.records:
         if r.rtype == OPT:
@@ -165,8 +167,13 @@ def for_client(
             ext_flags = struct.unpack_from("!H", wire, opt.ttl_offset + 2)[0]
             ext_flags = ext_flags | _DO if q.edns.do else ext_flags & ~_DO
             struct.pack_into("!H", wire, opt.ttl_offset + 2, ext_flags)
+            if q.edns.nsid:  # ours, in place of any the upstream sent: one NSID per reply (RFC 5001 §2.3)
+                start = opt.ttl_offset + 6
+                data = _without_option(bytes(wire[start : opt.end]), NSID) + struct.pack("!HH", NSID, len(nsid)) + nsid
+                struct.pack_into("!H", wire, opt.ttl_offset + 4, len(data))
+                wire[start : opt.end] = data
     elif q.edns is not None:
-        wire += opt_wire(server_payload, q.edns.do, 0)
+        wire += opt_wire(server_payload, q.edns.do, 0, nsid if q.edns.nsid else None)
         arcount += 1
     # The upstream's rcode and flags, except those that describe this hop.
     flags = (reply.flags & ~(AA | RD | CD)) | (q.flags & (RD | CD)) | RA
@@ -186,3 +193,14 @@ def fit_for_udp(wire: bytes, limit: int) -> bytes:
     except (dns.exception.DNSException, ValueError):
         flags = struct.unpack_from("!H", wire, 2)[0] | TC
         return wire[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + wire[12 : skip_name(wire, 12) + 4]
+
+
+def _without_option(options: bytes, code: int) -> bytes:
+    """An OPT record's data without the options of one code (one running past the end goes too)."""
+    kept, pos = [], 0
+    while pos + 4 <= len(options):
+        found, length = struct.unpack_from("!HH", options, pos)
+        if found != code and pos + 4 + length <= len(options):
+            kept.append(options[pos : pos + 4 + length])
+        pos += 4 + length
+    return b"".join(kept)

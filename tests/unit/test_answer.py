@@ -242,7 +242,7 @@ REVERSE_ZONE = ("d", "f", "ip6", "arpa")
 
 
 def reverse(labels: tuple[str, ...], qtype: int) -> Answer:
-    return private_reverse(labels, len(REVERSE_ZONE), qtype, 7, 5)
+    return private_reverse(labels, len(REVERSE_ZONE), qtype, 7, 5, lambda _: None)
 
 
 @pytest.mark.parametrize("qtype", [SOA, ANY])

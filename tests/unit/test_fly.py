@@ -34,7 +34,7 @@ def snapshot() -> Snapshot:
 
 def find(snapshot: Snapshot, name: str, view: View = IAD) -> Node | None:
     """`name` relative to the zone `internal`."""
-    return lookup(snapshot, view, tuple(name.split(".")))
+    return lookup(snapshot, view, tuple(name.split(".")), "internal")
 
 
 def aaaa(snapshot: Snapshot, name: str, view: View = IAD) -> list[str]:
@@ -197,7 +197,7 @@ def test_bad_top_n_is_nxdomain(snapshot: Snapshot, top: str) -> None:
 
 
 def test_top_n_with_a_trailing_newline_is_nxdomain(snapshot: Snapshot) -> None:
-    assert lookup(snapshot, IAD, ("top1\n", "nearest", "of", "my-app")) is None
+    assert lookup(snapshot, IAD, ("top1\n", "nearest", "of", "my-app"), "internal") is None
 
 
 # --- empty non-terminals -------------------------------------------------------------------------------
@@ -275,6 +275,7 @@ def test_instances_are_split_into_255_byte_strings(snapshot: Snapshot) -> None:
         "instance=4d89699c030518,app=my-app,ip=fdaa:0:18:a7b:c4:5b1:8f2e:2,region=ams",
         "instance=5683e29f4d1118,app=api,ip=fdaa:0:18:a7b:41:8a0f:2b6c:2,region=iad",
         "instance=6e82933c1d7e48,app=my-app,ip=fdaa:0:18:a7b:9f:3c21:44d0:2,region=iad",
+        "instance=9a0c6e4d2b8f31,app=api,ip=fdaa:0:18:a7b:43:5c2e:81f4:2,region=ams",  # critical: listed
     ]
     node = find(snapshot, "_instances")
     assert node is not None
@@ -292,13 +293,14 @@ def test_all_instances(snapshot: Snapshot) -> None:
         "instance=6e82933c1d7e48",
         "instance=7811b66c2e4e08",
         "instance=91851edb6e5187",
+        "instance=9a0c6e4d2b8f31",
         "instance=e2865013a3d438",
     ]
 
 
 def test_instances_of_a_network_without_machines_is_empty() -> None:
     snap = registry()
-    node = lookup(snap, View("net", None), ("_instances",))
+    node = lookup(snap, View("net", None), ("_instances",), "internal")
     assert node is not None and node.records[TXT].rdatas == (b"\x00",)
 
 

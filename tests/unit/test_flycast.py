@@ -28,7 +28,7 @@ def snapshot() -> Snapshot:
 
 
 def find(snapshot: Snapshot, view: View, *labels: str) -> Node | None:
-    return lookup(snapshot, view, labels)
+    return lookup(snapshot, view, labels, "flycast")
 
 
 def addresses(node: Node | None) -> list[str]:
@@ -70,7 +70,7 @@ def test_an_own_app_without_addresses_exists_with_none(snapshot: Snapshot) -> No
     ],
 )
 def test_everything_else_is_nxdomain(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> None:
-    assert lookup(snapshot, view, labels) is None
+    assert lookup(snapshot, view, labels, "flycast") is None
 
 
 def registry(**sections: list[dict[str, Any]]) -> Snapshot:
@@ -87,12 +87,12 @@ def test_machine_state_does_not_matter() -> None:
         apps=[{"name": "web", "network": "a", "flycast": [{"ip": "fdaa:a::f1"}]}],
         machines=[{"id": "a1", "app": "web", "region": "iad", "state": "stopped", "ip6": "fdaa:a::1"}],
     )
-    assert addresses(lookup(snap, View("a", None), ("web",))) == ["fdaa:a::f1"]
+    assert addresses(lookup(snap, View("a", None), ("web",), "flycast")) == ["fdaa:a::f1"]
 
 
 def test_addresses_are_sorted_and_rotate() -> None:
     snap = registry(apps=[{"name": "web", "network": "a", "flycast": [{"ip": f"fdaa:a::f{i}"} for i in (3, 1, 2)]}])
-    node = lookup(snap, View("a", None), ("web",))
+    node = lookup(snap, View("a", None), ("web",), "flycast")
     assert addresses(node) == ["fdaa:a::f1", "fdaa:a::f2", "fdaa:a::f3"]
     assert node is not None and node.records[AAAA].rotates
 
@@ -109,5 +109,5 @@ def test_apps_of_one_name_in_two_networks_share_the_name_on_a_third() -> None:
             {"name": "web", "network": "b", "flycast": [{"ip": "fdaa:c::1", "network": "c"}]},
         ],
     )
-    assert addresses(lookup(snap, View("c", None), ("web",))) == ["fdaa:c::1", "fdaa:c::2"]
-    assert addresses(lookup(snap, View("a", None), ("web",))) == []
+    assert addresses(lookup(snap, View("c", None), ("web",), "flycast")) == ["fdaa:c::1", "fdaa:c::2"]
+    assert addresses(lookup(snap, View("a", None), ("web",), "flycast")) == []

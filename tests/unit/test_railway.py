@@ -37,21 +37,24 @@ def test_the_scheme_is_registered() -> None:
 
 
 def test_a_dual_stack_service(snapshot: Snapshot) -> None:
-    node = lookup(snapshot, PRODUCTION, ("web",))
+    node = lookup(snapshot, PRODUCTION, ("web",), "railway.internal")
     assert records(node) == {
         A: ["10.250.1.10", "10.250.1.11"],
         AAAA: ["fd12:3456:7800:1::a", "fd12:3456:7800:1::b"],
     }
     assert node is not None and node.records[A].rotates and node.records[AAAA].rotates
-    assert records(lookup(snapshot, PRODUCTION, ("postgres",))) == {A: ["10.250.2.10"], AAAA: ["fd12:3456:7800:2::a"]}
+    assert records(lookup(snapshot, PRODUCTION, ("postgres",), "railway.internal")) == {
+        A: ["10.250.2.10"],
+        AAAA: ["fd12:3456:7800:2::a"],
+    }
 
 
 def test_a_legacy_environment_has_no_a_records(snapshot: Snapshot) -> None:
-    assert records(lookup(snapshot, STAGING, ("web",))) == {AAAA: ["fd12:3456:7900:1::a"]}
+    assert records(lookup(snapshot, STAGING, ("web",), "railway.internal")) == {AAAA: ["fd12:3456:7900:1::a"]}
 
 
 def test_a_service_without_started_replicas_exists_empty(snapshot: Snapshot) -> None:
-    assert records(lookup(snapshot, STAGING, ("postgres",))) == {AAAA: []}
+    assert records(lookup(snapshot, STAGING, ("postgres",), "railway.internal")) == {AAAA: []}
 
 
 @pytest.mark.parametrize(
@@ -66,12 +69,12 @@ def test_a_service_without_started_replicas_exists_empty(snapshot: Snapshot) -> 
     ],
 )
 def test_everything_else_is_nxdomain(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> None:
-    assert lookup(snapshot, view, labels) is None
+    assert lookup(snapshot, view, labels, "railway.internal") is None
 
 
 def test_a_fly_network_in_the_railway_zone(snapshot: Snapshot) -> None:
     # The scheme reads any network: personal's apps are its services there.
-    result = records(lookup(snapshot, View("personal", None), ("my-app",)))
+    result = records(lookup(snapshot, View("personal", None), ("my-app",), "railway.internal"))
     assert result[A] == ["10.18.0.2"]  # only 148e21dad76789 has an ip4
     assert result[AAAA] == ["fdaa:0:18:a7b:7d:f066:b83b:2", "fdaa:0:18:a7b:c4:5b1:8f2e:2", "fdaa:0:18:a7b:9f:3c21:44d0:2"]
 
@@ -95,9 +98,12 @@ def test_only_started_replicas_and_only_those_with_ip4_for_a() -> None:
             {"id": "d4", "app": "api", "region": "sjc", "ip6": "fd00:1::d4", "ip4": "10.1.0.4", "dns": False},
         ]
     )
-    assert records(lookup(snap, View("env", None), ("api",))) == {A: ["10.1.0.3"], AAAA: ["fd00:1::a1", "fd00:1::c3"]}
+    assert records(lookup(snap, View("env", None), ("api",), "railway.internal")) == {
+        A: ["10.1.0.3"],
+        AAAA: ["fd00:1::a1", "fd00:1::c3"],
+    }
 
 
 def test_a_dual_stack_service_without_any_ip4_has_an_empty_a_set() -> None:
     snap = registry(machines=[{"id": "a1", "app": "api", "region": "sjc", "ip6": "fd00:1::a1"}])
-    assert records(lookup(snap, View("env", None), ("api",))) == {A: [], AAAA: ["fd00:1::a1"]}
+    assert records(lookup(snap, View("env", None), ("api",), "railway.internal")) == {A: [], AAAA: ["fd00:1::a1"]}

@@ -6,8 +6,9 @@ import re
 from collections.abc import Iterable
 
 from internal_dns.authority.geo import nearest_machines
+from internal_dns.authority.health import healthy
 from internal_dns.authority.views import View
-from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, TXT, Node, RecordSet, txt
+from internal_dns.records import AAAA, EMPTY_NON_TERMINAL, SRV, TXT, Extra, Node, RecordSet, label_wire, srv_rdata, txt
 from internal_dns.registry.model import AppIndex, Machine, NetworkIndex, Snapshot
 
 # Any positive N without a leading zero (SPEC §3), however large: a label is at most 63 bytes,
@@ -16,7 +17,28 @@ _TOP = re.compile(r"top([1-9][0-9]*)\Z")  # \Z: "$" would let "top1\n" through
 
 
 def _addresses(machines: Iterable[Machine]) -> Node:
-    return Node({AAAA: RecordSet(tuple(m.packed6 for m in machines), rotates=True)})
+    """An address form's answer: its healthy machines, or all when none is (SPEC §3, Health)."""
+    answered, failed_open = healthy(machines)
+    return Node({AAAA: RecordSet(tuple(m.packed6 for m in answered), rotates=True)}, fail_open=failed_open)
+
+
+_VM = b"\x02vm"
+
+
+def _services(app: AppIndex, service: str, protocol: str, origin: str) -> Node | None:
+    """`_<name>._<protocol>.<app>`: SRV to each machine `<app>` would answer, by its `<id>.vm`
+    name, with that name's AAAA in the additional section (owner: `<id>.vm` before the app's
+    labels, which sit two below the question's)."""
+    port = app.app.port(service, protocol)
+    if port is None:
+        return None
+    answered, failed_open = healthy(app.started)
+    suffix = f".vm.{app.app.name}.{origin}"
+    return Node(
+        {SRV: RecordSet(tuple(srv_rdata(port, m.id + suffix) for m in answered))},
+        tuple(Extra(2, label_wire(m.id) + _VM, AAAA, (m.packed6,)) for m in answered),
+        failed_open,
+    )
 
 
 def _txt(value: str) -> Node:
@@ -35,7 +57,7 @@ def instances_txt(machines: Iterable[Machine]) -> str:
     return ";".join(f"instance={m.id},app={m.app},ip={m.ip6},region={m.region}" for m in machines)
 
 
-def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | None:
+def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...], origin: str) -> Node | None:
     net = snapshot.networks[view.network]
     last = labels[-1]
     if last.startswith("_"):
@@ -43,7 +65,7 @@ def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | No
     app = net.apps.get(last)
     if app is None:
         return None
-    return _app_form(snapshot, view, app, labels[:-1])
+    return _app_form(snapshot, view, app, labels[:-1], origin)
 
 
 def _network_wide(net: NetworkIndex, labels: tuple[str, ...]) -> Node | None:
@@ -62,7 +84,7 @@ def _network_wide(net: NetworkIndex, labels: tuple[str, ...]) -> Node | None:
     return None
 
 
-def _app_form(snapshot: Snapshot, view: View, app: AppIndex, rest: tuple[str, ...]) -> Node | None:
+def _app_form(snapshot: Snapshot, view: View, app: AppIndex, rest: tuple[str, ...], origin: str) -> Node | None:
     started = app.started
     match rest:
         case () | ("global",):
@@ -88,12 +110,17 @@ def _app_form(snapshot: Snapshot, view: View, app: AppIndex, rest: tuple[str, ..
             match = _TOP.match(top)
             if match is None:
                 return None
-            nearest = nearest_machines(started, view.region, snapshot.regions, int(match.group(1)))
-            return Node({AAAA: RecordSet(tuple(m.packed6 for m in nearest))})  # ordered: no rotation
+            candidates, failed_open = healthy(started)
+            nearest = nearest_machines(candidates, view.region, snapshot.regions, int(match.group(1)))
+            return Node({AAAA: RecordSet(tuple(m.packed6 for m in nearest))}, fail_open=failed_open)  # ordered: no rotation
         case (value, key, "kv", "_metadata"):
             return _addresses(m for m in started if _has_metadata(m, key, value))
         case (region,) if region in snapshot.regions:
             return _addresses(m for m in started if m.region == region)
+        case (protocol,) if app.app.serves(protocol):
+            return EMPTY_NON_TERMINAL
+        case (service, protocol) if service.startswith("_"):
+            return _services(app, service, protocol, origin)
     return None
 
 

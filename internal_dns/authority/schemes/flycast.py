@@ -7,7 +7,7 @@ from internal_dns.records import AAAA, Node, aaaa
 from internal_dns.registry.model import Snapshot
 
 
-def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...]) -> Node | None:
+def lookup(snapshot: Snapshot, view: View, labels: tuple[str, ...], origin: str) -> Node | None:
     if len(labels) != 1:
         return None
     addresses = snapshot.networks[view.network].flycast.get(labels[0])
