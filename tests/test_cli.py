@@ -51,7 +51,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_check_the_example_config() -> None:
     result = run(INTERNAL_DNS, "check", "-c", "config.example.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ("config.example.yaml: ok; registry zones: 4 networks, 9 apps, 17 machines, 4 peers, 35 regions\n")
+    assert result.stdout == ("config.example.yaml: ok; registry zones: 4 networks, 9 apps, 18 machines, 4 peers, 35 regions\n")
     assert result.stderr == ""
 
 

@@ -33,12 +33,13 @@ IP = {  # machine id → ip6
     "e2865013a3d438": "fdaa:0:18:a7b:1a:9be2:6f10:2",  # my-app syd suspended worker
     "d8dd5d4b2a6e68": "fdaa:0:18:a7b:2c:d3e4:1b7a:2",  # my-app lhr started, dns: false
     "3287d4e1b09e28": "fdaa:0:18:a7b:40:11c2:5d3e:2",  # api fra started
-    "5683e29f4d1118": "fdaa:0:18:a7b:41:8a0f:2b6c:2",  # api iad started
+    "5683e29f4d1118": "fdaa:0:18:a7b:41:8a0f:2b6c:2",  # api iad started, checks warning and passing
+    "9a0c6e4d2b8f31": "fdaa:0:18:a7b:43:5c2e:81f4:2",  # api ams started, a critical check
     "7811b66c2e4e08": "fdaa:0:18:a7b:42:6e5d:90a1:2",  # api nrt created
     "0e286039f42e86": "fdaa:0:18:a7b:50:3f7a:c2d9:2",  # cron ord stopped
 }
 MY_APP_STARTED = [IP["148e21dad76789"], IP["4d89699c030518"], IP["6e82933c1d7e48"]]  # by machine id
-API_STARTED = [IP["3287d4e1b09e28"], IP["5683e29f4d1118"]]
+API_STARTED = [IP["3287d4e1b09e28"], IP["5683e29f4d1118"]]  # 9a0c6e4d2b8f31 is critical
 MY_LAPTOP = "fdaa:0:18:a7b:d6b:0:a:2"
 CI_RUNNER = "fdaa:0:18:a7b:d6b:0:b:2"
 
@@ -47,7 +48,8 @@ INSTANCES = (
     "instance=3287d4e1b09e28,app=api,ip=fdaa:0:18:a7b:40:11c2:5d3e:2,region=fra;"
     "instance=4d89699c030518,app=my-app,ip=fdaa:0:18:a7b:c4:5b1:8f2e:2,region=ams;"
     "instance=5683e29f4d1118,app=api,ip=fdaa:0:18:a7b:41:8a0f:2b6c:2,region=iad;"
-    "instance=6e82933c1d7e48,app=my-app,ip=fdaa:0:18:a7b:9f:3c21:44d0:2,region=iad"
+    "instance=6e82933c1d7e48,app=my-app,ip=fdaa:0:18:a7b:9f:3c21:44d0:2,region=iad;"
+    "instance=9a0c6e4d2b8f31,app=api,ip=fdaa:0:18:a7b:43:5c2e:81f4:2,region=ams"  # critical, still listed
 )
 ALL_INSTANCES = (  # every state, still only dns: true (d8dd5d4b2a6e68 is left out)
     "instance=0e286039f42e86,app=cron,ip=fdaa:0:18:a7b:50:3f7a:c2d9:2,region=ord;"
@@ -58,6 +60,7 @@ ALL_INSTANCES = (  # every state, still only dns: true (d8dd5d4b2a6e68 is left o
     "instance=6e82933c1d7e48,app=my-app,ip=fdaa:0:18:a7b:9f:3c21:44d0:2,region=iad;"
     "instance=7811b66c2e4e08,app=api,ip=fdaa:0:18:a7b:42:6e5d:90a1:2,region=nrt;"
     "instance=91851edb6e5187,app=my-app,ip=fdaa:0:18:a7b:5e:71e9:c03a:2,region=iad;"
+    "instance=9a0c6e4d2b8f31,app=api,ip=fdaa:0:18:a7b:43:5c2e:81f4:2,region=ams;"
     "instance=e2865013a3d438,app=my-app,ip=fdaa:0:18:a7b:1a:9be2:6f10:2,region=syd"
 )
 
@@ -143,10 +146,12 @@ ADDRESS_FORMS = [
     ("iad.my-app.internal", [IP["6e82933c1d7e48"]]),  # 91851edb6e5187 in iad is stopped
     ("fra.api.internal", [IP["3287d4e1b09e28"]]),
     ("iad.api.internal", [IP["5683e29f4d1118"]]),
+    ("ams.api.internal", [IP["9a0c6e4d2b8f31"]]),  # its only machine is critical: fail open
     # <id>.vm.<app>
     ("148e21dad76789.vm.my-app.internal", [IP["148e21dad76789"]]),
     ("6e82933c1d7e48.vm.my-app.internal", [IP["6e82933c1d7e48"]]),
     ("5683e29f4d1118.vm.api.internal", [IP["5683e29f4d1118"]]),
+    ("9a0c6e4d2b8f31.vm.api.internal", [IP["9a0c6e4d2b8f31"]]),  # critical, the only one: fail open
     # <group>.process.<app>: process_group defaults to "app"
     ("app.process.my-app.internal", [IP["148e21dad76789"], IP["4d89699c030518"]]),
     ("worker.process.my-app.internal", [IP["6e82933c1d7e48"]]),
@@ -177,10 +182,10 @@ TXT_FORMS = [
     ),
     ("regions.my-app.internal", "ams,iad,sea"),
     ("all.regions.my-app.internal", "ams,iad,sea,syd"),  # lhr is only the dns: false machine's
-    ("vms.api.internal", "3287d4e1b09e28 fra,5683e29f4d1118 iad"),
-    ("all.vms.api.internal", "3287d4e1b09e28 fra,5683e29f4d1118 iad,7811b66c2e4e08 nrt"),
-    ("regions.api.internal", "fra,iad"),
-    ("all.regions.api.internal", "fra,iad,nrt"),
+    ("vms.api.internal", "3287d4e1b09e28 fra,5683e29f4d1118 iad,9a0c6e4d2b8f31 ams"),  # critical too
+    ("all.vms.api.internal", "3287d4e1b09e28 fra,5683e29f4d1118 iad,7811b66c2e4e08 nrt,9a0c6e4d2b8f31 ams"),
+    ("regions.api.internal", "ams,fra,iad"),  # ams: its machine is critical, still listed
+    ("all.regions.api.internal", "ams,fra,iad,nrt"),
     # cron: nothing started; docs: no machines at all
     ("vms.cron.internal", ""),
     ("all.vms.cron.internal", "0e286039f42e86 ord"),

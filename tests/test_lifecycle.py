@@ -45,7 +45,7 @@ def test_startup_logs_listeners_registry_and_upstreams(
     (v4, port4), (v6, port6) = server.service.bound_ports()
     http = server.service.http_port.getHost().port
     counts = server.snapshot.counts()
-    assert counts["networks"] > 0 and counts["machines"] == 17
+    assert counts["networks"] > 0 and counts["machines"] == 18
     expected = [
         f"internal-dns {__version__} starting: zones internal (fly), flycast (flycast), railway.internal (railway)",
         f"metrics on http://127.0.0.1:{http}/metrics (and /healthz, /readyz)",

@@ -136,7 +136,7 @@ def test_valid_registry_builds_an_indexed_snapshot() -> None:
 
 def test_embedded_example_registry_is_valid() -> None:
     snap = load_snapshot(ROOT / "zones")
-    assert snap.counts() == {"networks": 4, "apps": 9, "machines": 17, "peers": 4, "regions": 35}
+    assert snap.counts() == {"networks": 4, "apps": 9, "machines": 18, "peers": 4, "regions": 35}
     # the same service name lives in two Railway environments
     assert "web" in snap.networks["shop-production"].apps and "web" in snap.networks["shop-staging"].apps
 

@@ -117,7 +117,7 @@ def test_ready_once_a_snapshot_serves_then_the_watchdog_then_stopping(
     assert ask(port, "my-app.internal", timeout=2).rcode_text == "SERVFAIL"
     broken.unlink()
     ready = systemd.wait_for("READY=1")
-    assert ready.startswith("READY=1|STATUS=serving 17 machines")
+    assert ready.startswith("READY=1|STATUS=serving 18 machines")
     assert ask(port, "my-app.internal", timeout=2).rcode_text == "NOERROR"
     before = len(systemd.received)
     systemd.read(1.0)

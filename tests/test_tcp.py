@@ -193,7 +193,7 @@ def test_tcp_replies_are_not_truncated(server: RunningServer) -> None:
     assert udp.flag("TC")
     tcp = server.ask("all._instances.internal", "TXT", edns=False, tcp=True)
     assert not tcp.flag("TC") and len(tcp.wire) > 512
-    assert len(tcp.txt()[0].split(";")) == 9  # every state, but not dns: false
+    assert len(tcp.txt()[0].split(";")) == 10  # every state, but not dns: false
 
 
 # --- idle timeout and the connection cap ------------------------------------------------------
