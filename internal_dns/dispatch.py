@@ -76,12 +76,20 @@ class Dispatcher:
             self.resolver = ViewResolver(self.resolver.snapshot, config.views, config.region)
 
     def swap(self, snapshot: Snapshot) -> None:
-        """Called on the reactor thread with each new snapshot; one assignment makes it live."""
-        self.reverse = PrivateReverse(
-            served_prefix(p) for n in snapshot.defined.values() for p in (n.prefix6, n.prefix4) if p is not None
-        )
-        before = self.resolver.snapshot if self.resolver is not None else None
-        self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
+        """Called on the reactor thread with each new snapshot; one assignment makes it live.
+        What is built from the networks' definitions alone is built again only when they
+        change: a change to machines (a check flipping many times a second) costs the reactor
+        no walk over every network."""
+        resolver = self.resolver
+        before = resolver.snapshot if resolver is not None else None
+        if self.reverse is None or before is None or snapshot.defined is not before.defined:
+            self.reverse = PrivateReverse(
+                served_prefix(p) for n in snapshot.defined.values() for p in (n.prefix6, n.prefix4) if p is not None
+            )
+        if resolver is None:
+            self.resolver = ViewResolver(snapshot, self.config.views, self.config.region)
+        else:
+            self.resolver = resolver.following(snapshot)
 
         # Regions are every network's: `nearest` and `<region>.<app>` read them beside the index.
         regions_moved = before is None or before.regions != snapshot.regions

@@ -10,6 +10,7 @@ each change with a fresh catalog loaded with the same entities.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,7 +65,9 @@ def app_entity(network: str, name: str, flycast_to: str | None, n: int) -> RawEn
     return RawEntity(key, key, "apps", data)
 
 
-def machine_entity(mid: int, network: str, app: str, state: str, region: str, host: int, qualified: bool, v4: bool) -> RawEntity:
+def machine_entity(
+    mid: int, network: str, app: str, state: str, region: str, host: int, qualified: bool, v4: bool, check: str | None = None
+) -> RawEntity:
     data: dict[str, Any] = {
         "id": f"{mid:014x}",
         "app": app,
@@ -77,6 +80,8 @@ def machine_entity(mid: int, network: str, app: str, state: str, region: str, ho
         data["network"] = network
     if v4:
         data["ip4"] = f"10.{net_index(network)}.1.{host % 250 + 1}"
+    if check is not None:
+        data["checks"] = {"http": check}
     key = f"machines/{mid:014x}"
     return RawEntity(key, key, "machines", data)
 
@@ -106,13 +111,17 @@ change = st.one_of(
         st.booleans(),
     ),
     st.builds(
-        lambda mid, pair, state, region, q, v4: ("put", machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4)),
+        lambda mid, pair, state, region, q, v4, check: (
+            "put",
+            machine_entity(mid, pair[0], pair[1], state, region, mid, q, v4, check),
+        ),
         st.integers(1, 12),
         st.sampled_from(PAIRS),
         st.sampled_from(STATES),
         st.sampled_from(["iad", "ams", "syd"]),
         st.booleans(),
         st.booleans(),
+        st.sampled_from([None, "passing", "critical"]),  # a check flipping: the index patched in place
     ),
     # and now and then one that may not: any app, any network, an address another may hold
     st.builds(
@@ -162,6 +171,33 @@ def test_changes_applied_one_by_one_end_where_a_fresh_load_does(changes: list[tu
             assert after.counts() == expected.counts()
             for name in NETWORKS:
                 assert after.networks[name] == expected.networks[name], name
+                assert after.networks[name].owner_map() == expected.networks[name].owner_map(), name  # regions by address
+
+
+def test_a_check_flip_patches_its_networks_index_and_leaves_the_others_as_they_are() -> None:
+    """A machine read again with only what the index does not check changed (its checks, state,
+    region) takes its place without the network being indexed again: the other networks' indexes
+    stay the very same objects (the packet cache keeps their replies), and the result is what a
+    fresh load gives."""
+    catalog = Catalog()
+    machines = [machine_entity(i, "alpha", "web", "started", "iad", i, True, True) for i in (1, 2, 3)]
+    catalog.load([*base().values(), *machines, machine_entity(4, "beta", "db", "started", "ams", 4, True, False)])
+    before = catalog.snapshot()
+    flipped = machine_entity(2, "alpha", "web", "started", "syd", 2, True, True, check="critical")
+    after = catalog.apply(upserts=[flipped])
+    assert after.networks["beta"] is before.networks["beta"] and after.defined is before.defined
+    web = after.networks["alpha"].apps["web"]
+    assert [(m.id[-1], m.healthy, m.region) for m in web.started] == [("1", True, "iad"), ("2", False, "syd"), ("3", True, "iad")]
+    assert after.networks["alpha"].region_of(ipaddress.ip_address("fdaa:0:1:a7b::2").packed) == "syd"
+    fresh = Catalog()
+    expected = fresh.load(
+        [*base().values(), *machines[::2], flipped, machine_entity(4, "beta", "db", "started", "ams", 4, True, False)]
+    )
+    assert after.networks == expected.networks
+    # an address changed: the network is indexed again, its new address checked
+    moved = machine_entity(2, "alpha", "web", "started", "iad", 3, True, True)  # machine 3's address
+    catalog.apply(upserts=[moved])
+    assert "address fdaa:0:1:a7b::3 is already used by machine 00000000000003" in " ".join(catalog.problem_lines())
 
 
 def test_a_machine_written_before_its_app_comes_in_with_it() -> None:

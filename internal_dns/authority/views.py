@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ class ViewResolver:
                 resolver_addresses[net.dns4] = name
         self._networks = PrefixTable(prefixes)
         # config views: most specific wins, so a /32 inside a /8 overrides it
-        self._configured = PrefixTable((v.source, v.network) for v in views)
+        self._views_config = tuple(views)
+        self._configured = PrefixTable((v.source, v.network) for v in self._views_config)
         self._resolver_addresses = resolver_addresses
         self.server_region = server_region
         # (listener, destination) → source → view. One View object per (network, region), shared
@@ -83,6 +85,18 @@ class ViewResolver:
         # the collector.
         self._cache: dict[tuple[ListenConfig, str | None], dict[str, View | None]] = {}
         self._views: dict[tuple[str, str | None], View] = {}
+
+    def following(self, snapshot: Snapshot) -> ViewResolver:
+        """The resolver for the next snapshot: while the networks' definitions are the same
+        object (catalog.snapshot hands them on while equal), their prefix tables are kept, and
+        only what depends on machines (the querier's region) starts afresh."""
+        if snapshot.defined is not self.snapshot.defined:
+            return ViewResolver(snapshot, self._views_config, self.server_region)
+        follower = copy.copy(self)
+        follower.snapshot = snapshot
+        follower._cache = {}
+        follower._views = {}
+        return follower
 
     def resolve(self, host: str, listener: ListenConfig, local: str | None = None) -> View | None:
         """The view of a query from `host` on `listener`; `local` is the address it was sent to

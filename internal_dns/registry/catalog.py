@@ -200,6 +200,7 @@ class Catalog:
         self.regions: dict[str, Region] = {}
         self.region_keys: set[Key] = set()  # the region entries accepted
         self.networks: dict[str, Network] = {}
+        self._handed: tuple[dict[str, Network], dict[str, Region]] = ({}, {})  # the last snapshot's definitions
         self.network_keys: dict[str, Key] = {}
         self.broken_networks: dict[str, int] = {}  # names of networks left out (a count of each)
         self.broken_apps: dict[str, int] = {}  # lower-cased names of apps left out
@@ -260,6 +261,7 @@ class Catalog:
     def _change(self, upserts: Iterable[RawEntity], deletes: Iterable[Key], everything: bool) -> Snapshot:
         affected: set[str] = set()
         queue: dict[Key, None] = {}  # members to admit once everything has been read
+        replaced: dict[str, dict[int, Machine]] = {}  # network -> id() of a machine -> its successor
         # a load into a catalog that holds something: what it holds and is not read again goes
         empty = not any(self.keys())
         seen: set[Key] | None = set() if everything and not empty else None
@@ -283,7 +285,14 @@ class Catalog:
                 unsettled = False
                 self._admit_queue(queue, affected)  # ...and what waited for them goes first, in its order
             if not empty:  # a first load has nothing to compare with or take out
-                if self._unchanged(e):
+                if e.kind == "machines":
+                    kept = self._replace_machine(e, replaced)
+                    if kept is not None:
+                        if kept:
+                            continue
+                    elif self._unchanged(e):
+                        continue
+                elif self._unchanged(e):
                     continue
                 if e.key in self.structure:
                     unsettled |= self._remove(e.key, affected, queue)
@@ -301,7 +310,42 @@ class Catalog:
         for name in affected:
             if name in self.networks:
                 self._index_network(name)
+        for name, machines in replaced.items():
+            if name not in affected and name in self.index:  # else indexed again from its members
+                self.index[name] = self.index[name].replacing(machines)
         return self.snapshot()
+
+    def _replace_machine(self, e: RawEntity, replaced: dict[str, dict[int, Machine]]) -> bool | None:
+        """A machine read again: True when it is the one held, or has taken its place in the
+        network's index without indexing the network again (only what the index does not check
+        changed: checks, state, region, metadata, process group); False when it changed more;
+        None when it is not an accepted machine (the ordinary path decides)."""
+        old = self._held(e.key)
+        if not isinstance(old, Machine) or self.machines.get(old.id) is not old or e.key in self.pending:
+            return None
+        try:
+            new = self._parse(e)
+        except (ValueError, Dependent, KeyError):
+            return False
+        if new == old:
+            return True
+        if not (
+            isinstance(new, Machine)
+            and (new.id, new.app, new.network, new.packed6, new.packed4, new.dns, new.key)
+            == (old.id, old.app, old.network, old.packed6, old.packed4, old.dns, old.key)
+        ):
+            return False
+        problems = self.network_problems.get(old.network)
+        if problems is not None and old.key in problems:  # the index left it out: let it decide again
+            return False
+        members = self.members[old.network]
+        self.machines[old.id] = members.machines[old.id] = new
+        if old.key in self.entities:
+            self.entities[old.key] = new
+        by_old = replaced.setdefault(old.network, {})
+        earlier = next((k for k, v in by_old.items() if v is old), None)  # replaced twice in one change
+        by_old[id(old) if earlier is None else earlier] = new
+        return True
 
     def _unchanged(self, e: RawEntity) -> bool:
         """Whether an entity read again is the one held (a file re-read, a value written again)."""
@@ -632,10 +676,19 @@ class Catalog:
 
     def snapshot(self) -> Snapshot:
         networks = {name: self.index[name] for name in self.networks}
+        # The networks' and regions' definitions stay the very same objects from one snapshot to
+        # the next while they are equal (most changes are to machines): what is built from them
+        # alone on the reactor (views, private reverse blocks) is then built once, not per change.
+        defined, regions = self._handed
+        if defined != self.networks:
+            defined = dict(self.networks)
+        if regions != self.regions:
+            regions = dict(self.regions)
+        self._handed = defined, regions
         return Snapshot(
             networks=networks,
-            defined=dict(self.networks),
-            regions=dict(self.regions),
+            defined=defined,
+            regions=regions,
             machine_count=sum(i.machine_count for i in networks.values()),
             peer_count=sum(i.peer_count for i in networks.values()),
             app_count=sum(len(i.apps) for i in networks.values()),

@@ -328,6 +328,30 @@ class NetworkIndex:
     _started: tuple[Machine, ...] | None = field(default=None, compare=False, repr=False)
     _named: AddressTable[Holder] | None = field(default=None, compare=False, repr=False)
 
+    def replacing(self, machines: Mapping[int, Machine]) -> NetworkIndex:
+        """This index with machines swapped for others that hold the same id, app, addresses and
+        `dns` (by `id()` of the one replaced): what indexing would give, without indexing again
+        (a health check flipping, a machine started or stopped). The caches start afresh."""
+        apps = dict(self.apps)
+        for lname in {m.app.lower() for m in machines.values()}:  # the apps that hold them (none: dns false)
+            app = apps.get(lname)
+            if app is not None:
+                apps[lname] = AppIndex(app.app, tuple(machines.get(id(m), m) for m in app.machines))
+        index = NetworkIndex(
+            network=self.network,
+            apps=apps,
+            app_names=self.app_names,
+            peers=self.peers,
+            peer_names=self.peer_names,
+            flycast=self.flycast,
+            addressed=tuple(machines.get(id(h), h) for h in self.addressed),
+            machine_count=self.machine_count,
+            peer_count=self.peer_count,
+        )
+        if self.owners_made:
+            index.owner_map()  # asked for before: made here, not on the reactor's next query
+        return index
+
     @property
     def machines(self) -> tuple[Machine, ...]:
         """Every dns:true machine of the network, by id (made when first asked, from the apps)."""
