@@ -156,7 +156,7 @@ class LiveBackend:
                 if self._stopping.is_set():
                     break
                 if upserts or deletes:
-                    self._deliver(self.catalog.apply(upserts, deletes))
+                    self._deliver(build_frozen(partial(self.catalog.apply, upserts, deletes)))
                 else:
                     self._to_reactor(self._confirm)
                 self._save(position)
