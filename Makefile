@@ -1,7 +1,8 @@
 # `make run`: set up and start the server on the embedded registry. `make test`: set up, lint, type-check
 # and run the tests.
 # `make bench`: the benchmark against the peers (bench/run.py); `make bench-size`: its registry size figures
-# alone (bench/registry_size.py); `make soak`: the soak (bench/soak.py).
+# alone (bench/registry_size.py); `make bench-flips`: its health check flips alone (bench/health_flips.py);
+# `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check lint test bench bench-size soak etcd system-deps clean
+.PHONY: venv run check lint test bench bench-size bench-flips soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,13 @@ bench: system-deps venv
 # BENCH_ARGS="--registry-machines 1000000" (a files-backend load of that size takes minutes).
 bench-size: system-deps venv
 	$(BIN)/python -m bench.registry_size $(BENCH_ARGS)
+
+# Health checks flipping 1,000 times a second for 10 s through SQLite and etcd on 100,000 machines, each
+# sampled flip timed until served, beside the backend's propagation of a machine added and a probe asking
+# every 2 ms; writes bench/results/health-flips.json. BENCH_ARGS="--machines 5000 --rate 200 --seconds 3"
+# and the like change the run (`make bench` runs it at 20,000 machines for 5 s: --flip-machines).
+bench-flips: system-deps venv
+	$(BIN)/python -m bench.health_flips $(BENCH_ARGS)
 
 # A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
 # BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.

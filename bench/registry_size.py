@@ -49,6 +49,7 @@ import yaml
 
 from bench import peers, propagation
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes, write_registry
+from bench.probe import PROBE_EVERY, Probe
 from bench.stores import fill_generated, fmt, open_store, store_options
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import plugins
@@ -311,9 +312,6 @@ def figures(out: Path, machines: int, backends: list[str], changes: int) -> dict
     return report
 
 
-PROBE_EVERY = 0.002  # seconds between two probe questions while a network or region changes
-
-
 def structural_changes(store: plugins.Store, server: peers.Server) -> dict[str, Any]:
     """A network added, then a region moved, through the store, while a probe asks the SOA of
     `internal` every 2 ms: for each, milliseconds until the SOA serial shows the new snapshot, and
@@ -324,21 +322,14 @@ def structural_changes(store: plugins.Store, server: peers.Server) -> dict[str, 
         ("networks", {"name": "zz-probe", "prefix6": "fdff:ffff:1::/48", "prefix4": "100.127.0.0/16"}),
         ("regions", {**regions["ams"], "latitude": regions["ams"]["latitude"] + 0.01}),
     ]
-    query = dns.message.make_query("internal", "SOA")
+    probe = Probe(server.port, "internal", "SOA")
     report: dict[str, Any] = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect(("127.0.0.1", server.port))
-        sock.settimeout(1.0)
 
-        def serial() -> tuple[int, float]:
-            sent = time.perf_counter()
-            query.id = (query.id + 1) & 0xFFFF
-            sock.send(query.to_wire())
-            while True:
-                reply = dns.message.from_wire(sock.recv(4096))
-                if reply.id == query.id:
-                    return reply.answer[0][0].serial, time.perf_counter() - sent
+    def serial() -> tuple[int, float]:
+        reply, took = probe.ask()
+        return dns.message.from_wire(reply).answer[0][0].serial, took
 
+    try:
         for kind, data in changes:
             before, _ = serial()
             written = time.perf_counter()
@@ -358,6 +349,8 @@ def structural_changes(store: plugins.Store, server: peers.Server) -> dict[str, 
                 "served_ms": None if served is None else round(served * 1000, 1),
                 "slowest_probe_ms": round(slowest * 1000, 1),
             }
+    finally:
+        probe.close()
     return report
 
 

@@ -8,7 +8,9 @@ against one bound to the address asked, the scale figures
 (`bench/scale.py`), `workers:`, the live stores (`bench/stores.py`: propagation of changes
 through SQLite and etcd), and registry size (`bench/registry_size.py`: `--registry-machines`
 loaded by internal-dns from each backend, cold and restarted, against dnsmasq on a hosts file of
-the same addresses and CoreDNS's published sizing). Prints a table per workload and writes JSON (and a PNG chart
+the same addresses and CoreDNS's published sizing), and health check flips (`bench/health_flips.py`:
+1,000 flips a second through SQLite and etcd on `--flip-machines`, each timed until served, with a
+2 ms probe of the reactor). Prints a table per workload and writes JSON (and a PNG chart
 when matplotlib is installed: the `bench` extra) to the output folder.
 """
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dnsperf, peers, registry_size, scale, stores, workloads
+from bench import dnsperf, health_flips, peers, registry_size, scale, stores, workloads
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -226,6 +228,13 @@ def main() -> None:
         help="internal-dns backends of the registry size figures, comma-separated",
     )
     parser.add_argument("--store-changes", type=int, default=200, help="changes timed for propagation")
+    parser.add_argument(
+        "--flip-machines",
+        type=int,
+        default=health_flips.BENCH_MACHINES,
+        help=f"machines of the health check flip figures ({health_flips.MACHINES:,} alone: make bench-flips; 0: skip them)",
+    )
+    parser.add_argument("--flip-seconds", type=float, default=health_flips.BENCH_SECONDS, help="seconds of flips per backend")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     out: Path = args.out
@@ -266,10 +275,17 @@ def main() -> None:
         print("registry size:", flush=True)
         backends = [b for b in args.registry_backends.split(",") if b]
         report["registry_size"] = registry_size.figures(out, args.registry_machines, backends, args.store_changes)
+    if args.flip_machines:
+        print("health check flips:", flush=True)
+        report["health_flips"] = health_flips.figures(
+            out, args.flip_machines, seconds=args.flip_seconds, changes=args.store_changes
+        )
 
     print(table(by_workload))
     if "registry_size" in report:
         print(registry_size.table(report["registry_size"]))
+    if "health_flips" in report:
+        print(health_flips.table(report["health_flips"]))
     print()
     for check in report["targets"]:
         print(f"  {'met    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")

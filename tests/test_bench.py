@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import dnsperf, peers, soak, workloads
+from bench import dnsperf, health_flips, peers, soak, workloads
 from bench.generate import Size
 from bench.run import Files, prepare
 
@@ -120,3 +120,18 @@ def test_the_soak_sends_every_kind_and_reads_both_servers(tmp_path: Path) -> Non
     }
     collector = results["internal-dns"]["collector"]
     assert collector["generation_0"]["collections"] > 0 and collector["longest_pause_ms"] > 0
+
+
+def test_the_flip_bench_writes_flips_and_sees_the_sampled_ones(tmp_path: Path) -> None:
+    # A second of check flips through SQLite on 1,000 machines: the flips are written and reach
+    # the answers (critical machines leave `<app>.internal`, passing ones come back), the probe
+    # asks throughout, and the propagation figure is read on the same server.
+    report = health_flips.figures(tmp_path, 1000, ["sqlite"], rate=100, seconds=1.0, changes=5)
+    sqlite = report["backends"]["sqlite"]
+    assert sqlite["store_keeps_checks"] is True
+    assert sqlite["writes"]["flips"] >= 90 and sqlite["writes"]["failed"] == 0
+    flips = sqlite["flips"]
+    assert flips["sampled"] > 0 and flips["seen"] == flips["sampled"] and flips["lost"] == 0
+    assert flips["to_critical_ms"]  # a sampled machine goes critical first (and back when sampled again)
+    assert sqlite["probe"]["flipping"]["asked"] > 0 and sqlite["probe"]["flipping"]["lost"] == 0
+    assert "health check flips" in health_flips.table(report)
