@@ -9,11 +9,13 @@ down the name (RFC 9156) reaches them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import dns.reversename
 import pytest
+import yaml
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, write_yaml
 from tests.dnsclient import Reply
 from tests.fake_upstream import FakeUpstream
 
@@ -142,3 +144,22 @@ def test_reverse_names_of_the_networks_are_never_forwarded(start_server: StartSe
         assert upstream.received == []
     finally:
         upstream.close()
+
+
+def test_reverse_names_follow_the_registry(server: RunningServer, registry_dir: Path) -> None:
+    assert ptr_of(server, "fdaa:0:18:a7b:7d:f066:b83b:2") == ["148e21dad76789.vm.my-app.internal."]
+    path = registry_dir / "personal.yaml"
+    data = yaml.safe_load(path.read_text())
+    added = {"id": "abcdef01234567", "app": "api", "region": "iad", "state": "stopped", "ip6": "fdaa:0:18:a7b:99::2"}
+    data["machines"].append(added)
+    for machine in data["machines"]:
+        if machine["id"] == "148e21dad76789":
+            machine["checks"] = {"http": "critical"}  # its name stays; a check is no reason to lose it
+    write_yaml(path, data)
+    server.poll()
+    assert ptr_of(server, "fdaa:0:18:a7b:99::2") == ["abcdef01234567.vm.api.internal."]
+    assert ptr_of(server, "fdaa:0:18:a7b:7d:f066:b83b:2") == ["148e21dad76789.vm.my-app.internal."]
+    data["machines"] = [m for m in data["machines"] if m["id"] != "abcdef01234567"]
+    write_yaml(path, data)
+    server.poll()
+    assert_nxdomain(ask_ptr(server, "fdaa:0:18:a7b:99::2"))

@@ -668,6 +668,8 @@ class Catalog:
         index, problems = index_network(self.networks[name], self.members[name], self.source)
         if before is not None and before.owners_made:
             index.owner_map()  # asked for before: made here, not on the reactor's first query
+        if before is not None and before.named_made:
+            index.named()  # reverse names were asked for: likewise
         self.index[name] = index
         if problems:
             self.network_problems[name] = problems

@@ -350,6 +350,8 @@ class NetworkIndex:
         )
         if self.owners_made:
             index.owner_map()  # asked for before: made here, not on the reactor's next query
+        if self.named_made:
+            index.named()
         return index
 
     @property
@@ -414,6 +416,10 @@ class NetworkIndex:
     @property
     def owners_made(self) -> bool:
         return self._owners is not None
+
+    @property
+    def named_made(self) -> bool:
+        return self._named is not None
 
 
 @dataclass(frozen=True, slots=True)
