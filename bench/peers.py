@@ -148,10 +148,13 @@ def internal_dns(
     cpus: str | None = SERVER_CPU,
     views: list[dict[str, str]] | None = None,
     address: str = "127.0.0.1",
+    rate_limit: dict[str, float] | None = None,
 ) -> Server:
     """internal-dns on a files registry folder, or on the `registry:` config given, listening on
     `address` (asked on 127.0.0.1 all the same); every loopback source is asked in the view of
-    `net0000` unless `views` says otherwise."""
+    `net0000` unless `views` says otherwise. The per-source rate limit stays on, its cost counted,
+    but above any one load generator's rate unless `rate_limit` says otherwise (the bench asks
+    from one or two addresses, a host's machines each from its own)."""
     port, metrics = free_port(), free_port()
     config: dict[str, object] = {
         "listen": [{"address": address, "port": port}],
@@ -162,6 +165,7 @@ def internal_dns(
         "ttl": 5,
         "metrics": {"address": "127.0.0.1", "port": metrics},
         "server_id": "bench",
+        "rate_limit": rate_limit if rate_limit is not None else {"qps": 10_000_000},
     }
     if upstream is not None:
         config["upstreams"] = [f"127.0.0.1:{upstream}"]

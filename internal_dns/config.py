@@ -20,7 +20,7 @@ from internal_dns.authority.settings import PacketCacheConfig, ViewConfig
 from internal_dns.forward.settings import CacheConfig, ForwardConfig, parse_hostport
 from internal_dns.registry import plugins
 from internal_dns.registry.settings import RegistryConfig
-from internal_dns.transport.settings import ListenConfig, TcpConfig
+from internal_dns.transport.settings import ListenConfig, RateLimitConfig, TcpConfig
 
 SCHEMES = ("fly", "flycast", "railway")
 
@@ -50,6 +50,7 @@ class Config:
     ttl: int = 5
     edns_payload: int = 1232
     tcp: TcpConfig = TcpConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
     forward: ForwardConfig = ForwardConfig()
     cache: CacheConfig = CacheConfig()
     packet_cache: PacketCacheConfig = PacketCacheConfig()
@@ -71,6 +72,7 @@ _TOP_KEYS = {
     "ttl",
     "edns_payload",
     "tcp",
+    "rate_limit",
     "server_id",
     "forward",
     "cache",
@@ -234,6 +236,17 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         r.integer(tcp_raw.get("max_pipelined", tcp_default.max_pipelined), "tcp.max_pipelined", 1, 65535),
     )
 
+    limit_raw = r.mapping(top.get("rate_limit", {}), "rate_limit")
+    r.unknown(limit_raw, {"qps", "burst", "slip", "max_sources"}, "rate_limit")
+    limit_default = RateLimitConfig()
+    qps = r.number(limit_raw.get("qps", limit_default.qps), "rate_limit.qps", 0)
+    rate_limit = RateLimitConfig(
+        qps,
+        r.number(limit_raw.get("burst", max(limit_default.burst, qps)), "rate_limit.burst", 1),
+        r.integer(limit_raw.get("slip", limit_default.slip), "rate_limit.slip", 0, 1_000_000),
+        r.integer(limit_raw.get("max_sources", limit_default.max_sources), "rate_limit.max_sources", 1, 100_000_000),
+    )
+
     fw = r.mapping(top.get("forward", {}), "forward")
     r.unknown(
         fw, {"enabled", "timeout", "deadline", "max_in_flight", "fail_threshold", "probe_interval", "resolv_conf"}, "forward"
@@ -298,6 +311,7 @@ def parse_config(raw: Any, path: str = "<config>", base: Path = Path(".")) -> Co
         ttl=r.integer(top.get("ttl", 5), "ttl", 0, 2**31 - 1),
         edns_payload=r.integer(top.get("edns_payload", 1232), "edns_payload", 512, 65535),
         tcp=tcp,
+        rate_limit=rate_limit,
         forward=forward,
         cache=cache,
         packet_cache=packet_cache,

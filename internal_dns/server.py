@@ -38,6 +38,7 @@ from internal_dns.registry.backend import Backend
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.plugins import make_backend
 from internal_dns.registry.store import SnapshotStore
+from internal_dns.transport.ratelimit import RateLimiter
 from internal_dns.transport.tcp import DnsStreamFactory, TcpConnections
 from internal_dns.transport.udp import DRAIN_GRACE, UdpListener
 
@@ -46,7 +47,7 @@ log = Logger()
 _EPHEMERAL_ATTEMPTS = 20
 # What SIGHUP applies while serving; the rest (listeners, the registry backend, forwarding, the
 # caches' sizes, metrics, workers) takes a restart, which the log says.
-LIVE_KEYS = frozenset({"zones", "views", "region", "ttl", "edns_payload", "tcp", "server_id", "query_log"})
+LIVE_KEYS = frozenset({"zones", "views", "region", "ttl", "edns_payload", "tcp", "rate_limit", "server_id", "query_log"})
 _BACKLOG = 1024
 _SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -78,6 +79,7 @@ class DnsService(service.Service):
         if self.forwarder is not None and self.forwarder.cache is not None:
             self.dispatcher.packets.forward_stats = self.forwarder.cache.stats
         self.tcp = TcpConnections(config.tcp, self.clock)
+        self.limiter = RateLimiter(config.rate_limit)  # every UDP listener's, as a source is one client
         self.collector_watch = CollectorWatch()
         self.udp: list[UdpListener] = []
         self.tcp_ports: list[Any] = []
@@ -133,6 +135,8 @@ class DnsService(service.Service):
         self.config = applied = dataclasses.replace(old, **live)
         self.dispatcher.reconfigure(applied)
         self.tcp.settings = applied.tcp
+        if "rate_limit" in live:
+            self.limiter.reconfigure(applied.rate_limit)
         if self.forwarder is not None:
             self.forwarder.server_payload = applied.edns_payload
             self.forwarder.server_id = applied.server_id.encode()
@@ -279,6 +283,8 @@ class DnsService(service.Service):
             listener,
             self.dispatcher.respond,
             lambda local: packets.for_listener(listener, False, local),
+            self.limiter,
+            self.clock,
         )
         udp.start()
         self.udp.append(udp)
@@ -290,6 +296,7 @@ class DnsService(service.Service):
         yield from self.dispatcher.collect()
         yield from self.collector_watch.collect()
         yield from self.tcp.collect()
+        yield from self.limiter.collect()
         yield from self.store.collect()
         if self.forwarder is not None:
             yield from self.forwarder.collect()

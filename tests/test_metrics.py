@@ -52,6 +52,8 @@ FAMILIES = {
     "internal_dns_tcp_connections": "gauge",
     "internal_dns_tcp_rejected": "counter",
     "internal_dns_tcp_closed": "counter",
+    "internal_dns_rate_limited": "counter",
+    "internal_dns_rate_limit_sources": "gauge",
     "internal_dns_registry_entities": "gauge",
     "internal_dns_registry_generation": "gauge",
     "internal_dns_registry_serial": "gauge",
@@ -658,6 +660,7 @@ def test_labels_stay_bounded(start_server: StartServer, fake: FakeUpstream) -> N
         "version": {__import__("internal_dns").__version__},
         "generation": {"0", "1", "2"},
         "reason": {*REJECTED, *CLOSED},
+        "outcome": {"dropped", "truncated"},
     }
     values = set()
     for sample in s.samples:

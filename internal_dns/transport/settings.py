@@ -1,4 +1,5 @@
-"""The transports' settings: each listener (`listen:`) and TCP's limits (`tcp:`)."""
+"""The transports' settings: each listener (`listen:`), TCP's limits (`tcp:`) and UDP's per-source
+rate limits (`rate_limit:`)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ class TcpConfig:
     message_timeout: float = 3.0  # seconds a started query may take to arrive whole
     max_unsent: int = 65536  # bytes of replies a client has not read before reading from it stops
     max_pipelined: int = 100  # queries of one connection waiting on an upstream before reading stops
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    qps: float = 2000.0  # tokens a second per source; 0: no limit
+    burst: float = 4000.0  # tokens a source may save up
+    slip: int = 2  # every slip-th limited datagram gets a TC reply (1: all of them, 0: none)
+    max_sources: int = 100_000  # sources remembered at once
+
+    @property
+    def enabled(self) -> bool:
+        return self.qps > 0

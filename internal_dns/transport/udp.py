@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from internal_dns.transport.handoff import HostsFor, Respond
+from internal_dns.transport.ratelimit import SLIP, RateLimiter, truncated_reply
 from internal_dns.transport.settings import ListenConfig, unmapped
 
 log = Logger()
@@ -40,8 +41,19 @@ _IN_PKTINFO = struct.Struct("@i4s4s")  # ifindex, local (spec_dst), header desti
 class UdpListener:
     """A bound UDP socket the reactor reads; `respond` answers each query."""
 
-    def __init__(self, reactor: Any, sock: socket.socket, listener: ListenConfig, respond: Respond, hosts_for: HostsFor):
+    def __init__(
+        self,
+        reactor: Any,
+        sock: socket.socket,
+        listener: ListenConfig,
+        respond: Respond,
+        hosts_for: HostsFor,
+        limiter: RateLimiter | None = None,
+        clock: IReactorTime | None = None,
+    ):
         self.reactor = reactor
+        self.limiter = limiter  # per-source limits (ratelimit.py), shared by the server's listeners
+        self.clock: IReactorTime = clock if clock is not None else reactor
         self.sock: socket.socket | None = sock
         self.listener = listener
         self.respond = respond
@@ -84,6 +96,9 @@ class UdpListener:
             self._read_with_destinations(sock)
             return
         respond, listener, hosts = self.respond, self.listener, self.hosts
+        limiter = self.limiter
+        check = limiter.check if limiter is not None and limiter.config.enabled else None
+        now = self.clock.seconds() if check is not None else 0.0  # once a wake-up: datagrams arrive together
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -92,6 +107,12 @@ class UdpListener:
             except OSError as exc:  # e.g. an ICMP error queued on the socket: not a query
                 log.debug("UDP read on {address}: {error}", address=self.listener.address, error=exc)
                 return
+            if check is not None:
+                verdict = check(addr[0], now)
+                if verdict:
+                    if verdict == SLIP:
+                        self._slip(data, addr, None)
+                    continue
             reply = respond(data, addr[0], None, listener, False, hosts)
             if isinstance(reply, bytes):
                 try:
@@ -104,6 +125,9 @@ class UdpListener:
 
     def _read_with_destinations(self, sock: socket.socket) -> None:
         respond, listener, space, known = self.respond, self.listener, self._space, self._locals
+        limiter = self.limiter
+        check = limiter.check if limiter is not None and limiter.config.enabled else None
+        now = self.clock.seconds() if check is not None else 0.0
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancillary, _, addr = sock.recvmsg(65535, space)
@@ -112,12 +136,17 @@ class UdpListener:
             except OSError as exc:
                 log.debug("UDP read on {address}: {error}", address=self.listener.address, error=exc)
                 return
+            verdict = check(addr[0], now) if check is not None else 0
             # The whole PKTINFO (destination and interface) is the key: no slicing per datagram.
             found: tuple[str | None, list[tuple[int, int, bytes]], dict[str, bytes]] | None
             found = known.get(ancillary[0][2]) if len(ancillary) == 1 else None
             if found is None:
                 found = self._local(ancillary)
             local, send_from, hosts = found
+            if verdict:
+                if verdict == SLIP:
+                    self._slip(data, addr, send_from)
+                continue
             reply = respond(data, addr[0], local, listener, False, hosts)
             if isinstance(reply, bytes):
                 try:
@@ -129,6 +158,12 @@ class UdpListener:
                 reply.addBoth(self._landed, addr, send_from)
 
     # --- replies ------------------------------------------------------------------------------
+    def _slip(self, data: bytes, addr: Any, send_from: list[tuple[int, int, bytes]] | None) -> None:
+        """A limited query's empty TC reply: retry over TCP."""
+        reply = truncated_reply(data)
+        if reply is not None:
+            self._send(reply, addr, send_from)
+
     def _send(self, reply: bytes, addr: Any, send_from: list[tuple[int, int, bytes]] | None) -> None:
         sock = self.sock
         if sock is None:
