@@ -2,6 +2,7 @@
 # and run the tests.
 # `make bench`: the benchmark against the peers (bench/run.py); `make bench-size`: its registry size figures
 # alone (bench/registry_size.py); `make bench-flips`: its health check flips alone (bench/health_flips.py);
+# `make bench-cost`: CPU per query at fixed rates and a flooding source (bench/cost.py);
 # `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
@@ -11,7 +12,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check lint test bench bench-size bench-flips soak etcd system-deps clean
+.PHONY: venv run check lint test bench bench-size bench-flips bench-cost soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,11 @@ bench-size: system-deps venv
 # and the like change the run (`make bench` runs it at 20,000 machines for 5 s: --flip-machines).
 bench-flips: system-deps venv
 	$(BIN)/python -m bench.health_flips $(BENCH_ARGS)
+
+# CPU per answered query at 1,000 and 10,000 qps (internal-dns, Twisted Names, dnsmasq) and one source
+# flooding beside another at 1,000 qps (bench/cost.py); writes bench/results/cost.json.
+bench-cost: system-deps venv
+	$(BIN)/python -m bench.cost $(BENCH_ARGS)
 
 # A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
 # BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.

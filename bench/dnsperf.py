@@ -42,11 +42,15 @@ def run(
     verbose: bool = False,
     passes: int | None = None,
     cpus: str | None = LOAD_CPU,
+    source: str | None = None,
+    timeout: float = 2.0,
 ) -> Result:
-    """One dnsperf run against 127.0.0.1:port; with `verbose`, latency percentiles too."""
+    """One dnsperf run against 127.0.0.1:port (from `source`, when given); with `verbose`,
+    latency percentiles too."""
     command = [
         *taskset(cpus),
         "dnsperf",
+        *(["-a", source] if source is not None else []),
         "-s",
         "127.0.0.1",
         "-p",
@@ -58,7 +62,7 @@ def run(
         "-q",
         str(outstanding),
         "-t",
-        "2",
+        f"{timeout:g}",
         "-m",
         "tcp" if tcp else "udp",
     ]

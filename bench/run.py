@@ -10,7 +10,9 @@ through SQLite and etcd), and registry size (`bench/registry_size.py`: `--regist
 loaded by internal-dns from each backend, cold and restarted, against dnsmasq on a hosts file of
 the same addresses and CoreDNS's published sizing), and health check flips (`bench/health_flips.py`:
 1,000 flips a second through SQLite and etcd on `--flip-machines`, each timed until served, with a
-2 ms probe of the reactor). Prints a table per workload and writes JSON (and a PNG chart
+2 ms probe of the reactor), and what a query costs (`bench/cost.py`: the server's CPU per answered
+query at 1,000 and 10,000 qps, and one source flooding beside another at a moderate rate). Prints a
+table per workload and writes JSON (and a PNG chart
 when matplotlib is installed: the `bench` extra) to the output folder.
 """
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dnsperf, health_flips, peers, registry_size, scale, stores, workloads
+from bench import cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -235,6 +237,7 @@ def main() -> None:
         help=f"machines of the health check flip figures ({health_flips.MACHINES:,} alone: make bench-flips; 0: skip them)",
     )
     parser.add_argument("--flip-seconds", type=float, default=health_flips.BENCH_SECONDS, help="seconds of flips per backend")
+    parser.add_argument("--no-cost", action="store_true", help="skip CPU per query at fixed rates and the flood figures")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     out: Path = args.out
@@ -268,6 +271,11 @@ def main() -> None:
         print("scale:", flush=True)
         report["scale"] = scale.figures(out, args.seconds, by_workload["a"][INTERNAL].qps)
 
+    if not args.no_cost:
+        print("CPU per query at fixed rates (server pinned to one core, dnsperf on the other):", flush=True)
+        report["cost"] = cost.cost_figures(out, files, args.seconds)
+        print("one source flooding, another asking at a moderate rate:", flush=True)
+        report["fairness"] = cost.fairness_figures(out, files, size, args.seconds)
     if not args.no_stores:
         print("live stores: propagation:", flush=True)
         report["stores"] = stores.figures(out, args.store_changes)
@@ -282,6 +290,8 @@ def main() -> None:
         )
 
     print(table(by_workload))
+    if "cost" in report:
+        print(cost.table(report["cost"], report["fairness"]))
     if "registry_size" in report:
         print(registry_size.table(report["registry_size"]))
     if "health_flips" in report:

@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import dnsperf, health_flips, peers, soak, workloads
+from bench import cost, dnsperf, health_flips, peers, soak, workloads
 from bench.generate import Size
 from bench.run import Files, prepare
 
@@ -135,3 +135,17 @@ def test_the_flip_bench_writes_flips_and_sees_the_sampled_ones(tmp_path: Path) -
     assert flips["to_critical_ms"]  # a sampled machine goes critical first (and back when sampled again)
     assert sqlite["probe"]["flipping"]["asked"] > 0 and sqlite["probe"]["flipping"]["lost"] == 0
     assert "health check flips" in health_flips.table(report)
+
+
+def test_the_cost_figures_read_cpu_time_and_the_flood_leaves_the_other_source_answered(files: Files, tmp_path: Path) -> None:
+    # A second at a low fixed rate on each server: CPU time is read from /proc and divided by
+    # what was answered; then a second of flood beside a moderate source, whose answers are read.
+    figures = cost.cost_figures(tmp_path, files, 1.0, rates=(300,))
+    assert set(figures) == {"internal-dns", "twisted-names", "dnsmasq"}
+    for name, by_rate in figures.items():
+        assert by_rate["300"]["completed"] > 0 and by_rate["300"]["us_per_query"] > 0, name
+    flood = cost.fairness_figures(tmp_path, files, SMALL, 1.0, moderate_qps=100)
+    limited = flood["servers"]["internal-dns (rate_limit default)"]
+    assert limited["moderate"]["completed"] > 0 and limited["flooder"]["sent"] > 0
+    assert limited["rate_limited"] is not None and limited["rate_limited"]["dropped"] > 0  # the flood met its limit
+    assert "CPU per answered query" in cost.table(figures, flood)
