@@ -30,13 +30,6 @@ from bench.generate import Size, app_name
 RATES = (1_000, 10_000)
 FLOODER, MODERATE = "127.0.0.2", "127.0.0.3"
 MODERATE_QPS = 1_000
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system time of a process, every thread of it, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15 of stat(5)
 
 
 def cost_figures(out: Path, files: Any, seconds: float, rates: tuple[int, ...] = RATES) -> dict[str, dict[str, Any]]:
@@ -53,9 +46,9 @@ def cost_figures(out: Path, files: Any, seconds: float, rates: tuple[int, ...] =
             dnsperf.run(server.port, files.queries["a"], seconds=min(seconds, 2.0), max_qps=rates[0])  # warm: caches, first views
             figures: dict[str, Any] = {}
             for rate in rates:
-                before = cpu_seconds(server.pid)
+                before = server.cpu_seconds()
                 result = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=rate, verbose=True)
-                spent = cpu_seconds(server.pid) - before
+                spent = server.cpu_seconds() - before
                 figures[str(rate)] = {
                     "qps": round(result.qps),
                     "completed": result.completed,

@@ -418,12 +418,6 @@ def keeps_checks(store: plugins.Store, machine: Machine) -> bool:
     return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def busy_seconds() -> float:
     """CPU seconds every core of the machine has spent busy so far (/proc/stat: all but idle and iowait)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -473,14 +467,14 @@ def backend_figures(
             watcher = Watcher(server.port, flips)
             with probing(server.port, name, rdtype, source=PROBE_SOURCE) as samples:
                 time.sleep(IDLE)
-                cpu, ours, busy = cpu_seconds(server.pid), time.process_time(), busy_seconds()
+                cpu, ours, busy = server.cpu_seconds(), time.process_time(), busy_seconds()
                 watcher.start()
                 if backend == "sqlite":
                     written = write_flips(lambda: open_store(options), 1, BATCH, total, flips, watcher, total, rate)
                 else:
                     written = write_flips(lambda: open_store(options), writers, 0.0, MAX_TXN_OPS, flips, watcher, total, rate)
                 flipped = time.perf_counter()
-                cpu, ours, busy = cpu_seconds(server.pid) - cpu, time.process_time() - ours, busy_seconds() - busy
+                cpu, ours, busy = server.cpu_seconds() - cpu, time.process_time() - ours, busy_seconds() - busy
                 watcher.finish()
             span = max(flipped - written.first, 1e-9)
             report["writes"] = written.report()
