@@ -2,7 +2,8 @@
 # and run the tests.
 # `make bench`: the benchmark against the peers (bench/run.py); `make bench-size`: its registry size figures
 # alone (bench/registry_size.py); `make bench-flips`: its health check flips alone (bench/health_flips.py);
-# `make bench-cost`: CPU per query at fixed rates and a flooding source (bench/cost.py);
+# `make bench-cost`: CPU per query at fixed rates and a flooding source (bench/cost.py); `make bench-churn`:
+# speed while the registry changes (bench/churn.py);
 # `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 PYTHON ?= python3
@@ -12,7 +13,7 @@ CONFIG ?= config.example.yaml
 DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check lint test bench bench-size bench-flips bench-cost soak etcd system-deps clean
+.PHONY: venv run check lint test bench bench-size bench-flips bench-cost bench-churn soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,11 @@ bench-flips: system-deps venv
 # flooding beside another at 1,000 qps (bench/cost.py); writes bench/results/cost.json.
 bench-cost: system-deps venv
 	$(BIN)/python -m bench.cost $(BENCH_ARGS)
+
+# Throughput and half-load latency while 10 machines a second of the asked network change, through
+# SQLite and etcd (bench/churn.py); writes bench/results/churn.json.
+bench-churn: system-deps venv
+	$(BIN)/python -m bench.churn $(BENCH_ARGS)
 
 # A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
 # BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
+from bench import churn, cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -279,6 +279,8 @@ def main() -> None:
     if not args.no_stores:
         print("live stores: propagation:", flush=True)
         report["stores"] = stores.figures(out, args.store_changes)
+        print(f"live stores: speed while {churn.RATE:g} machines a second change:", flush=True)
+        report["churn"] = churn.figures(out, files, args.seconds)
     if args.registry_machines:
         print("registry size:", flush=True)
         backends = [b for b in args.registry_backends.split(",") if b]
@@ -292,6 +294,8 @@ def main() -> None:
     print(table(by_workload))
     if "cost" in report:
         print(cost.table(report["cost"], report["fairness"]))
+    if "churn" in report:
+        print(churn.table(report["churn"]))
     if "registry_size" in report:
         print(registry_size.table(report["registry_size"]))
     if "health_flips" in report:

@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import cost, dnsperf, health_flips, peers, soak, workloads
+from bench import churn, cost, dnsperf, health_flips, peers, soak, workloads
 from bench.generate import Size
 from bench.run import Files, prepare
 
@@ -149,3 +149,14 @@ def test_the_cost_figures_read_cpu_time_and_the_flood_leaves_the_other_source_an
     assert limited["moderate"]["completed"] > 0 and limited["flooder"]["sent"] > 0
     assert limited["rate_limited"] is not None and limited["rate_limited"]["dropped"] > 0  # the flood met its limit
     assert "CPU per answered query" in cost.table(figures, flood)
+
+
+def test_the_churn_figure_writes_changes_while_dnsperf_asks(files: Files, tmp_path: Path) -> None:
+    # A second of each run through SQLite: the writer's changes go in at their rate and the four
+    # dnsperf runs are read. The store holds the bench's full-size registry, where some of the
+    # small registry's questions name other networks' apps: the machinery is what is checked.
+    report = churn.figures(tmp_path, files, 1.0, backends=("sqlite",))
+    sqlite = report["backends"]["sqlite"]
+    assert sqlite["quiet_qps"] > 0 and sqlite["churn_qps"] > 0 and sqlite["changes_written"] >= 5
+    assert set(sqlite["churn_half_ms"]) == {"p50", "p99", "p99.9"}
+    assert "Throughput and latency while" in churn.table(report)
