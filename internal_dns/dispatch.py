@@ -42,7 +42,7 @@ from internal_dns.records import (
     RRset,
     txt_rdata,
 )
-from internal_dns.registry.model import Snapshot
+from internal_dns.registry.model import NetworkIndex, Snapshot
 from internal_dns.wire import TCP_LIMIT, Malformed, Query, header_reply, opcode_of, parse_query, render
 
 log = Logger()
@@ -94,14 +94,24 @@ class Dispatcher:
         # Regions are every network's: `nearest` and `<region>.<app>` read them beside the index.
         regions_moved = before is None or before.regions != snapshot.regions
 
-        def changed(network: str) -> bool:
-            # The builder kept the very same index object for a network whose data is equal.
-            return (
-                regions_moved
-                or network not in snapshot.networks
-                or before is None
-                or before.networks.get(network) is not snapshot.networks[network]
-            )
+        def changed(network: str) -> bool | frozenset[str]:
+            # The builder kept the very same index object for a network whose data is equal, and
+            # for one where only machines changed in place (NetworkIndex.replacing) the same
+            # definition, peers, Flycast addresses and unchanged apps' indexes: then only the
+            # apps whose index is new (and the network-wide names) are rendered again.
+            if regions_moved or before is None or network not in snapshot.networks:
+                return True
+            old, new = before.networks.get(network), snapshot.networks[network]
+            if old is new:
+                return False
+            if old is None or not (
+                old.network is new.network
+                and old.peers is new.peers
+                and old.flycast is new.flycast
+                and old.app_names is new.app_names
+            ):
+                return True
+            return frozenset(name for name, app in new.apps.items() if old.apps.get(name) is not app)
 
         self.packets.swap(snapshot.serial, changed)
 
@@ -251,6 +261,7 @@ class Dispatcher:
                 turns_at if _rotates(result) else None,
                 self.counters.cell(zone.name, q.qtype, transport, result.rcode, result.fail_open),
                 self.counters.histogram(zone.name, transport),
+                self.packets.stamp(view.network, _app_of(q.labels, zone, snapshot.networks[view.network])),
             )
 
         tag = self.packets.tag(view.network, view.region, TCP if tcp else UDP)
@@ -308,6 +319,13 @@ class Dispatcher:
             return self._refuse(q, REFUSED, tcp)
         record = RRset(0, TXT, 0, (txt_rdata(self.config.server_id),), rclass=CH)
         return self._render(q, Answer(NOERROR, answer=(record,)), None, tcp)
+
+
+def _app_of(labels: tuple[str, ...], zone: Zone, net: NetworkIndex) -> str | None:
+    """The app a name's answer depends on (the label just below the zone, when it is one of the
+    network's apps), or None: a network-wide name, the apex, or a name that does not exist."""
+    below = len(labels) - len(zone.labels) - 1
+    return labels[below] if below >= 0 and labels[below] in net.apps else None
 
 
 def _rotates(result: Answer) -> bool:

@@ -487,12 +487,22 @@ def test_packet_cache_entries_and_invalidations(start_server: StartServer, regis
     s = scrape(server)
     assert s.value("internal_dns_packet_cache_entries") == 3
     assert s.value("internal_dns_packet_cache_invalidated_total") == 0
+    # a machine of billing stopped: billing's reply is rendered again when next asked, the rest stays
     path = registry_dir / "other-org.yaml"
     path.write_text(path.read_text().replace("state: started", "state: stopped", 1))
     server.poll()
-    s = scrape(server)  # other-org's one reply is dropped; personal's two stay
-    assert s.value("internal_dns_packet_cache_entries") == 2
+    assert scrape(server).value("internal_dns_packet_cache_invalidated_total") == 0
+    assert len(server.ask("billing.internal", "AAAA", source="127.0.0.2").addresses()) == 1
+    assert len(server.ask("my-app.internal", "AAAA").addresses()) == 3
+    s = scrape(server)
+    assert s.value("internal_dns_packet_cache_entries") == 3
     assert s.value("internal_dns_packet_cache_invalidated_total") == 1
+    # an app added to other-org: its view's replies are all dropped; personal's two stay
+    write_yaml(registry_dir / "other-org-more.yaml", {"apps": [{"name": "ledger", "network": "other-org"}]})
+    server.poll()
+    s = scrape(server)
+    assert s.value("internal_dns_packet_cache_entries") == 2
+    assert s.value("internal_dns_packet_cache_invalidated_total") == 2
 
 
 # --- the registry ---------------------------------------------------------------------------------

@@ -228,3 +228,34 @@ def test_forwarded_fast_path_keeps_ids_and_payload_classes_apart(start_server: C
             assert server.send(query).msg.id == qid
     finally:
         upstream.close()
+
+
+def test_a_change_to_one_apps_machines_renders_only_that_apps_replies_again(
+    start_server: Callable[..., RunningServer], registry_dir: Path
+) -> None:
+    """A machine stopped (or a check flipped) leaves every other app's index the same object: their
+    replies stay kept, while the app's own and the network-wide lists are rendered again."""
+    from tests.test_metrics import scrape, with_metrics
+
+    server = with_metrics(start_server)
+    questions = [
+        ("my-app.internal", "AAAA"),
+        ("api.internal", "AAAA"),
+        ("vms.api.internal", "TXT"),
+        ("_instances.internal", "TXT"),
+    ]
+    wires = [make_query(name, rdtype).to_wire() for name, rdtype in questions]
+    before = [server.send(w) for w in wires for _ in range(2)][::2]  # the second of each from the cache
+    assert scrape(server).value("internal_dns_packet_cache_invalidated_total") == 0
+    edit_machine(registry_dir, "3287d4e1b09e28", state="stopped")  # one of api's two healthy machines
+    server.poll()
+    after = [server.send(w) for w in wires]
+    assert sorted(after[0].addresses()) == sorted(before[0].addresses())  # my-app: the same
+    assert after[1].addresses() == ["fdaa:0:18:a7b:41:8a0f:2b6c:2"]  # api: the stopped machine is gone
+    assert after[2].txt() == ["5683e29f4d1118 iad,9a0c6e4d2b8f31 ams"]
+    assert "instance=3287d4e1b09e28" not in after[3].txt()[0] and "instance=3287d4e1b09e28" in before[3].txt()[0]
+    # api's two replies and the network-wide list were rendered again; my-app's was not
+    assert scrape(server).value("internal_dns_packet_cache_invalidated_total") == 3
+    again = [server.send(w) for w in wires]
+    assert [r.wire[2:] for r in again[1:]] == [r.wire[2:] for r in after[1:]]  # and kept again
+    assert scrape(server).value("internal_dns_packet_cache_invalidated_total") == 3

@@ -18,7 +18,12 @@ Entries are flat tuples of bytes and numbers, which Python's collector stops tra
 time it looks at them, so a full cache costs a collection nothing. Keys start with a tag naming the
 view (and, for exact entries, the transport): a reload that changes a network retires its views'
 tags, and what was rendered under them is never found again and leaves with the least recently
-used. Turns are counted per network and question in a dict shared by every entry and the full path,
+used. A change to some machines only (a check flipping, a machine stopped) leaves the rest of the
+network's index the very same objects, and retires less: each entry carries the *stamp* of its
+scope — the app its name belongs to, or the network as a whole for the network-wide names — and
+such a change moves the stamps of the apps whose index changed and of the network, so that what
+those entries hold is rendered again when next asked while every other app's stays. Turns are
+counted per network and question in a dict shared by every entry and the full path,
 so a set rotates by one between successive answers whichever spelling or transport asks. A turn not
 yet rendered is a miss, which the full path renders and keeps.
 
@@ -51,14 +56,15 @@ MAX_SOURCES = 65536  # sources remembered per listener and transport (a view ove
 MAX_TURN_COUNTERS = 65536  # names of old snapshots linger among the turn counters; start afresh
 
 # An exact entry: (size, turn key, serial, where the serial sits in each reply or -1, valid until
-# (forwarded answers; None for ours), counter index, histogram index, then the reply from byte 2
-# on for each turn (None: not made yet)).
+# (forwarded answers; None for ours), counter index, histogram index, scope stamp (0: none), then
+# the reply from byte 2 on for each turn (None: not made yet)).
 _SERIAL, _SERIAL_AT, _UNTIL = 2, 3, 4
-EXACT = 7  # where the replies start
+EXACT = 8  # where the replies start
 # A rendering: (size, turn key, serial, where the serial sits in each body or -1, the reply's
-# header, where the question ends, counter index, histogram index, then the body for each turn
-# (or None)). The serial and where it sits are at the same places in both.
-RENDERED = 8  # where the bodies start
+# header, where the question ends, counter index, histogram index, scope stamp, then the body for
+# each turn (or None)). The serial and where it sits are at the same places in both.
+RENDERED = 9  # where the bodies start
+_STAMP_BITS = 32  # a stamp is (scope index << 32) | that scope's generation
 
 
 class Clock(Protocol):
@@ -78,6 +84,7 @@ class Rendered:
     turn_key: bytes | None  # the question's turn counter when its answer rotates
     cell: int  # counter index
     histogram: int  # histogram index
+    stamp: int = 0  # the scope's stamp when it was answered (PacketCache.stamp); 0: kept until its tag retires
 
 
 def canonical_key(data: bytes, tcp: bool) -> tuple[bytes, int] | None:
@@ -133,7 +140,11 @@ class PacketCache:
         self._live: dict[bytes, int] = {}  # tag → entries under it
         self._next_tag = 0
         self.retired = 0  # entries under retired tags, still in the store until evicted
-        self.invalidated = 0  # renderings dropped because a reload changed their view's network
+        self.invalidated = 0  # renderings dropped for a reload that changed their network (or app)
+        # Scopes: (network, app label, or None for the network's other names) → index; the current
+        # stamp of each index (index 0: no scope, never moves). Bounded by the apps ever served.
+        self._scopes: dict[tuple[str, str | None], int] = {}
+        self.stamps: list[int] = [0]
 
     # --- the fast path ------------------------------------------------------------------------
     def reply(self, tag: bytes, data: bytes, started: float) -> bytes | None:
@@ -142,7 +153,9 @@ class PacketCache:
         value = self.store.items.get(key)
         if value is None:
             return None
-        _, turns_at, serial, _, until, cell, histogram = value[:EXACT]
+        _, turns_at, serial, _, until, cell, histogram, stamp = value[:EXACT]
+        if stamp and self.stamps[stamp >> _STAMP_BITS] != stamp:
+            return None  # its app changed: the full path renders it again
         if until is not None:  # a forwarded answer: right until its TTLs count down a second
             if self.clock.seconds() >= until:
                 return None
@@ -198,6 +211,13 @@ class PacketCache:
         rkey = rendering_tag + canonical
         rendering = self.store.get(rkey)
         made: Rendered | None = None
+        if (
+            rendering is not None
+            and rendering[RENDERED - 1]
+            and self.stamps[rendering[RENDERED - 1] >> _STAMP_BITS] != rendering[RENDERED - 1]
+        ):
+            rendering = None  # rendered before its app changed: made again, in its place
+            self.invalidated += 1
         if rendering is None:
             made = make()
             rendering = self._new_rendering(rkey, end, made)
@@ -205,7 +225,7 @@ class PacketCache:
                 return None
         if rendering[_SERIAL] != self.serial:
             rendering = self._reserial(rkey, rendering, RENDERED)
-        _, turns_at, _, soa_at, header, _, cell, histogram = rendering[:RENDERED]
+        _, turns_at, _, soa_at, header, _, cell, histogram, stamp = rendering[:RENDERED]
         count = len(rendering) - RENDERED
         turn = self.turns.get(turns_at, 0) % count if turns_at is not None else 0
         body = rendering[RENDERED + turn]
@@ -221,13 +241,19 @@ class PacketCache:
         rest = header + question + body
         ekey = exact_tag + data[2:]
         exact = self.store.peek(ekey)
-        if exact is not None and exact[_UNTIL] is None and exact[_SERIAL] == self.serial and len(exact) - EXACT == count:
+        if (
+            exact is not None
+            and exact[_UNTIL] is None
+            and exact[_SERIAL] == self.serial
+            and exact[EXACT - 1] == stamp
+            and len(exact) - EXACT == count
+        ):
             rests: tuple[bytes | None, ...] = exact[EXACT:]  # other turns of this spelling, already made
         else:
             rests = (None,) * count
         rests = _with(rests, turn, rest)
         at = soa_at + 10 + len(question) if soa_at >= 0 else -1
-        self._put(ekey, (entry_size(ekey, *rests), turns_at, self.serial, at, None, cell, histogram, *rests))
+        self._put(ekey, (entry_size(ekey, *rests), turns_at, self.serial, at, None, cell, histogram, stamp, *rests))
         return data[:2] + rest
 
     def remember_forwarded(
@@ -238,19 +264,40 @@ class PacketCache:
             return False
         key = exact_tag + data[2:]
         rest = reply[2:]
-        return self._put(key, (entry_size(key, rest), None, 0, -1, until, cell, histogram, rest))
+        return self._put(key, (entry_size(key, rest), None, 0, -1, until, cell, histogram, 0, rest))
 
     # --- reloads ------------------------------------------------------------------------------
-    def swap(self, serial: int, changed: Callable[[str], bool]) -> None:
-        """A new snapshot: views of networks it changed start afresh; the others keep what was
-        rendered for them, with the new serial patched in when next asked."""
+    def stamp(self, network: str, app: str | None) -> int:
+        """The current stamp of an app of a network (None: the network's other names)."""
+        index = self._scopes.get((network, app))
+        if index is None:
+            index = self._scopes[(network, app)] = len(self.stamps)
+            self.stamps.append(index << _STAMP_BITS)
+        return self.stamps[index]
+
+    def swap(self, serial: int, changed: Callable[[str], bool | frozenset[str]]) -> None:
+        """A new snapshot: views of networks it changed start afresh, or, where only some apps'
+        machines changed (`changed` gives their names), those apps and the network's other names
+        do; the others keep what was rendered for them, with the new serial patched in when next
+        asked."""
         self.serial = serial
-        for key in [k for k in self._tags if changed(k[0])]:
-            tag = self._tags.pop(key)
-            entries = self._live.pop(tag)
-            self.retired += entries
-            if key[2] == RENDERING:
-                self.invalidated += entries
+        verdicts: dict[str, bool | frozenset[str]] = {}
+        for key in list(self._tags):
+            verdict = verdicts.get(key[0])
+            if verdict is None:
+                verdict = verdicts[key[0]] = changed(key[0])
+            if verdict is True:
+                tag = self._tags.pop(key)
+                entries = self._live.pop(tag)
+                self.retired += entries
+                if key[2] == RENDERING:
+                    self.invalidated += entries
+        for network, verdict in verdicts.items():
+            if isinstance(verdict, frozenset):
+                for app in (None, *verdict):
+                    index = self._scopes.get((network, app))
+                    if index is not None:  # the next generation, wrapping within its 32 bits
+                        self.stamps[index] = (index << _STAMP_BITS) | ((self.stamps[index] + 1) & 0xFFFFFFFF)
         for hosts in self.sources.values():
             hosts.clear()  # sources may now belong elsewhere; they find their tag again
         if len(self.turns) > MAX_TURN_COUNTERS:
@@ -282,7 +329,7 @@ class PacketCache:
         )
         yield CounterMetricFamily(
             "internal_dns_packet_cache_invalidated",
-            "Rendered replies dropped because a reload changed their network.",
+            "Rendered replies dropped because a reload changed their network, or their app's machines.",
             value=self.invalidated,
         )
 
@@ -334,6 +381,7 @@ class PacketCache:
             end,
             made.cell,
             made.histogram,
+            made.stamp,
             first[end:],
         )
         value += (None,) * (count - 1)
