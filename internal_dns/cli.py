@@ -236,10 +236,12 @@ def _serve(config: Config, load: Callable[[], Config]) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from internal_dns.server import DnsService
+    from internal_dns.transport import fastpoll
 
     # To mypy twisted.internet.reactor is a module without attributes (the reactor object is put in
     # its place when installed), and the calls below span several reactor interfaces: Any, once.
     reactor: Any = installed
+    fastpoll.install(reactor)  # UDP listeners read without a logging context a wake-up
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     log_warnings(config)

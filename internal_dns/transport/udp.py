@@ -41,6 +41,8 @@ _IN_PKTINFO = struct.Struct("@i4s4s")  # ifindex, local (spec_dst), header desti
 class UdpListener:
     """A bound UDP socket the reactor reads; `respond` answers each query."""
 
+    fast_read = True  # read without Twisted's logging context around it (fastpoll.py)
+
     def __init__(
         self,
         reactor: Any,
