@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import dnsperf, peers
+from bench.figures import RESULTS, run_header, save
 from bench.generate import Size, network_document, region_codes
 from bench.stores import fill_generated, open_store, store_options
 
@@ -109,7 +110,6 @@ def table(report: dict[str, Any]) -> str:
 
 def main() -> None:
     import argparse
-    import json
 
     from bench.run import OUT, prepare
 
@@ -118,16 +118,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=RATE, help="changes a second")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "churn.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "churn.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     files = prepare(args.out, Size())
-    report = figures(args.out, files, args.seconds, args.rate, tuple(b for b in args.backends.split(",") if b))
+    backends = tuple(b for b in args.backends.split(",") if b)
+    report = {**run_header(), **figures(args.out, files, args.seconds, args.rate, backends)}
     print()
     print(table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nfigures: {args.json}")
+    save(args.json, report)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ the rest of the bench.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import dnsperf, peers
+from bench.figures import RESULTS, run_header, save
 from bench.generate import Size, app_name
 
 RATES = (1_000, 10_000)
@@ -162,9 +162,6 @@ def table(cost: dict[str, dict[str, Any]] | None, fairness: dict[str, Any] | Non
 
 def main() -> None:
     import argparse
-    import json
-    import platform
-    import time
 
     from bench.run import OUT, prepare
 
@@ -175,14 +172,13 @@ def main() -> None:
     parser.add_argument("--no-cost", action="store_true", help="skip the CPU figure")
     parser.add_argument("--no-fairness", action="store_true", help="skip the flood figure")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "cost.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "cost.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     size = Size()
     files = prepare(args.out, size)
     report: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **run_header(),
         "size": size.describe(),
         "seconds": args.seconds,
     }
@@ -194,9 +190,7 @@ def main() -> None:
         report["fairness"] = fairness_figures(args.out, files, size, args.seconds, args.moderate_qps)
     print()
     print(table(report.get("cost"), report.get("fairness")))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nfigures: {args.json}")
+    save(args.json, report)
 
 
 if __name__ == "__main__":

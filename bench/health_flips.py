@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
-import platform
 import queue
 import random
 import select
@@ -57,6 +55,7 @@ from typing import Any
 import dns.message
 
 from bench import peers, propagation, registry_size, workloads
+from bench.figures import RESULTS, run_header, save
 from bench.generate import Size, network_document, network_name, region_codes
 from bench.probe import Probe, probing
 from bench.stores import open_store
@@ -64,7 +63,7 @@ from internal_dns.registry import plugins
 from internal_dns.registry.etcd.store import MAX_TXN_OPS
 
 OUT = Path(__file__).resolve().parent / "out"
-RESULTS = Path(__file__).resolve().parent / "results" / "health-flips.json"
+RESULT = RESULTS / "health-flips.json"
 BACKENDS = ("sqlite", "etcd")
 MACHINES = 100_000
 BENCH_MACHINES = 20_000  # in `make bench`, beside everything else: smaller, and shorter
@@ -605,7 +604,7 @@ def main() -> None:
     parser.add_argument("--etcd-writers", type=int, default=ETCD_WRITERS, help="threads putting flips into etcd")
     parser.add_argument("--changes", type=int, default=CHANGES, help="machines added for the propagation figure (0: skip)")
     parser.add_argument("--out", type=Path, default=OUT, help="working folder (stores, configs, logs)")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
+    parser.add_argument("--json", type=Path, default=RESULT, help="where the figures go")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - set(BACKENDS)
@@ -617,8 +616,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("health check flips:", flush=True)
     report = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **run_header(),
         **figures(
             out,
             args.machines,
@@ -631,9 +629,7 @@ def main() -> None:
         ),
     }
     print(table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nfigures: {args.json}")
+    save(args.json, report)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ default 100,000) and puts it in `results.json` under `registry_size`.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import threading
 import time
@@ -48,6 +47,7 @@ import dns.rcode
 import yaml
 
 from bench import peers, propagation
+from bench.figures import run_header, save
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes, write_registry
 from bench.probe import PROBE_EVERY, Probe
 from bench.stores import fill_generated, fmt, open_store, store_options
@@ -416,11 +416,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown backend {sorted(unknown)[0]!r} (known: {', '.join(BACKENDS)})")
     print("registry size:", flush=True)
-    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), **figures(out, args.registry_machines, backends, args.store_changes)}
+    report = {**run_header(), **figures(out, args.registry_machines, backends, args.store_changes)}
     print(table(report))
-    path = out / "registry-size.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nfigures: {path}")
+    save(out / "registry-size.json", report)
 
 
 if __name__ == "__main__":

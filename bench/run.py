@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import churn, cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
+from bench.figures import run_header
 from bench.generate import Size, write_registry
 from internal_dns.registry.files import load_snapshot
 
@@ -258,8 +257,7 @@ def main() -> None:
     wildcard = wildcard_figures(out, files, args.seconds)
 
     report: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **run_header(),
         "size": size.describe(),
         "seconds": args.seconds,
         "workloads": {w: {name: r.as_dict() for name, r in results.items()} for w, results in by_workload.items()},

@@ -285,7 +285,7 @@ class Dispatcher:
             limit=self._limit(q, tcp),
             server_payload=self.config.edns_payload,
             rotation=turn,
-            nsid=self.config.server_id.encode(),
+            nsid=self.config.server_id.encode() if q.edns is not None and q.edns.nsid else None,  # only when asked
         )
 
     def _limit(self, q: Query, tcp: bool) -> int:

@@ -427,22 +427,34 @@ def test_stop_ends_the_watch_at_once(start_etcd_server: StartServer, prefix: str
     assert backend._thread is not None and not backend._thread.is_alive()
 
 
+def after_first_request(store: Any, change: Callable[[], None]) -> list[int]:
+    """Have the store's client make `change` once, right after its first request returns (after
+    the first page: a change a load at one revision must not see); the requests made, one entry
+    each."""
+    post = store.cluster.post
+    calls: list[int] = []
+
+    def post_then_change(*args: Any) -> Any:
+        result = post(*args)
+        if not calls:
+            change()
+        calls.append(1)
+        return result
+
+    store.cluster.post = post_then_change
+    return calls
+
+
 def test_a_load_in_pages_is_one_revision(prefix: str) -> None:
     etcd = shared_etcd()
     store = fill(etcd, prefix)
     whole, _ = read_prefix(store.cluster, prefix)
-    post = store.cluster.post
-    calls: list[int] = []
 
-    def post_then_write(*args: Any) -> Any:
-        result = post(*args)
-        if not calls:  # after the first page: a change the load must not see
-            put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
-            delete(etcd, f"{prefix}regions/ams")
-        calls.append(1)
-        return result
+    def change() -> None:
+        put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+        delete(etcd, f"{prefix}regions/ams")
 
-    store.cluster.post = post_then_write  # type: ignore[method-assign]
+    calls = after_first_request(store, change)
     paged, revision = read_prefix(store.cluster, prefix, page=7)
     assert len(calls) == -(-len(whole) // 7) and [(e.key, e.data) for e in paged] == [(e.key, e.data) for e in whole]
     assert etcd.revision() == revision + 2

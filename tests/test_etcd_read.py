@@ -17,7 +17,7 @@ from internal_dns.registry.etcd.codec import _loads, entity, key_bytes, key_of, 
 from internal_dns.registry.kinds import SECTIONS
 from internal_dns.registry.live import Resync
 from tests.etcd_server import EtcdServer, shared_etcd
-from tests.test_etcd import NEW_MACHINE, delete, fill, put
+from tests.test_etcd import NEW_MACHINE, after_first_request, delete, fill, put
 
 ORDER = {kind: i for i, kind in enumerate(SECTIONS)}
 
@@ -49,19 +49,13 @@ def test_a_load_is_read_kind_by_kind_at_one_revision(prefix: str) -> None:
     for name in FOREIGN + MISSHAPEN:
         put(etcd, f"{prefix}{name}", {"name": "x"})
     whole, _ = read_prefix(store.cluster, prefix)  # the registry command's read, in key order
-    post = store.cluster.post
-    calls: list[int] = []
 
-    def post_then_write(*args: Any) -> Any:
-        result = post(*args)
-        if not calls:  # after the first page: a change the load must not see
-            put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
-            delete(etcd, f"{prefix}regions/ams")
-            put(etcd, f"{prefix}zzz/later", {"name": "x"})
-        calls.append(1)
-        return result
+    def change() -> None:
+        put(etcd, key_of(prefix, "machines", NEW_MACHINE), NEW_MACHINE)
+        delete(etcd, f"{prefix}regions/ams")
+        put(etcd, f"{prefix}zzz/later", {"name": "x"})
 
-    store.cluster.post = post_then_write  # type: ignore[method-assign]
+    calls = after_first_request(store, change)
     entities, revision = read_kinds(store.cluster, prefix, page=3, readers=2)
     assert len(calls) == 1  # the first page, for its revision; the rest as the entities are taken
     loaded = list(entities)

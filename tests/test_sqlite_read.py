@@ -5,6 +5,8 @@ table in kind order, and read in one read transaction that stays open while they
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +165,20 @@ def test_a_load_is_one_read_transaction_open_while_its_rows_are_taken(db: Path) 
     backend.close()
 
 
-def test_a_load_closed_part_way_ends_its_transaction_and_is_read_again(db: Path) -> None:
+def partly_read(db: Path) -> tuple[SqliteBackend, Iterator[Any], int, sqlite3.Connection]:
+    """A backend whose load has handed over its first row: (it, the rest of the rows, the load's
+    position, its connection, inside the load's read transaction)."""
     backend = SqliteBackend(db, reactor=None)
     entities, position = backend.load_all()
     reading_rows = iter(entities)
     next(reading_rows)
     conn = backend._conn
     assert conn is not None and conn.in_transaction
+    return backend, reading_rows, position, conn
+
+
+def test_a_load_closed_part_way_ends_its_transaction_and_is_read_again(db: Path) -> None:
+    backend, reading_rows, position, conn = partly_read(db)
     reading_rows.close()  # a generator: the catalog stopped taking them
     assert not conn.in_transaction
     with pytest.raises(Resync, match="the last load was cut short"):  # the catalog lacks rows: load again
@@ -182,12 +191,7 @@ def test_a_load_closed_part_way_ends_its_transaction_and_is_read_again(db: Path)
 def test_an_error_part_way_makes_the_store_unavailable_and_the_next_look_loads_again(db: Path) -> None:
     from internal_dns.registry.live import Unavailable
 
-    backend = SqliteBackend(db, reactor=None)
-    entities, position = backend.load_all()
-    reading_rows = iter(entities)
-    next(reading_rows)
-    conn = backend._conn
-    assert conn is not None
+    backend, reading_rows, position, conn = partly_read(db)
     conn.interrupt()  # the next step of the read fails, as a broken file's would
     with pytest.raises(Unavailable):
         list(reading_rows)

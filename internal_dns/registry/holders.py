@@ -32,6 +32,3 @@ class AddressTable(Generic[T]):
             if len(keys[i]) == size:  # IPv4 keys sort among IPv6 ones with the same first bytes
                 yield holders[i]
             i += 1
-
-    def __len__(self) -> int:
-        return len(self._keys)

@@ -27,7 +27,6 @@ def install(reactor: Any) -> bool:
     selectables = reactor._selectables
     usual = reactor._doReadOrWrite
     epollin = select.EPOLLIN
-    odd = select.EPOLLERR | select.EPOLLHUP
 
     def do_poll(timeout: float | None) -> None:
         try:
@@ -40,7 +39,7 @@ def install(reactor: Any) -> bool:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            if event == epollin and getattr(selectable, "fast_read", False) and not event & odd:
+            if event == epollin and getattr(selectable, "fast_read", False):  # readable, nothing else
                 try:
                     selectable.doRead()
                 except Exception:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from internal_dns.transport.settings import RateLimitConfig
+from internal_dns.wire import Malformed, skip_name
 
 PASS, DROP, SLIP = 0, 1, 2
 _FLAGS = struct.Struct("!H")
@@ -100,17 +101,10 @@ def truncated_reply(query: bytes) -> bytes | None:
     datagram that is no query of one question whose name can be walked)."""
     if len(query) < 17 or query[2] & 0x80 or query[4:6] != b"\x00\x01":
         return None
-    pos = 12
     try:
-        length = query[pos]
-        while length:
-            if length > 63:
-                return None
-            pos += length + 1
-            length = query[pos]
-    except IndexError:
+        end = skip_name(query, 12, pointers=False) + 4
+    except Malformed:
         return None
-    end = pos + 5
     if end > len(query):
         return None
     flags = _QR | _TC | (_FLAGS.unpack_from(query, 2)[0] & _OPCODE_RD)
