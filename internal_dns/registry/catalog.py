@@ -807,6 +807,9 @@ def _by_target(flycast: tuple[Flycast, ...]) -> dict[str, tuple[Flycast, ...]]:
 
 def _inside(prefix: IPv4Network | IPv6Network) -> Callable[[bytes], bool]:
     """A test of packed addresses for membership of the prefix, without making address objects."""
+    if prefix.prefixlen % 8 == 0:  # the usual prefixes: the leading bytes compared, no number made
+        head = prefix.network_address.packed[: prefix.prefixlen // 8]
+        return lambda packed: packed.startswith(head)
     shift = prefix.max_prefixlen - prefix.prefixlen
     base = int(prefix.network_address) >> shift
     return lambda packed: int.from_bytes(packed) >> shift == base
@@ -864,6 +867,16 @@ def index_network(
     in4 = _inside(net.prefix4) if net.prefix4 is not None else None
     machines: list[Machine] = []
     for m in members.machines.values():
+        packed6, packed4 = m.packed6, m.packed4
+        if in6(packed6) and packed6 not in owner:  # the usual case, without a list or a fault
+            if packed4 is None:
+                owner[packed6] = m
+                machines.append(m)
+                continue
+            if in4 is not None and in4(packed4) and packed4 not in owner:
+                owner[packed4] = owner[packed6] = m
+                machines.append(m)
+                continue
         ok = True
         if not in6(m.packed6):
             fault(m, f"ip6 {m.ip6} is outside network {net.name}'s prefix {net.prefix6}")

@@ -22,7 +22,7 @@ from internal_dns.registry.holders import AddressTable
 from internal_dns.registry.kinds import BY_SECTION
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not "$": no trailing newline
-_MACHINE_ID = re.compile(r"[0-9a-f]{1,63}\Z")
+_HEX = "0123456789abcdef"  # a machine id is 1 to 63 of these
 
 DEFAULT_PROCESS_GROUP = "app"
 CHECK_STATUSES = ("passing", "warning", "critical")  # SPEC §1: a machine's checks
@@ -498,6 +498,9 @@ def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None
 
 # The C parser is ten times quicker than ipaddress's own, which counts for a million machines;
 # both accept exactly the textual forms of RFC 4291 §2.2 and dotted quads without leading zeros.
+_pton, _AF_INET6, _AF_INET = socket.inet_pton, socket.AF_INET6, socket.AF_INET
+
+
 def _packed6(raw: Mapping[str, Any], key: str) -> bytes:
     value = _text(raw, key)
     try:
@@ -635,7 +638,8 @@ def parse_app(source: str, item: Mapping[str, Any], refs: References, key: Hasha
             raise ValueError(f"flycast entries must be mappings with 'ip', got {entry!r}")
         ip = _ip6(entry, "ip")
         target = _text(entry, "network", required=False) or network
-        _known_network(refs, target, f"flycast {ip}: ")
+        if target not in refs.networks:  # worded only when wrong: an address's text costs a microsecond
+            _known_network(refs, target, f"flycast {ip}: ")
         if ip not in refs.networks[target].prefix6:
             raise ValueError(f"flycast {ip} is outside network {target}'s prefix {refs.networks[target].prefix6}")
         flycast.append(Flycast(ip, sys.intern(target)))
@@ -716,61 +720,98 @@ def machine_network(item: Mapping[str, Any], refs: References) -> str:
 def parse_machine(
     source: str, item: Mapping[str, Any], refs: References, shared: dict[Any, Any], key: Hashable = None
 ) -> Machine:
-    """`shared` interns values many machines have in common (metadata mappings, ...)."""
-    mid = _text(item, "id")
-    assert mid is not None
-    if not _MACHINE_ID.match(mid):
+    """`shared` interns values many machines have in common (metadata mappings, ...).
+
+    A million machines may be read in one load, so the usual case (every field a text) is
+    looked at once per field, inline; anything else goes through the checks that word the
+    problem, in the same order, so that the first problem found is the one reported."""
+    get = item.get
+    mid = get("id")
+    if mid.__class__ is not str:
+        mid = _text(item, "id")
+    if not mid or len(mid) > 63 or mid.strip(_HEX):  # a match of [0-9a-f]{1,63}, without the regex's price
         raise ValueError(f"id '{mid}' must be lower-case hex (at most 63 digits)")
-    network = machine_network(item, refs)
-    region = (_text(item, "region") or "").lower()
-    if region not in refs.regions:
-        raise Missing(f"unknown region '{region}'", "regions", region)
-    state = (_text(item, "state", required=False) or STARTED).lower()
-    group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
-    if group not in _GROUPS_SEEN:
+    app_name, network = get("app"), get("network")
+    candidates = refs.app_networks(app_name.lower()) if app_name.__class__ is str else ()
+    if network is None and len(candidates) == 1:  # machine_network's usual cases, inline
+        (network,) = candidates
+        qualified = False
+    elif network.__class__ is str and network in candidates and network in refs.networks:
+        qualified = True
+    else:
+        network, qualified = machine_network(item, refs), get("network") is not None
+    region = get("region")
+    code = refs.regions.get(region) if region.__class__ is str else None
+    if code is None:
+        region = (_text(item, "region") or "").lower()
+        if region not in refs.regions:
+            raise Missing(f"unknown region '{region}'", "regions", region)
+        code = refs.regions[region]
+    state = get("state")
+    if state is None or state == STARTED:
+        state = STARTED
+    else:
+        state = sys.intern((_text(item, "state", required=False) or STARTED).lower())
+    given = get("process_group")
+    if given is None:
+        given = DEFAULT_PROCESS_GROUP
+    group = _GROUPS_SEEN.get(given) if given.__class__ is str else None
+    if group is None:
+        group = _text(item, "process_group", required=False) or DEFAULT_PROCESS_GROUP
         if not is_label(group):
             raise ValueError(f"process_group '{group}' is not a DNS label")
+        lgroup = sys.intern(group.lower())
         if len(_GROUPS_SEEN) < 4096:  # a few names, used by many machines: checked once each
-            _GROUPS_SEEN[group] = sys.intern(group.lower())
-    ip6 = _packed6(item, "ip6")
-    ip4 = _packed4(item, "ip4") if item.get("ip4") is not None else None
-    metadata_raw = item.get("metadata") or {}
-    if not isinstance(metadata_raw, Mapping):
-        raise ValueError("metadata must be a mapping of strings")
-    dns = item.get("dns", True)
-    if not isinstance(dns, bool):
-        raise ValueError("dns must be true or false")
+            _GROUPS_SEEN[group] = lgroup
+        group = lgroup
+    try:  # socket.inet_pton only where the text is a text (_packed6/_packed4 word the rest)
+        text = get("ip6")
+        ip6 = _pton(_AF_INET6, text) if text.__class__ is str else _packed6(item, "ip6")
+        text = get("ip4")
+        ip4 = None if text is None else _pton(_AF_INET, text) if text.__class__ is str else _packed4(item, "ip4")
+    except OSError:
+        _packed6(item, "ip6")
+        _packed4(item, "ip4")
+        raise
+    metadata_raw = get("metadata") or _NO_METADATA
     # Read only, so one mapping serves every equal one; a reader that gives one object for
     # equal values (SQLite's, etcd's) has it looked at once (`seen` keeps what it looked at).
-    seen = shared.setdefault(_SEEN, {})
+    seen = shared.get(_SEEN)
+    if seen is None:
+        seen = shared[_SEEN] = {}
     known = seen.get(id(metadata_raw))
     if known is not None and known[0] is metadata_raw:
         metadata = known[1]
     else:
+        if not isinstance(metadata_raw, Mapping):
+            raise ValueError("metadata must be a mapping of strings")
         metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
         metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)
         if len(seen) >= 1024:  # a reader that gives each its own (YAML): keep few
             seen.clear()
         seen[id(metadata_raw)] = (metadata_raw, metadata)
-    checks = _checks(item.get("checks"), shared)
-    app = refs.app(network, str(item["app"]).lower())
-    mid = sys.intern(mid)
+    dns = get("dns", True)
+    if dns is not True and dns is not False:
+        raise ValueError("dns must be true or false")
+    checks = get("checks")
+    checks = NO_CHECKS if checks is None else _checks(checks, shared)
+    app = refs.app(network, str(app_name).lower())
     if key == mid:
         key = mid  # a store that keys a machine by its id: one text for both
     return Machine(
         mid,
         app.name,
         refs.networks[network].name,
-        refs.regions[region].code,
+        code.code,
         ip6,
-        sys.intern(state),
-        _GROUPS_SEEN.get(group) or sys.intern(group.lower()),
+        state,
+        group,
         ip4,
         metadata,
         dns,
         source,
         key,
-        item.get("network") is not None,
+        qualified,
         checks,
     )
 

@@ -55,6 +55,44 @@ def test_names_ending_in_a_newline_reject_the_snapshot(fields: dict[str, str]) -
     raise AssertionError(f"accepted {fields}")
 
 
+# --- a machine's fields: read inline when they are texts, worded by the same checks when not ------
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"id": 5}, "machine 5: 'id' must be a quoted string (YAML read the number 5: put it in quotes)"),
+        ({"id": "AB"}, "machine AB: id 'AB' must be lower-case hex (at most 63 digits)"),
+        ({"id": ""}, "machine : id '' must be lower-case hex (at most 63 digits)"),
+        ({"id": "a" * 64}, f"machine {'a' * 64}: id '{'a' * 64}' must be lower-case hex (at most 63 digits)"),
+        ({"app": 5}, "machine ab: 'app' must be a quoted string (YAML read the number 5: put it in quotes)"),
+        ({"app": "nope"}, "machine ab: unknown app 'nope'"),
+        ({"network": 5}, "machine ab: 'network' must be a quoted string (YAML read the number 5: put it in quotes)"),
+        ({"network": "other"}, "machine ab: unknown network 'other'"),
+        ({"region": "xx"}, "machine ab: unknown region 'xx'"),
+        ({"region": None}, "machine ab: missing 'region'"),
+        ({"state": 3}, "machine ab: 'state' must be a quoted string (YAML read the number 3: put it in quotes)"),
+        ({"process_group": "a_b"}, "machine ab: process_group 'a_b' is not a DNS label"),
+        ({"ip6": 7}, "machine ab: 'ip6' must be a quoted string (YAML read the number 7: put it in quotes)"),
+        ({"ip6": "zz", "ip4": "1"}, "machine ab: ip6 'zz' is not an IPv6 address"),  # the first field's problem
+        ({"ip4": "10.0.0"}, "machine ab: ip4 '10.0.0' is not an IPv4 address"),
+        ({"ip4": 5}, "machine ab: 'ip4' must be a quoted string (YAML read the number 5: put it in quotes)"),
+        ({"metadata": [1]}, "machine ab: metadata must be a mapping of strings"),
+        ({"dns": 1}, "machine ab: dns must be true or false"),
+    ],
+)
+def test_bad_machine_fields_are_refused_naming_the_machine(fields: dict[str, Any], line: str) -> None:
+    assert refusal(machines=[machine(**fields)]) == [f"x.yaml: {line}"]
+
+
+def test_machine_texts_are_read_as_the_registry_format_says() -> None:
+    m = built(machines=[machine(region="IAD", state="Stopped", process_group="Worker", app="WEB", network="n")])
+    kept = m.networks["n"].machines[0]
+    assert (kept.region, kept.state, kept.process_group, kept.app, kept.qualified) == ("iad", "stopped", "worker", "web", True)
+    kept = built(machines=[machine(state="", process_group=None)]).networks["n"].machines[0]
+    assert (kept.state, kept.process_group, kept.qualified) == ("started", "app", False)
+
+
 # --- a machine's checks and an app's services (SPEC §1) ----------------------------------------------
 
 
