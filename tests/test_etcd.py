@@ -431,17 +431,17 @@ def after_first_request(store: Any, change: Callable[[], None]) -> list[int]:
     """Have the store's client make `change` once, right after its first request returns (after
     the first page: a change a load at one revision must not see); the requests made, one entry
     each."""
-    post = store.cluster.post
+    read = store.cluster.range
     calls: list[int] = []
 
-    def post_then_change(*args: Any) -> Any:
-        result = post(*args)
+    def read_then_change(*args: Any) -> Any:
+        result = read(*args)
         if not calls:
             change()
         calls.append(1)
         return result
 
-    store.cluster.post = post_then_change
+    store.cluster.range = read_then_change
     return calls
 
 

@@ -5,17 +5,24 @@ no kind still left out as INVALID entries; and values decoded as json.loads deco
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from internal_dns.registry.catalog import INVALID
 from internal_dns.registry.etcd import EtcdBackend, Settings
-from internal_dns.registry.etcd.client import load_ranges, read_kinds, read_prefix
+from internal_dns.registry.etcd.client import Cluster, Compacted, EtcdError, load_ranges, read_kinds, read_prefix
 from internal_dns.registry.etcd.codec import _loads, entity, key_bytes, key_of, range_end
 from internal_dns.registry.kinds import SECTIONS
-from internal_dns.registry.live import Resync
+from internal_dns.registry.live import Resync, Unavailable
 from tests.etcd_server import EtcdServer, shared_etcd
 from tests.test_etcd import NEW_MACHINE, after_first_request, delete, fill, put
 
@@ -151,3 +158,88 @@ def test_values_decode_as_json_loads_decodes_them(value: bytes) -> None:
         assert type(got) is type(expected) and (got == expected or (got != got and expected != expected))  # NaN
         whole = entity("/p/", b"/p/machines/ab", value)
         assert whole.kind == ("machines" if isinstance(expected, dict) else INVALID)
+
+
+# --- ranges over gRPC, and through the gateway where gRPC is not spoken ----------------------------------
+
+
+@contextmanager
+def http1_proxy(target: str) -> Iterator[str]:
+    """An endpoint that speaks HTTP/1.1 only (as some proxies do), passing requests on to etcd."""
+
+    class Forward(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.do_POST()
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))) if self.command == "POST" else None
+            request = urllib.request.Request(f"{target}{self.path}", data=body, method=self.command)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    status, data = answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                status, data = exc.code, exc.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def as_read(entities: list[Any]) -> list[tuple[Any, str, str, Any]]:
+    return [(e.key, e.source, e.kind, e.data) for e in entities]
+
+
+def test_ranges_read_over_grpc_and_through_the_gateway_are_the_same(prefix: str, log_lines: list[str]) -> None:
+    etcd = shared_etcd()
+    store = fill(etcd, prefix)
+    for name in FOREIGN + MISSHAPEN:
+        put(etcd, f"{prefix}{name}", {"name": "x"})
+    over_grpc, revision = read_prefix(store.cluster, prefix, page=4)
+    assert not [line for line in log_lines if "not over gRPC" in line]  # etcd speaks gRPC: nothing said
+    with http1_proxy(etcd.url) as url:
+        gateway_only = Cluster([url], 5.0)
+        try:
+            first, at = read_prefix(gateway_only, prefix, page=4)
+            again, _ = read_prefix(gateway_only, prefix, page=4)
+        finally:
+            gateway_only.close()
+    assert at == revision and as_read(first) == as_read(over_grpc) == as_read(again)
+    said = [line for line in log_lines if "not over gRPC" in line]
+    assert len(said) == 1 and "etcd answers through its gateway" in said[0]  # said once, not per page
+
+
+def test_a_grpc_read_at_a_compacted_revision_says_so(prefix: str) -> None:
+    etcd = shared_etcd()
+    store = fill(etcd, prefix)
+    _, revision = read_prefix(store.cluster, prefix)
+    put(etcd, f"{prefix}regions/zz", {"code": "zz", "latitude": 1.0, "longitude": 2.0})
+    etcd.post("/v3/kv/compaction", {"revision": str(revision + 1)})
+    start = key_bytes(prefix)
+    with pytest.raises(Compacted, match="compacted"):
+        store.cluster.range("reading", start, range_end(start), 10, revision)
+
+
+def test_no_endpoint_reachable_over_either_is_unavailable() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    cluster = Cluster([f"http://127.0.0.1:{port}"], 2.0)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            cluster.range("reading /p/", b"/p/", b"/p0", 10)
+        assert not isinstance(caught.value, EtcdError) and f"127.0.0.1:{port}" in str(caught.value)
+    finally:
+        cluster.close()

@@ -47,6 +47,7 @@ from internal_dns.registry.model import (
     Service,
     Snapshot,
     describe,
+    machine_id,
     overlapping,
     parse_app,
     parse_machine,
@@ -912,7 +913,7 @@ def _index(
             by_app[m.app.lower()].append(m)
     apps: dict[str, AppIndex] = {}
     for lname, app in members.apps.items():
-        apps[lname] = AppIndex(app, tuple(sorted(by_app[lname], key=_machine_id)))
+        apps[lname] = AppIndex(app, tuple(sorted(by_app[lname], key=machine_id)))
     visible = {p.name.lower(): p for p in peers if not p.interactive}
     return NetworkIndex(
         network=net,
@@ -925,10 +926,6 @@ def _index(
         machine_count=len(machines),
         peer_count=len(peers),
     )
-
-
-def _machine_id(m: Machine) -> str:
-    return m.id
 
 
 def saved_entries(head: Mapping[str, Any]) -> list[RawEntity]:

@@ -12,9 +12,10 @@ import re
 import socket
 import sys
 from bisect import bisect_left
-from collections.abc import Collection, Hashable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, overload
 
@@ -29,7 +30,8 @@ CHECK_STATUSES = ("passing", "warning", "critical")  # SPEC §1: a machine's che
 CRITICAL = "critical"
 PROTOCOLS = ("tcp", "udp")  # SPEC §1: an app's services
 _GROUPS_SEEN: dict[str, str] = {}  # process group as given -> as kept: known to be a label
-_SEEN = "metadata objects seen"  # a key of the catalog's `shared` that no tuple of items can be
+_SEEN = "metadata objects seen"  # keys of the catalog's `shared` that no tuple of items can be
+_EQUAL = "metadata mappings seen"
 STARTED = "started"
 
 
@@ -234,8 +236,7 @@ class Document:
 # --- the per-network index the answer logic reads -------------------------------------------
 
 
-def _machine_id(m: Machine) -> str:
-    return m.id
+machine_id: Callable[[Machine], str] = attrgetter("id")  # a sort key made in C: a load sorts a million
 
 
 def _started(machines: tuple[Machine, ...]) -> tuple[Machine, ...]:
@@ -253,7 +254,7 @@ class ById(Mapping[str, Machine]):
 
     def __getitem__(self, mid: str) -> Machine:
         machines = self._machines
-        i = bisect_left(machines, mid, key=_machine_id)
+        i = bisect_left(machines, mid, key=machine_id)
         if i < len(machines) and machines[i].id == mid:
             return machines[i]
         raise KeyError(mid)
@@ -359,7 +360,7 @@ class NetworkIndex:
         """Every dns:true machine of the network, by id (made when first asked, from the apps)."""
         machines = self._machines
         if machines is None:
-            machines = tuple(sorted((m for a in self.apps.values() for m in a.machines), key=_machine_id))
+            machines = tuple(sorted((m for a in self.apps.values() for m in a.machines), key=machine_id))
             object.__setattr__(self, "_machines", machines)
         return machines
 
@@ -732,7 +733,8 @@ def parse_machine(
     if not mid or len(mid) > 63 or mid.strip(_HEX):  # a match of [0-9a-f]{1,63}, without the regex's price
         raise ValueError(f"id '{mid}' must be lower-case hex (at most 63 digits)")
     app_name, network = get("app"), get("network")
-    candidates = refs.app_networks(app_name.lower()) if app_name.__class__ is str else ()
+    lname = app_name.lower() if app_name.__class__ is str else None
+    candidates = refs.app_networks(lname) if lname is not None else ()
     if network is None and len(candidates) == 1:  # machine_network's usual cases, inline
         (network,) = candidates
         qualified = False
@@ -774,20 +776,33 @@ def parse_machine(
         _packed4(item, "ip4")
         raise
     metadata_raw = get("metadata") or _NO_METADATA
-    # Read only, so one mapping serves every equal one; a reader that gives one object for
-    # equal values (SQLite's, etcd's) has it looked at once (`seen` keeps what it looked at).
+    # Read only, so one mapping serves every equal one. A reader that gives one object for equal
+    # values (SQLite's) has it looked at once (`seen` keeps what it looked at, by identity); one
+    # that gives each its own (etcd's JSON, YAML) has it found by its items and their types
+    # (`equal`: true, 1 and 1.0 are equal in Python, and read as "true", "1" and "1.0").
     seen = shared.get(_SEEN)
     if seen is None:
         seen = shared[_SEEN] = {}
+        shared[_EQUAL] = {}
     known = seen.get(id(metadata_raw))
     if known is not None and known[0] is metadata_raw:
         metadata = known[1]
     else:
-        if not isinstance(metadata_raw, Mapping):
+        if metadata_raw.__class__ is not dict and not isinstance(metadata_raw, Mapping):
             raise ValueError("metadata must be a mapping of strings")
-        metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
-        metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)
-        if len(seen) >= 1024:  # a reader that gives each its own (YAML): keep few
+        equal = shared[_EQUAL]
+        try:
+            items: tuple[Any, ...] | None = (*metadata_raw.items(), *map(type, metadata_raw.values()))
+            metadata = equal.get(items)
+        except TypeError:  # a value that is a list or a mapping: refused below
+            items = metadata = None
+        if metadata is None:
+            metadata = {str(k): _scalar_text(v) for k, v in metadata_raw.items()}
+            metadata = shared.setdefault(tuple(sorted(metadata.items())), metadata)
+            if len(equal) >= 4096:  # a registry of many shapes: keep few
+                equal.clear()
+            equal[items] = metadata
+        if len(seen) >= 1024:
             seen.clear()
         seen[id(metadata_raw)] = (metadata_raw, metadata)
     dns = get("dns", True)
@@ -795,7 +810,7 @@ def parse_machine(
         raise ValueError("dns must be true or false")
     checks = get("checks")
     checks = NO_CHECKS if checks is None else _checks(checks, shared)
-    app = refs.app(network, str(app_name).lower())
+    app = refs.app(network, lname if lname is not None else str(app_name).lower())
     if key == mid:
         key = mid  # a store that keys a machine by its id: one text for both
     return Machine(
