@@ -6,6 +6,7 @@ itself is never served."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from twisted.internet import task
 from internal_dns.config import parse_config
 from internal_dns.registry.etcd.codec import key_of
 from internal_dns.registry.files import FilesBackend
+from internal_dns.registry.savefile import SnapshotFile
 from internal_dns.registry.sqlite import SqliteBackend
 from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config
 from tests.etcd_server import EtcdServer
@@ -85,6 +87,40 @@ def test_after_a_restart_what_changed_meanwhile_is_caught_up(start: Start, tmp_p
     assert not any("loading everything" in line for line in log_lines)  # from the change log
     assert second.service.readiness() == []
     assert scrape(second).value("internal_dns_registry_catching_up") == 0
+
+
+def test_a_change_is_served_while_the_snapshot_file_is_still_being_written(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save after a load is written by a thread of its own: a change that comes while it is
+    being written is served without waiting for it; stopping waits for it and saves the change."""
+    db = import_example(tmp_path / "registry.db")
+    snapshot = tmp_path / "registry.snapshot"
+    writing, release = threading.Event(), threading.Event()
+    try_save = SnapshotFile.try_save
+
+    def slow_save(self: SnapshotFile, catalog: Any, position: Any) -> str | None:
+        writing.set()
+        release.wait(30)  # a disk that takes its time
+        return try_save(self, catalog, position)
+
+    monkeypatch.setattr(SnapshotFile, "try_save", slow_save)
+    server = start({"backend": "sqlite", "path": str(db)}, snapshot)
+    assert answers(server) == MY_APP_STARTED
+    assert writing.wait(10) and not snapshot.exists()  # the first save is being written
+    before = server.service.store.current
+    with writer(db) as conn:
+        conn.execute("UPDATE machines SET state = 'stopped' WHERE ip6 = ?", (MY_APP_STARTED[0],))
+    until(server, lambda current: current is not before)
+    assert answers(server) == MY_APP_STARTED[1:] and not snapshot.exists()
+    release.set()
+    server.stop()  # waits for the save being written, then saves what changed since
+    monkeypatch.setattr(SnapshotFile, "try_save", try_save)
+    with writer(db) as conn:
+        conn.execute("DELETE FROM machines")  # what is answered next can only come from the file
+    db.rename(tmp_path / "elsewhere.db")
+    again = start({"backend": "sqlite", "path": str(db)}, snapshot)
+    assert answers(again) == MY_APP_STARTED[1:]
 
 
 def test_a_database_replaced_while_down_is_read_whole(start: Start, tmp_path: Path, log_lines: list[str]) -> None:

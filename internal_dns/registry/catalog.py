@@ -702,47 +702,11 @@ class Catalog:
         """The catalog as chunks of plain values (marshal can write them): first regions,
         networks and what is left out, as read, and each network's counts; then each network's
         members as parsed, in the order they were accepted, each marked whether the index holds it."""
-        raw = [(e.key, e.source, e.kind, e.data) for e in (*self.structure.values(), *self.pending.values())]
-        counts = [
-            (name, self.index[name].machine_count, self.index[name].peer_count, len(self.index[name].apps))
-            for name in self.members
-        ]
-        yield {"entries": raw, "networks": counts}
-        for name, members in self.members.items():
-            index = self.index[name]
-            held = {id(x) for x in index.addressed}
-            apps = [
-                (
-                    a.name,
-                    tuple((fc.ip.packed, fc.network) for fc in a.flycast),
-                    a.source,
-                    a.key,
-                    tuple((s.name, s.port, s.protocol) for s in a.services),
-                )
-                for a in members.apps.values()
-            ]
-            machines = [
-                (
-                    m.id,
-                    m.app,
-                    m.region,
-                    m.packed6,
-                    m.state,
-                    m.process_group,
-                    m.packed4,
-                    m.metadata,
-                    m.dns,
-                    m.source,
-                    m.key,
-                    m.qualified,
-                    m.checks or None,  # a dict, or None for none (marshal writes no mappingproxy)
-                    id(m) in held,
-                )
-                for m in members.machines.values()
-            ]
-            peers = [(p.name, p.ip6.packed, p.region, p.source, p.key, id(p) in held) for p in members.peers.values()]
-            flycast = {lname: tuple(ip.packed for ip in ips) for lname, ips in index.flycast.items()}
-            yield (name, apps, machines, peers, flycast, self.network_problems.get(name, {}))
+        return self.copy().dump()
+
+    def copy(self) -> CatalogCopy:
+        """What `dump` writes, as of now, to be dumped while the catalog goes on changing."""
+        return CatalogCopy(self)
 
     @classmethod
     def restore(cls, head: Mapping[str, Any], chunks: Iterable[Any], source_of: SourceOf | None = None) -> Catalog:
@@ -797,6 +761,65 @@ class Catalog:
             for found in self.network_problems.get(name, {}).values():
                 lines.extend(found)
         return lines
+
+
+class CatalogCopy:
+    """A catalog's state as `Catalog.dump` writes it, taken at one moment: its containers copied
+    (a million machines: tens of milliseconds), the entities shared, as they are never changed
+    once made. A snapshot file is written from it in a thread of its own (registry/live.py)
+    while the backend's thread applies the next changes."""
+
+    def __init__(self, catalog: Catalog):
+        self.raw = [(e.key, e.source, e.kind, e.data) for e in (*catalog.structure.values(), *catalog.pending.values())]
+        self.networks = [
+            (
+                name,
+                catalog.index[name],
+                tuple(members.apps.values()),
+                tuple(members.machines.values()),
+                tuple(members.peers.values()),
+                dict(catalog.network_problems.get(name, {})),
+            )
+            for name, members in catalog.members.items()
+        ]
+
+    def dump(self) -> Iterator[Any]:
+        counts = [(name, index.machine_count, index.peer_count, len(index.apps)) for name, index, *_ in self.networks]
+        yield {"entries": self.raw, "networks": counts}
+        for name, index, apps_held, machines_held, peers_held, problems in self.networks:
+            held = {id(x) for x in index.addressed}
+            apps = [
+                (
+                    a.name,
+                    tuple((fc.ip.packed, fc.network) for fc in a.flycast),
+                    a.source,
+                    a.key,
+                    tuple((s.name, s.port, s.protocol) for s in a.services),
+                )
+                for a in apps_held
+            ]
+            machines = [
+                (
+                    m.id,
+                    m.app,
+                    m.region,
+                    m.packed6,
+                    m.state,
+                    m.process_group,
+                    m.packed4,
+                    m.metadata,
+                    m.dns,
+                    m.source,
+                    m.key,
+                    m.qualified,
+                    m.checks or None,  # a dict, or None for none (marshal writes no mappingproxy)
+                    id(m) in held,
+                )
+                for m in machines_held
+            ]
+            peers = [(p.name, p.ip6.packed, p.region, p.source, p.key, id(p) in held) for p in peers_held]
+            flycast = {lname: tuple(ip.packed for ip in ips) for lname, ips in index.flycast.items()}
+            yield (name, apps, machines, peers, flycast, problems)
 
 
 def _by_target(flycast: tuple[Flycast, ...]) -> dict[str, tuple[Flycast, ...]]:

@@ -39,7 +39,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from internal_dns.registry.backend import SnapshotSink
-from internal_dns.registry.catalog import Catalog, RawEntity, SourceOf
+from internal_dns.registry.catalog import Catalog, CatalogCopy, RawEntity, SourceOf
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import Snapshot
 from internal_dns.registry.savefile import SAVE_EVERY, Refused, SnapshotFile
@@ -66,6 +66,7 @@ class LiveBackend:
         self.saves = saves
         self.catalog = Catalog(self.source_of)
         self._unsaved = False  # delivered since the file was last written
+        self._writing: threading.Thread | None = None  # the save being written, if one is
         self._saved_at = float("-inf")  # time.monotonic() of the last save
         self._whole = True  # the catalog took every entity of the last load (or restored them all)
         self._sink: SnapshotSink | None = None
@@ -174,7 +175,7 @@ class LiveBackend:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self.retry_max)
         if position is not None:
-            self._save(position, now=True)
+            self._save(position, now=True, last=True)
         self.close()
 
     # --- the snapshot file (on the backend's thread) ----------------------------------------------
@@ -203,20 +204,41 @@ class LiveBackend:
             )
         return position
 
-    def _save(self, position: Any, now: bool = False) -> None:
-        if self.saves is None or not self._unsaved:
+    def _save(self, position: Any, now: bool = False, last: bool = False) -> None:
+        """Write the snapshot file, from a copy of the catalog taken here, in a thread of its own
+        (a million machines take a second or two to write: the changes after a load must not wait
+        for it). A save still being written when the next is due makes that one wait for its turn;
+        the `last`, at stop, waits for it and is written on this thread."""
+        if self.saves is None:
             return
-        if not now and time.monotonic() - self._saved_at < SAVE_EVERY:
+        writing = self._writing
+        if writing is not None and writing.is_alive():
+            if not last:
+                return
+            writing.join()
+        if not self._unsaved or (not now and time.monotonic() - self._saved_at < SAVE_EVERY):
             return
-        failed = self.saves.try_save(self.catalog, self.saved_position(position))
+        copy, saved_position = self.catalog.copy(), self.saved_position(position)
         first = self._saved_at == float("-inf")
         self._saved_at = time.monotonic()  # after a failure too: tried again after the interval
+        self._unsaved = False  # until a change is delivered, or this save fails
+        if last:
+            self._write(copy, saved_position, first)
+            return
+        self._writing = threading.Thread(
+            target=self._write, args=(copy, saved_position, first), name=f"snapshot file {self.saves_path}", daemon=True
+        )
+        self._writing.start()
+
+    def _write(self, copy: CatalogCopy, position: Any, first: bool) -> None:
+        assert self.saves is not None
+        failed = self.saves.try_save(copy, position)
         if failed is not None:
             self._to_reactor(lambda: log.warn("{problem}", problem=failed))
-        if self.saves.problem is None:
-            self._unsaved = False
-            if first:
-                self._to_reactor(lambda: log.info("registry snapshot saved to {path}", path=self.saves_path))
+        if self.saves.problem is not None:
+            self._unsaved = True
+        elif first:
+            self._to_reactor(lambda: log.info("registry snapshot saved to {path}", path=self.saves_path))
 
     @property
     def saves_path(self) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from internal_dns.registry.catalog import Catalog, Shared, SourceOf, restore_members, saved_entries
+from internal_dns.registry.catalog import Catalog, CatalogCopy, Shared, SourceOf, restore_members, saved_entries
 from internal_dns.registry.model import Network, NetworkIndex, Snapshot
 from internal_dns.registry.settings import RegistryConfig
 
@@ -132,7 +132,7 @@ class SnapshotFile:
         self.registry = registry  # what the backend reads: "sqlite /srv/registry.db", ...
         self.problem: str | None = None  # why the last save failed, if it did
 
-    def try_save(self, catalog: Catalog, position: Any) -> str | None:
+    def try_save(self, catalog: Catalog | CatalogCopy, position: Any) -> str | None:
         """Save now; the line to log when it fails for a reason not logged since the last success
         (a full disk is said once, not at every save)."""
         try:
@@ -144,7 +144,7 @@ class SnapshotFile:
         self.problem = None
         return None
 
-    def save(self, catalog: Catalog, position: Any, saved_at: float) -> int:
+    def save(self, catalog: Catalog | CatalogCopy, position: Any, saved_at: float) -> int:
         """Write the catalog atomically; the size written. Raises OSError, or ValueError for a
         value marshal cannot write (an entity left out may hold anything YAML reads)."""
         header = json.dumps(
