@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import shutil
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from internal_dns.registry.catalog import INVALID, Catalog, build_snapshot
 from internal_dns.registry.files import folder as files
 from internal_dns.registry.files.folder import Folder, load_documents
 from internal_dns.registry.kinds import SECTIONS
-from internal_dns.registry.model import RegistryError, Snapshot
+from internal_dns.registry.model import Machine, RegistryError, Snapshot
 from tests.conftest import EMBEDDED_ZONES, write_yaml
 
 # What YAML 1.1 (PyYAML's resolver) makes of plain scalars, and the other forms a registry file
@@ -152,7 +153,17 @@ def seen(folder: Folder, snapshot: Snapshot | RegistryError) -> Any:
             name: (sorted(m.id for m in index.machines), sorted(index.apps), sorted(index.peers))
             for name, index in snapshot.networks.items()
         }
-    return sorted(map(repr, folder.catalog.keys())), served, snapshot.counts() if isinstance(snapshot, Snapshot) else None
+    return (
+        sorted(map(repr, map(partial(as_file_key, folder), folder.catalog.keys()))),
+        served,
+        (snapshot.counts() if isinstance(snapshot, Snapshot) else None),
+    )
+
+
+def as_file_key(folder: Folder, key: Any) -> Any:
+    """A key as `entities_of` makes it: a machine keyed by its id (the first of that id the folder
+    read, which depends on the order the files came in) is (file, "machines", (id,), 0)."""
+    return key if isinstance(key, tuple) else (folder.catalog.source_of_key(key), "machines", (key,), 0)
 
 
 def as_if_read_anew(folder: Folder, root: Path) -> None:
@@ -195,7 +206,7 @@ def test_a_file_removed_or_moved_takes_its_entities_with_it(root: Path) -> None:
     scanned(folder)
     (root / "railway.yaml").rename(root / "moved.yaml")  # the same entities under other keys
     scanned(folder)
-    assert not any(isinstance(k, tuple) and k[0] == str(root / "railway.yaml") for k in folder.catalog.keys())
+    assert not any(as_file_key(folder, k)[0] == str(root / "railway.yaml") for k in folder.catalog.keys())
     as_if_read_anew(folder, root)
     networks = set(scanned(folder).networks)
     (root / "moved.yaml").unlink()
@@ -205,6 +216,32 @@ def test_a_file_removed_or_moved_takes_its_entities_with_it(root: Path) -> None:
     (root / "other-org.yaml").unlink()  # personal.yaml refers to it: a problem now
     outcome = folder.scan()
     assert isinstance(outcome, RegistryError) and "unknown network 'other-org'" in str(outcome)
+    as_if_read_anew(folder, root)
+
+
+def test_machines_are_keyed_by_their_id_and_a_second_of_an_id_by_its_file(root: Path) -> None:
+    folder = Folder(root)
+    snapshot = scanned(folder)
+    held = folder.catalog
+    assert all(m.key == m.id for m in held.machines.values())  # found by id: no key kept beside
+    assert not any(isinstance(e, Machine) for e in held.entities.values())
+    path = root / "personal.yaml"
+    data = yaml.safe_load(path.read_text())
+    twice = dict(data["machines"][0])
+    write_yaml(root / "zz-copy.yaml", {"machines": [twice]})  # the same id in a file read later
+    outcome = folder.scan()
+    assert isinstance(outcome, RegistryError)
+    assert any(f"duplicate machine id (first in {path})" in line for line in outcome.problems)
+    copy_key = (str(root / "zz-copy.yaml"), "machines", (twice["id"],), 0)
+    assert copy_key in set(held.keys()) and held.machines[twice["id"]].key == twice["id"]
+    as_if_read_anew(folder, root)
+    data["machines"].pop(0)  # the first goes: the second, under its file's key, is served
+    write_yaml(path, data)
+    served = scanned(folder)
+    assert held.machines[twice["id"]].key == copy_key and served.machine_count == snapshot.machine_count
+    as_if_read_anew(folder, root)
+    (root / "zz-copy.yaml").unlink()
+    assert scanned(folder).machine_count == snapshot.machine_count - 1 and twice["id"] not in held.machines
     as_if_read_anew(folder, root)
 
 

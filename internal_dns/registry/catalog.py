@@ -234,6 +234,14 @@ class Catalog:
             return entity.source
         return self.source_of(kind, entity.key)
 
+    def source_of_key(self, key: Key) -> str | None:
+        """Where the entity held under this key (accepted or left out) was read from, if one is."""
+        e = self.pending.get(key) or self.structure.get(key)
+        if e is not None:
+            return e.source
+        held = self._held(key)
+        return None if held is None else self.source(_kind_of(held), held)
+
     def _held(self, key: Key) -> Member | None:
         """The accepted member under this key."""
         if key.__class__ is str:

@@ -11,7 +11,7 @@ import marshal
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,14 +199,32 @@ class _Read:
     networks and entries that are no entity as they are (a few), each file's members held until
     every file has been read, then handed on kind by kind, each file's let go once handed on."""
 
-    def __init__(self, keep_keys: bool):
+    def __init__(self, keep_keys: bool, holder: Callable[[str], str | None]):
         self.first: list[RawEntity] = []
         self.members: dict[str, list[tuple[str, bytes | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
         self.keys: set[Key] | None = set() if keep_keys else None  # the key of every entity read
+        self.holder = holder  # machine id -> the file of what the catalog holds under that key, if any
+        self.ids: set[str] = set()  # machine ids taken as keys by this read
+
+    def _machine_key(self, e: RawEntity) -> Key:
+        """A machine keyed by its id, as the catalog keeps it best (no key beside it, found by
+        its id), unless that key is another's: the id's second machine in a file, or one whose id
+        is held under that key from another file (or taken in this read): that one keeps the
+        (file, kind, identity, n) key."""
+        mid = e.data.get("id")
+        if e.key[3] != 0 or mid.__class__ is not str or mid in self.ids:  # type: ignore[index]
+            return e.key
+        holder = self.holder(mid)
+        if holder is not None and holder != e.source:
+            return e.key
+        self.ids.add(mid)
+        return mid
 
     def add(self, document: Document) -> None:
         found: dict[str, list[tuple[Key, Any]]] = {}
         for e in entities_of(document):
+            if e.kind == "machines":
+                e.key = self._machine_key(e)
             if self.keys is not None:
                 self.keys.add(e.key)
             if e.kind in self.members:
@@ -237,7 +255,8 @@ class Folder:
     as read are kept: a million machines' worth of them would take gigabytes. A file whose content
     changed has all its entities handed to the catalog again (it passes over those whose parsed
     form is unchanged), and the keys it held and no longer holds deleted (the catalog's keys of a
-    file are those whose first part is its path, as `entities_of` makes them)."""
+    file are those whose first part is its path, as `entities_of` makes them, and the ids of the
+    machines read from it that are keyed by their id: `_Read._machine_key`)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -262,7 +281,7 @@ class Folder:
         """The files whose content is not the one their entities were last read from, read and
         parsed (the files backend is strict: every one is, before anything is served); a file
         that cannot be read or parsed keeps its entities as last read: its problem is the news."""
-        read = _Read(keep_keys)
+        read = _Read(keep_keys, self.catalog.source_of_key)
         for path in paths:
             found = read_file(path, self.digests.get(str(path)))
             if isinstance(found, str):
@@ -285,5 +304,8 @@ class Folder:
         deletes: list[Key] = []
         if renewed or gone:  # the keys those files held and no longer hold
             files, kept = renewed.union(gone), read.keys or set()
-            deletes = [key for key in self.catalog.keys() if isinstance(key, tuple) and key[0] in files and key not in kept]
+            deletes = [key for key in self.catalog.keys() if key not in kept and self._file_of(key) in files]
         return self.catalog.apply(read.entities(), deletes)
+
+    def _file_of(self, key: Key) -> str | None:
+        return key[0] if isinstance(key, tuple) else self.catalog.source_of_key(key)
