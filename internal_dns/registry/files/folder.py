@@ -11,7 +11,7 @@ import marshal
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -206,25 +206,24 @@ class _Read:
         self.holder = holder  # machine id -> the file of what the catalog holds under that key, if any
         self.ids: set[str] = set()  # machine ids taken as keys by this read
 
-    def _machine_key(self, e: RawEntity) -> Key:
+    def _machine_key(self, source: str, key: Key, data: Any) -> Key:
         """A machine keyed by its id, as the catalog keeps it best (no key beside it, found by
         its id), unless that key is another's: the id's second machine in a file, or one whose id
         is held under that key from another file (or taken in this read): that one keeps the
-        (file, kind, identity, n) key."""
-        mid = e.data.get("id")
-        if e.key[3] != 0 or mid.__class__ is not str or mid in self.ids:  # type: ignore[index]
-            return e.key
+        (file, kind, identity, n) key. Decided as the machines are handed on, with the id texts
+        the catalog keeps (the parsed files' own would hold their memory's pages)."""
+        mid = data.get("id") if isinstance(data, Mapping) else None
+        if key[3] != 0 or mid.__class__ is not str or mid in self.ids:  # type: ignore[index]
+            return key
         holder = self.holder(mid)
-        if holder is not None and holder != e.source:
-            return e.key
+        if holder is not None and holder != source:
+            return key
         self.ids.add(mid)
         return mid
 
     def add(self, document: Document) -> None:
         found: dict[str, list[tuple[Key, Any]]] = {}
         for e in entities_of(document):
-            if e.kind == "machines":
-                e.key = self._machine_key(e)
             if self.keys is not None:
                 self.keys.add(e.key)
             if e.kind in self.members:
@@ -245,7 +244,10 @@ class _Read:
             while files:
                 source, held = files.pop()
                 for key, data in _unhold(held):
+                    if kind == "machines":
+                        key = self._machine_key(source, key, data)
                     yield RawEntity(key, source, kind, data)
+        self.ids.clear()
 
 
 class Folder:
@@ -304,8 +306,14 @@ class Folder:
         deletes: list[Key] = []
         if renewed or gone:  # the keys those files held and no longer hold
             files, kept = renewed.union(gone), read.keys or set()
-            deletes = [key for key in self.catalog.keys() if key not in kept and self._file_of(key) in files]
+            held = self.catalog.keys()
+            deletes = [key for key in held if self._file_of(key) in files and _as_read(self.catalog, key) not in kept]
         return self.catalog.apply(read.entities(), deletes)
 
     def _file_of(self, key: Key) -> str | None:
         return key[0] if isinstance(key, tuple) else self.catalog.source_of_key(key)
+
+
+def _as_read(catalog: Catalog, key: Key) -> Key:
+    """A key as `entities_of` makes it: a machine keyed by its id is its file's first of that id."""
+    return key if isinstance(key, tuple) else (catalog.source_of_key(key), "machines", (key,), 0)
