@@ -279,7 +279,12 @@ class Catalog:
             unsettled |= self._remove(key, affected, queue)
         for e in upserts:
             if seen is not None:
-                seen.add(e.key)
+                key = e.key
+                if key.__class__ is str:  # a machine by its id: the catalog's own text, not the one just read
+                    held = self.machines.get(key)  # (a million kept to the end would hold their pages)
+                    if held is not None and held.key == key:
+                        key = held.key
+                seen.add(key)
             if e.kind in _STRUCTURAL:
                 old = self.structure.get(e.key)
                 if old is not None and old.kind == e.kind and old.data == e.data:
