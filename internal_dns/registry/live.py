@@ -11,7 +11,8 @@ the store can no longer say what changed since (`Resync`).
 With a snapshot file (savefile.py), the thread first serves the snapshot saved there (at once:
 each network's index is made when first asked for), then restores the catalog from it and
 follows the store from the position saved with it, as if it had never stopped; it saves the
-catalog again after its first load and every `SAVE_EVERY` seconds while the registry changes,
+catalog again after its first load and every `SAVE_EVERY` seconds while the registry changes
+(each save written from a copy of the catalog by a thread of its own, while the changes go on),
 and once more when it stops.
 
 A subclass supplies, all called on the backend's thread:
