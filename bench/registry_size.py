@@ -18,7 +18,8 @@ Per backend (files, SQLite, etcd), one internal-dns on the registry:
 
 dnsmasq: the same machines' addresses in a hosts file (`addn-hosts`; per machine a line for its
 IPv6 and one for its IPv4 address, each naming `<id>.vm.<app>.internal` and `<app>.internal`):
-seconds from starting it until it answers for the file's last name, and its memory.
+seconds from starting it until it answers for the file's last name, and its memory (one that
+has not answered within 5 minutes is stopped and its memory by then reported).
 
 CoreDNS: no run; its published memory sizing for the kubernetes plugin (see `COREDNS_SOURCE`)
 evaluated at as many objects (machines as pods, apps as services).
@@ -60,6 +61,7 @@ MACHINES = 100_000  # the default size; `--registry-machines 1000000` for a mill
 MACHINES_PER_APP = 10
 NETWORKS = 1_000
 WAIT = 4 * 3600.0  # seconds a start may take before the run fails: a files load of a million machines takes minutes
+DNSMASQ_WAIT = 300.0  # seconds dnsmasq may take to load the hosts file before it is stopped unanswered
 STOP_WAIT = 600.0  # seconds a SIGTERM may take (a server may write its snapshot file on the way out)
 POLL = 0.02  # seconds between two questions while waiting for the first answer
 MIB = 1024 * 1024
@@ -275,14 +277,31 @@ def describe(r: dict[str, Any]) -> str:
 # --- the peers ------------------------------------------------------------------------------------
 
 
-def dnsmasq_figures(out: Path, size: Size) -> dict[str, Any]:
+def dnsmasq_figures(out: Path, size: Size, wait: float = DNSMASQ_WAIT) -> dict[str, Any]:
+    """dnsmasq on the hosts file: its load time and memory; one still reading the file after
+    `wait` seconds (two million lines take it longer than that) is stopped, with its memory by
+    then and no load time."""
     hosts, question = write_hosts(out / "size-dnsmasq.hosts", size)
     lines = 2 * machines_of(size)
     print(f"  dnsmasq: {lines:,} lines in {hosts.name}; starting it", flush=True)
     conf = [f"addn-hosts={hosts}", "local=/internal/"]
-    server, result = timed_start(lambda: peers.dnsmasq(out, conf, name="dnsmasq-size", cpus=None), question, machines_of(size))
-    server.stop()
-    print(f"  dnsmasq: {describe(result)}", flush=True)
+    started = time.perf_counter()
+    server = peers.dnsmasq(out, conf, name="dnsmasq-size", cpus=None)
+    try:
+        try:
+            result: dict[str, Any] = {"answer_seconds": round(wait_answer(server, started, question, wait), 2)}
+            time.sleep(1.0)  # as timed_start: the memory once serving
+        except RuntimeError:
+            if server.process.poll() is not None:
+                raise
+            result = {"gave_up_after_seconds": wait}
+        result.update(memory(server, machines_of(size)))
+    finally:
+        server.stop()
+    if "answer_seconds" in result:
+        print(f"  dnsmasq: {describe(result)}", flush=True)
+    else:
+        print(f"  dnsmasq: no answer within {wait:.0f} s, stopped; RSS by then {result['rss_mb']:.0f} MiB", flush=True)
     return {"hosts_lines": lines, **result}
 
 
@@ -381,6 +400,8 @@ def table(report: dict[str, Any]) -> str:
         mark = " *" if "snapshot_file" not in r else "" if "snapshot_bytes" in r else " +"
         lines.append(row(f"internal-dns {backend}{mark}", r["cold"], r["restart"]))
     lines.append(row("dnsmasq addn-hosts", report["dnsmasq"], None))
+    if "gave_up_after_seconds" in report["dnsmasq"]:
+        lines.append(f"  dnsmasq had not answered after {report['dnsmasq']['gave_up_after_seconds']:.0f} s and was stopped")
     c = report["coredns_published"]
     lines.append(row("CoreDNS (published)", {"rss_mb": c["mb"], "bytes_per_machine": c["bytes_per_machine"]}, None))
     if any("snapshot_file" not in r for r in report["backends"].values()):

@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import churn, cost, dnsperf, health_flips, peers, soak, workloads
+from bench import churn, cost, dnsperf, health_flips, peers, registry_size, soak, workloads
 from bench.generate import Size
 from bench.run import Files, prepare
 
@@ -160,3 +160,21 @@ def test_the_churn_figure_writes_changes_while_dnsperf_asks(files: Files, tmp_pa
     assert sqlite["quiet_qps"] > 0 and sqlite["churn_qps"] > 0 and sqlite["changes_written"] >= 5
     assert set(sqlite["churn_half_ms"]) == {"p50", "p99", "p99.9"}
     assert "Throughput and latency while" in churn.table(report)
+
+
+def test_dnsmasq_on_a_hosts_file_is_timed_or_stopped_unanswered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry-size bench's peer: answered within the wait, its load time and memory; one
+    # still reading its hosts file when the wait is up (here: every answer taken as not yet
+    # right), stopped, with its memory by then.
+    size = registry_size.size_of(1_000)
+    answered = registry_size.dnsmasq_figures(tmp_path, size)
+    assert answered["answer_seconds"] > 0 and answered["rss_mb"] > 0 and answered["hosts_lines"] == 2_000
+    monkeypatch.setattr(registry_size, "answered", lambda *args: False)
+    stopped = registry_size.dnsmasq_figures(tmp_path, size, wait=0.5)
+    assert "answer_seconds" not in stopped and stopped["gave_up_after_seconds"] == 0.5 and stopped["rss_mb"] > 0
+    assert "had not answered after 0 s" not in registry_size.table(
+        {"size": "test", "backends": {}, "dnsmasq": answered, "coredns_published": registry_size.coredns_figures(size)}
+    )
+    assert "dnsmasq had not answered after 0 s and was stopped" in registry_size.table(
+        {"size": "test", "backends": {}, "dnsmasq": stopped, "coredns_published": registry_size.coredns_figures(size)}
+    )
