@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 from twisted.internet import task
-from twisted.internet.defer import Deferred
 
 from internal_dns.config import parse_config
 from internal_dns.registry.etcd.codec import key_of
 from internal_dns.registry.files import FilesBackend
 from internal_dns.registry.savefile import SnapshotFile
 from internal_dns.registry.sqlite import SqliteBackend
-from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config, on_reactor
+from tests.conftest import EMBEDDED_ZONES, RunningServer, base_config
 from tests.etcd_server import EtcdServer
 from tests.test_etcd import delete, eventually, fill, put
 from tests.test_metrics import scrape
@@ -202,29 +201,10 @@ def test_a_files_restart_onto_files_that_do_not_validate_keeps_serving_the_saved
     saved_once(start, {"backend": "files", "path": str(zones)}, snapshot)
     (zones / "personal.yaml").write_text("machines: [oops\n")  # not YAML: the folder is refused whole
     second = start({"backend": "files", "path": str(zones)}, snapshot)
-    until_rejected(second)
+    until(second, lambda current: second.service.store.last_error is not None)  # a reject publishes nothing
     assert second.service.store.catching_up is None  # the folder has been read: it is the news
     assert any("keeping the last good snapshot" in line for line in log_lines)
     assert answers(second) == MY_APP_STARTED  # the saved snapshot, as a last good one
-
-
-def until_rejected(server: RunningServer) -> None:
-    """Wait until the store has refused what the backend read (a reject publishes nothing)."""
-
-    def watch() -> Deferred[None]:
-        store = server.service.store
-        done: Deferred[None] = Deferred()
-
-        def check(*_: Any) -> None:
-            if not done.called and store.last_error is not None:
-                store.changed.unsubscribe(check)
-                done.callback(None)
-
-        store.changed.subscribe(check)
-        check()
-        return done
-
-    on_reactor(server.reactor, watch)
 
 
 # --- etcd: from the saved revision, or everything again when etcd no longer keeps it -----------

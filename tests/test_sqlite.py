@@ -87,7 +87,8 @@ def start_sqlite(reactor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def until(server: RunningServer, condition: Callable[[Snapshot | None], bool]) -> None:
-    """Wait until condition(current snapshot) holds, checked now and after every publish."""
+    """Wait until condition(current snapshot) holds, checked now and after every publish or
+    rejection."""
 
     def watch() -> Deferred[None]:
         store = server.service.store
@@ -95,10 +96,10 @@ def until(server: RunningServer, condition: Callable[[Snapshot | None], bool]) -
 
         def check(*_: Any) -> None:
             if not done.called and condition(store.current):
-                store.published.unsubscribe(check)
+                store.changed.unsubscribe(check)
                 done.callback(None)
 
-        store.published.subscribe(check)
+        store.changed.subscribe(check)
         check()
         return done
 

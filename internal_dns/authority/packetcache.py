@@ -211,11 +211,8 @@ class PacketCache:
         rkey = rendering_tag + canonical
         rendering = self.store.get(rkey)
         made: Rendered | None = None
-        if (
-            rendering is not None
-            and rendering[RENDERED - 1]
-            and self.stamps[rendering[RENDERED - 1] >> _STAMP_BITS] != rendering[RENDERED - 1]
-        ):
+        stamp = rendering[RENDERED - 1] if rendering is not None else 0
+        if stamp and self.stamps[stamp >> _STAMP_BITS] != stamp:
             rendering = None  # rendered before its app changed: made again, in its place
             self.invalidated += 1
         if rendering is None:

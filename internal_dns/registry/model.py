@@ -499,23 +499,22 @@ def _text(raw: Mapping[str, Any], key: str, required: bool = True) -> str | None
 
 # The C parser is ten times quicker than ipaddress's own, which counts for a million machines;
 # both accept exactly the textual forms of RFC 4291 §2.2 and dotted quads without leading zeros.
-_pton, _AF_INET6, _AF_INET = socket.inet_pton, socket.AF_INET6, socket.AF_INET
-
-
 def _packed6(raw: Mapping[str, Any], key: str) -> bytes:
-    value = _text(raw, key)
-    try:
-        return socket.inet_pton(socket.AF_INET6, value)
-    except OSError:
-        raise ValueError(f"{key} {value!r} is not an IPv6 address") from None
+    return _packed(raw, key, socket.AF_INET6, "IPv6")
 
 
 def _packed4(raw: Mapping[str, Any], key: str) -> bytes:
-    value = _text(raw, key)
+    return _packed(raw, key, socket.AF_INET, "IPv4")
+
+
+def _packed(raw: Mapping[str, Any], key: str, family: int, what: str) -> bytes:
+    value = raw.get(key)
+    if value.__class__ is not str:  # the usual case is a text: _text only to word the others
+        value = _text(raw, key)
     try:
-        return socket.inet_pton(socket.AF_INET, value)
+        return socket.inet_pton(family, value)
     except OSError:
-        raise ValueError(f"{key} {value!r} is not an IPv4 address") from None
+        raise ValueError(f"{key} {value!r} is not an {what} address") from None
 
 
 def _ip6(raw: Mapping[str, Any], key: str) -> IPv6Address:
@@ -766,15 +765,8 @@ def parse_machine(
         if len(_GROUPS_SEEN) < 4096:  # a few names, used by many machines: checked once each
             _GROUPS_SEEN[group] = lgroup
         group = lgroup
-    try:  # socket.inet_pton only where the text is a text (_packed6/_packed4 word the rest)
-        text = get("ip6")
-        ip6 = _pton(_AF_INET6, text) if text.__class__ is str else _packed6(item, "ip6")
-        text = get("ip4")
-        ip4 = None if text is None else _pton(_AF_INET, text) if text.__class__ is str else _packed4(item, "ip4")
-    except OSError:
-        _packed6(item, "ip6")
-        _packed4(item, "ip4")
-        raise
+    ip6 = _packed6(item, "ip6")
+    ip4 = _packed4(item, "ip4") if get("ip4") is not None else None
     metadata_raw = get("metadata") or _NO_METADATA
     # Read only, so one mapping serves every equal one. A reader that gives one object for equal
     # values (SQLite's) has it looked at once (`seen` keeps what it looked at, by identity); one

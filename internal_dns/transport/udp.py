@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -98,9 +99,7 @@ class UdpListener:
             self._read_with_destinations(sock)
             return
         respond, listener, hosts = self.respond, self.listener, self.hosts
-        limiter = self.limiter
-        check = limiter.check if limiter is not None and limiter.config.enabled else None
-        now = self.clock.seconds() if check is not None else 0.0  # once a wake-up: datagrams arrive together
+        check, now = self._limits()
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -127,9 +126,7 @@ class UdpListener:
 
     def _read_with_destinations(self, sock: socket.socket) -> None:
         respond, listener, space, known = self.respond, self.listener, self._space, self._locals
-        limiter = self.limiter
-        check = limiter.check if limiter is not None and limiter.config.enabled else None
-        now = self.clock.seconds() if check is not None else 0.0
+        check, now = self._limits()
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancillary, _, addr = sock.recvmsg(65535, space)
@@ -158,6 +155,14 @@ class UdpListener:
             elif reply is not None:
                 self.in_flight += 1
                 reply.addBoth(self._landed, addr, send_from)
+
+    def _limits(self) -> tuple[Callable[[str, float], int] | None, float]:
+        """The rate limiter's check, if limits are on, and the time for this wake-up's datagrams
+        (read once: they arrive together)."""
+        limiter = self.limiter
+        if limiter is None or not limiter.config.enabled:
+            return None, 0.0
+        return limiter.check, self.clock.seconds()
 
     # --- replies ------------------------------------------------------------------------------
     def _slip(self, data: bytes, addr: Any, send_from: list[tuple[int, int, bytes]] | None) -> None:

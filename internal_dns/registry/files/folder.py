@@ -306,14 +306,12 @@ class Folder:
         deletes: list[Key] = []
         if renewed or gone:  # the keys those files held and no longer hold
             files, kept = renewed.union(gone), read.keys or set()
-            held = self.catalog.keys()
-            deletes = [key for key in held if self._file_of(key) in files and _as_read(self.catalog, key) not in kept]
+            for key in self.catalog.keys():
+                if isinstance(key, tuple):
+                    file, as_read = key[0], key
+                else:  # a machine keyed by its id: its file's first of that id, as `entities_of` keys it
+                    file = self.catalog.source_of_key(key)
+                    as_read = (file, "machines", (key,), 0)
+                if file in files and as_read not in kept:
+                    deletes.append(key)
         return self.catalog.apply(read.entities(), deletes)
-
-    def _file_of(self, key: Key) -> str | None:
-        return key[0] if isinstance(key, tuple) else self.catalog.source_of_key(key)
-
-
-def _as_read(catalog: Catalog, key: Key) -> Key:
-    """A key as `entities_of` makes it: a machine keyed by its id is its file's first of that id."""
-    return key if isinstance(key, tuple) else (catalog.source_of_key(key), "machines", (key,), 0)
