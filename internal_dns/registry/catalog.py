@@ -24,7 +24,7 @@ first keeps its place, so an established machine is never displaced by a newcome
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from itertools import chain
@@ -207,7 +207,9 @@ class Catalog:
         self.broken_apps: dict[str, int] = {}  # lower-cased names of apps left out
         self.broken_app_keys: dict[Key, str] = {}
         self.apps: dict[tuple[str, str], App] = {}
-        self._app_networks: dict[str, tuple[str, ...]] = {}  # a tuple: a set per app name costs 200 bytes
+        # lower-cased app name -> the apps of that name, one per network: a machine finds its app
+        # in one lookup (a tuple: a set per app name costs 200 bytes)
+        self._named: dict[str, tuple[App, ...]] = {}
         self.machines: dict[str, Machine] = {}
         self.peers: dict[tuple[str, str], Peer] = {}
         self.members: dict[str, _Members] = {}
@@ -218,11 +220,8 @@ class Catalog:
         self._waiting: dict[tuple[str, str], set[Key]] = {}
 
     # --- what parsers may refer to (model.References) ----------------------------------------
-    def app_networks(self, lname: str) -> Collection[str]:
-        return self._app_networks.get(lname, ())
-
-    def app(self, network: str, lname: str) -> App:
-        return self.apps[(network, lname)]
+    def apps_named(self, lname: str) -> Sequence[App]:
+        return self._named.get(lname, ())
 
     def keys(self) -> Iterable[Key]:
         """The key of every entity held, accepted or left out."""
@@ -586,7 +585,7 @@ class Catalog:
             self.problems[app.key] = [f"{source}: app {app.name}: duplicate app in network {app.network} (first in {first})"]
             return False
         self.apps[identity] = app
-        self._app_networks[lname] = (*self._app_networks.get(lname, ()), app.network)
+        self._named[lname] = (*self._named.get(lname, ()), app)
         self.members[app.network].apps[lname] = app
         affected.add(app.network)
         self._wake(("apps", lname), queue)
@@ -640,11 +639,11 @@ class Catalog:
                 if target in self.members:
                     self.members[target].flycast_in.pop(key, None)
                     affected.add(target)
-            nets = tuple(n for n in self._app_networks[lname] if n != network)
-            if nets:
-                self._app_networks[lname] = nets
+            others = tuple(a for a in self._named[lname] if a.network != network)
+            if others:
+                self._named[lname] = others
             else:
-                del self._app_networks[lname]
+                del self._named[lname]
             for machine in [m for m in members.machines.values() if m.app.lower() == lname]:  # they named this app
                 self._withdraw(machine.key, affected, queue)
                 queue[machine.key] = None
@@ -670,7 +669,7 @@ class Catalog:
 
     def _unplace_unqualified(self, lname: str, affected: set[str], queue: dict[Key, None]) -> None:
         """Machines that named app `lname` without a network: where they belong may have changed."""
-        for network in list(self._app_networks.get(lname, ())):
+        for network in [app.network for app in self._named.get(lname, ())]:
             unplaced = [m for m in self.members[network].machines.values() if not m.qualified and m.app.lower() == lname]
             for machine in unplaced:
                 self._withdraw(machine.key, affected, queue)
@@ -750,7 +749,7 @@ class Catalog:
         for app in restored.apps:
             lname = app.name.lower()
             self.apps[(name, lname)] = members.apps[lname] = self.entities[app.key] = app
-            self._app_networks[lname] = (*self._app_networks.get(lname, ()), name)
+            self._named[lname] = (*self._named.get(lname, ()), app)
             for target, addresses in _by_target(app.flycast).items():
                 self.members[target].flycast_in[app.key] = (app, addresses)
         machine_map, held_machines, entities = self.machines, members.machines, self.entities

@@ -12,7 +12,7 @@ import re
 import socket
 import sys
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from operator import attrgetter
@@ -610,9 +610,7 @@ class References(Protocol):
     @property
     def broken_apps(self) -> Collection[str]: ...  # lower-cased names
 
-    def app_networks(self, lname: str) -> Collection[str]: ...
-
-    def app(self, network: str, lname: str) -> App: ...
+    def apps_named(self, lname: str) -> Sequence[App]: ...  # the accepted apps of this name, one per network
 
 
 def _known_network(refs: References, network: str, what: str = "") -> None:
@@ -694,13 +692,20 @@ def _checks(raw: Any, shared: dict[Any, Any]) -> Mapping[str, str]:
     return shared.setdefault(("checks", *sorted(checks.items())), checks)
 
 
+def _app_in(named: Sequence[App], network: str) -> App | None:
+    for app in named:
+        if app.network == network:
+            return app
+    return None
+
+
 def machine_network(item: Mapping[str, Any], refs: References) -> str:
     """The network a machine belongs to: its own `network`, or its app's when the name is unique."""
     app_name = _text(item, "app")
     assert app_name is not None
     lname = app_name.lower()
     network = _text(item, "network", required=False)
-    candidates = refs.app_networks(lname)
+    candidates = [app.network for app in refs.apps_named(lname)]
     if network is None:
         if not candidates:
             if lname in refs.broken_apps:
@@ -733,14 +738,19 @@ def parse_machine(
         raise ValueError(f"id '{mid}' must be lower-case hex (at most 63 digits)")
     app_name, network = get("app"), get("network")
     lname = app_name.lower() if app_name.__class__ is str else None
-    candidates = refs.app_networks(lname) if lname is not None else ()
-    if network is None and len(candidates) == 1:  # machine_network's usual cases, inline
-        (network,) = candidates
+    named = refs.apps_named(lname) if lname is not None else ()
+    app: App | None = None
+    if network is None and len(named) == 1:  # machine_network's usual cases, inline
+        app = named[0]
+        network = app.network
         qualified = False
-    elif network.__class__ is str and network in candidates and network in refs.networks:
+    elif network.__class__ is str and network in refs.networks:
+        app = _app_in(named, network)
         qualified = True
-    else:
+    if app is None:
         network, qualified = machine_network(item, refs), get("network") is not None
+        app = _app_in(refs.apps_named(lname if lname is not None else str(app_name).lower()), network)
+        assert app is not None  # machine_network found it
     region = get("region")
     code = refs.regions.get(region) if region.__class__ is str else None
     if code is None:
@@ -802,13 +812,12 @@ def parse_machine(
         raise ValueError("dns must be true or false")
     checks = get("checks")
     checks = NO_CHECKS if checks is None else _checks(checks, shared)
-    app = refs.app(network, lname if lname is not None else str(app_name).lower())
     if key == mid:
         key = mid  # a store that keys a machine by its id: one text for both
     return Machine(
         mid,
         app.name,
-        refs.networks[network].name,
+        refs.networks[app.network].name,
         code.code,
         ip6,
         state,
