@@ -37,9 +37,33 @@ def test_sources_are_independent() -> None:
     assert verdicts(limiter, "::1", 0.0, 1) == [PASS]
 
 
-def test_slip_one_truncates_every_limited_query() -> None:
-    limiter = RateLimiter(RateLimitConfig(qps=1, burst=1, slip=1))
-    assert verdicts(limiter, "a", 0.0, 4) == [PASS, SLIP, SLIP, SLIP]
+def test_slip_one_truncates_every_limited_query_while_tc_tokens_last() -> None:
+    limiter = RateLimiter(RateLimitConfig(qps=1, burst=2, slip=1))
+    assert verdicts(limiter, "a", 0.0, 6) == [PASS, PASS, SLIP, SLIP, DROP, DROP]
+    assert verdicts(limiter, "a", 1.0, 3) == [PASS, SLIP, DROP]
+
+
+def test_a_flood_is_sent_at_most_qps_tc_replies_a_second_beside_its_answers() -> None:
+    limiter = RateLimiter(RateLimitConfig(qps=10, burst=10, slip=2))
+    assert verdicts(limiter, "flood", 0.0, 10) == [PASS] * 10
+    limited = verdicts(limiter, "flood", 0.0, 100)
+    assert limited[:20] == [DROP, SLIP] * 10  # every second one, until the TC bucket's burst is spent
+    assert set(limited[20:]) == {DROP}
+    for second in (1.0, 2.0, 3.0):  # flooding on: each second, qps answers and qps TC replies, no more
+        again = verdicts(limiter, "flood", second, 1000)
+        assert (again.count(PASS), again.count(SLIP)) == (10, 10)
+        assert again[10] == SLIP  # the first limited one after a refill, the count having reached slip
+    assert (limiter.slipped, limiter.dropped) == (40, 100 - 10 + 3 * 980)
+    quiet = verdicts(limiter, "quiet", 3.0, 2)  # another source has buckets of its own
+    assert quiet == [PASS, PASS]
+
+
+def test_tc_tokens_come_back_at_the_rate_and_no_more_than_the_burst() -> None:
+    limiter = RateLimiter(RateLimitConfig(qps=4, burst=4, slip=1))
+    verdicts(limiter, "a", 0.0, 4 + 4)  # both bursts spent
+    assert verdicts(limiter, "a", 0.0, 1) == [DROP]
+    assert verdicts(limiter, "a", 0.5, 5) == [PASS, PASS, SLIP, SLIP, DROP]  # two of each in half a second
+    assert verdicts(limiter, "a", 100.0, 10).count(SLIP) == 4  # idle long: the burst, no more
 
 
 def test_past_max_sources_idle_ones_are_forgotten_then_all() -> None:
