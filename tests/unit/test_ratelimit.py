@@ -81,6 +81,14 @@ def test_past_max_sources_idle_ones_are_forgotten_then_all() -> None:
     assert set(busy.buckets) == {"c"}
 
 
+def test_a_source_is_remembered_while_its_tc_bucket_refills() -> None:
+    limiter = RateLimiter(RateLimitConfig(qps=10, burst=1, slip=1, max_sources=3))
+    assert [limiter.check(s, 0.0) for s in ("a", "b", "c")] == [PASS] * 3
+    assert limiter.check("a", 0.05) == SLIP  # half a token: limited, and the TC token spent
+    limiter.check("d", 0.1)  # a's answers are full again, its TC bucket half: a stays, b and c go
+    assert set(limiter.buckets) == {"a", "d"}
+
+
 def test_reconfigure_starts_afresh() -> None:
     limiter = RateLimiter(RateLimitConfig(qps=1, burst=1, slip=0))
     verdicts(limiter, "a", 0.0, 3)
