@@ -20,7 +20,7 @@ from tests.test_rate_limit import blast
 
 
 class Recorder:
-    """A respond() that answers each datagram with itself, and counts them."""
+    """A respond() that answers each datagram with itself, and keeps what it was given."""
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
@@ -80,7 +80,8 @@ def test_a_busy_socket_is_read_in_batches_of_at_most_reads_per_wakeup(
     listener: tuple[UdpListener, Recorder, socket.socket],
 ) -> None:
     udp, recorder, client = listener
-    udp._single = False  # as after a wake-up that found several
+    send(client, PROBE_EVERY + 1)
+    assert [wake(udp, recorder) for _ in range(PROBE_EVERY)][-1] == 2  # the probe found several
     send(client, READS_PER_WAKEUP + 10)
     assert wake(udp, recorder) == READS_PER_WAKEUP  # then the reactor's other sockets get their turn
     assert wake(udp, recorder) == 10
