@@ -31,6 +31,7 @@ from internal_dns.transport.settings import RateLimitConfig
 from internal_dns.wire import Malformed, skip_name
 
 PASS, DROP, SLIP = 0, 1, 2
+_ANSWER_BUCKET, _TC_BUCKET, _LIMITED = 0, 2, 4  # where in a source's list (RateLimiter.buckets)
 _FLAGS = struct.Struct("!H")
 _QR, _TC, _OPCODE_RD = 0x8000, 0x0200, 0x7900  # opcode and RD are echoed
 
@@ -43,9 +44,8 @@ class RateLimiter:
 
     def __init__(self, config: RateLimitConfig):
         self.config = config
-        # source -> [tokens, when last filled, limited datagrams since the last slip, TC tokens,
-        # when those were last filled] (the TC bucket is filled only when it is drawn on: the
-        # answered path does not pay for it)
+        # source -> [tokens, when last filled, TC tokens, when those were last filled, limited
+        # datagrams since the last slip]; the TC bucket is filled only when it is drawn on
         self.buckets: dict[str, list[float]] = {}
         self.dropped = 0
         self.slipped = 0
@@ -57,30 +57,18 @@ class RateLimiter:
         if bucket is None:
             if len(self.buckets) >= config.max_sources:
                 self._forget(now)
-            self.buckets[source] = [config.burst - 1.0, now, 0.0, config.burst, now]
+            self.buckets[source] = [config.burst - 1.0, now, config.burst, now, 0.0]
             return PASS
-        tokens = bucket[0] + (now - bucket[1]) * config.qps
-        if tokens > config.burst:
-            tokens = config.burst
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
+        if _draw(bucket, _ANSWER_BUCKET, now, config.qps, config.burst):
             return PASS
-        bucket[0] = tokens
         slip = config.slip
         if slip > 0:
-            bucket[2] += 1
-            if bucket[2] >= slip:
-                slips = bucket[3] + (now - bucket[4]) * config.qps
-                if slips > config.burst:
-                    slips = config.burst
-                bucket[4] = now
-                if slips >= 1.0:
-                    bucket[3] = slips - 1.0
-                    bucket[2] = 0
-                    self.slipped += 1
-                    return SLIP
-                bucket[3] = slips  # no TC token either: dropped, and the next one limited tries again
+            bucket[_LIMITED] += 1
+            if bucket[_LIMITED] >= slip and _draw(bucket, _TC_BUCKET, now, config.qps, config.burst):
+                bucket[_LIMITED] = 0
+                self.slipped += 1
+                return SLIP
+            # (no TC token either: dropped, and the next one limited tries again)
         self.dropped += 1
         return DROP
 
@@ -94,7 +82,7 @@ class RateLimiter:
         qps, burst = self.config.qps, self.config.burst
         full = [
             source
-            for source, (tokens, when, _, slips, slipped_at) in self.buckets.items()
+            for source, (tokens, when, slips, slipped_at, _) in self.buckets.items()
             if tokens + (now - when) * qps >= burst and slips + (now - slipped_at) * qps >= burst
         ]
         for source in full:
@@ -113,6 +101,20 @@ class RateLimiter:
         yield limited
         sources = len(self.buckets)
         yield GaugeMetricFamily("internal_dns_rate_limit_sources", "Sources whose UDP rate is being followed.", value=sources)
+
+
+def _draw(bucket: list[float], at: int, now: float, qps: float, burst: float) -> bool:
+    """Take a token from the bucket at `at` (its tokens, then when it was last filled), filled
+    first for the time since, up to `burst`; False when there is none."""
+    tokens = bucket[at] + (now - bucket[at + 1]) * qps
+    if tokens > burst:
+        tokens = burst
+    bucket[at + 1] = now
+    if tokens >= 1.0:
+        bucket[at] = tokens - 1.0
+        return True
+    bucket[at] = tokens
+    return False
 
 
 def truncated_reply(query: bytes) -> bytes | None:
