@@ -9,7 +9,7 @@ The TC replies draw on a bucket of their own, of the same rate and burst: a sour
 any rate is sent at most `qps` answers and `qps` TC replies a second, so what it costs the
 server is bounded, not a share of its flood (a flood at 30,000 a second was otherwise sent
 15,000 TC replies a second, each costing a send like an answer, and another source's queries
-waited behind them: p99 12 ms against 2 ms).
+waited behind them: p99 8–12 ms, and 2.5–3.6 ms with this bucket; docs/speed.md).
 TCP is not limited here: it cannot be spoofed, and has its own caps per source (`tcp:`).
 
 Checked before anything else is done with the datagram, with the time read once per wake-up of
