@@ -3,9 +3,12 @@
 - **CPU per answered query at a fixed rate** (`cost_figures`): dnsperf asks workload (a) at
   `-Q 1,000` and `-Q 10,000` from one core while the server runs pinned to the other; the
   server's CPU time (user + system, every thread, from `/proc/<pid>/stat`) over the run, divided
-  by the queries answered. internal-dns, plain Twisted Names and dnsmasq, side by side.
+  by the queries answered. internal-dns, plain Twisted Names and dnsmasq, side by side, in
+  `--rounds` interleaved rounds (each server started afresh in each): a shared VM's speed drifts
+  by more than the differences between servers from one minute to the next, so each server's
+  figure is its median over the rounds, and every round's is kept beside it.
 - **Fairness under a flood** (`fairness_figures`): one source (127.0.0.2, network `net0000`)
-  floods as fast as dnsperf can (workload (a), eight clients, 400 outstanding) while another
+  floods as fast as dnsperf can (workload (a), eight clients, 4,000 outstanding) while another
   (127.0.0.3, network `net0001`) asks its own apps at a moderate `-Q` rate. Reported: the share of
   the moderate source's queries answered and its latency, and what the flooder got. internal-dns
   with its default `rate_limit` and with it off, and dnsmasq (which has no per-source limit; the
@@ -28,42 +31,62 @@ from bench.figures import RESULTS, run_header, save
 from bench.generate import Size, app_name
 
 RATES = (1_000, 10_000)
+ROUNDS = 3
 FLOODER, MODERATE = "127.0.0.2", "127.0.0.3"
 MODERATE_QPS = 1_000
 
 
-def cost_figures(out: Path, files: Any, seconds: float, rates: tuple[int, ...] = RATES) -> dict[str, dict[str, Any]]:
-    """server → rate → {qps, completed, lost, cpu_seconds, us_per_query}."""
+def cost_figures(
+    out: Path, files: Any, seconds: float, rates: tuple[int, ...] = RATES, rounds: int = ROUNDS
+) -> dict[str, dict[str, Any]]:
+    """server → rate → {qps, completed, lost, cpu_seconds, us_per_query, percentiles_ms} of its
+    median round (by µs a query), with `us_per_query_rounds`: every round's figure, in order."""
     starts: list[Callable[[], peers.Server]] = [
         lambda: peers.internal_dns(out, files.registry),
         lambda: peers.twisted_names(out, files.baseline_data),
         lambda: peers.dnsmasq_authoritative(out, files.dnsmasq_hosts, files.dnsmasq_records),
     ]
-    report: dict[str, dict[str, Any]] = {}
-    for start in starts:
-        with peers.running(start()) as server:
-            name = "dnsmasq" if server.name.startswith("dnsmasq") else server.name
-            dnsperf.run(server.port, files.queries["a"], seconds=min(seconds, 2.0), max_qps=rates[0])  # warm: caches, first views
-            figures: dict[str, Any] = {}
-            for rate in rates:
-                before = server.cpu_seconds()
-                result = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=rate, verbose=True)
-                spent = server.cpu_seconds() - before
-                figures[str(rate)] = {
-                    "qps": round(result.qps),
-                    "completed": result.completed,
-                    "lost": result.lost,
-                    "cpu_seconds": round(spent, 2),
-                    "us_per_query": round(spent / max(result.completed, 1) * 1e6, 1),
-                    "percentiles_ms": result.percentiles_ms,
-                }
-                print(
-                    f"  {name:<14} at {rate:>6,} qps: {figures[str(rate)]['us_per_query']:>6} µs of CPU a query "
-                    f"({spent:.2f} s for {result.completed:,}), p99 {result.percentiles_ms.get('p99', 0):.3f} ms",
-                    flush=True,
-                )
-            report[name] = figures
-    return report
+    measured: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for n in range(rounds):
+        if rounds > 1:
+            print(f"  round {n + 1} of {rounds}", flush=True)
+        for start in starts:
+            name, figures = _cost_round(start(), files, seconds, rates)
+            for rate, figure in figures.items():
+                measured.setdefault(name, {}).setdefault(rate, []).append(figure)
+    return {name: {rate: _median_round(runs) for rate, runs in by_rate.items()} for name, by_rate in measured.items()}
+
+
+def _cost_round(server: peers.Server, files: Any, seconds: float, rates: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    with peers.running(server):
+        name = "dnsmasq" if server.name.startswith("dnsmasq") else server.name
+        dnsperf.run(server.port, files.queries["a"], seconds=min(seconds, 2.0), max_qps=rates[0])  # warm: caches, first views
+        figures: dict[str, Any] = {}
+        for rate in rates:
+            before = server.cpu_seconds()
+            result = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=rate, verbose=True)
+            spent = server.cpu_seconds() - before
+            figures[str(rate)] = {
+                "qps": round(result.qps),
+                "completed": result.completed,
+                "lost": result.lost,
+                "cpu_seconds": round(spent, 2),
+                "us_per_query": round(spent / max(result.completed, 1) * 1e6, 1),
+                "percentiles_ms": result.percentiles_ms,
+            }
+            print(
+                f"  {name:<14} at {rate:>6,} qps: {figures[str(rate)]['us_per_query']:>6} µs of CPU a query "
+                f"({spent:.2f} s for {result.completed:,}), p99 {result.percentiles_ms.get('p99', 0):.3f} ms",
+                flush=True,
+            )
+    return name, figures
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median µs a query (the lower middle one of an even number), and every
+    round's figure."""
+    middle = sorted(runs, key=lambda r: r["us_per_query"])[(len(runs) - 1) // 2]
+    return {**middle, "us_per_query_rounds": [r["us_per_query"] for r in runs]}
 
 
 def moderate_questions(out: Path, size: Size) -> Path:
@@ -138,7 +161,9 @@ def table(cost: dict[str, dict[str, Any]] | None, fairness: dict[str, Any] | Non
     lines: list[str] = []
     if cost:
         rates = sorted({int(r) for figures in cost.values() for r in figures})
-        lines.append("CPU per answered query at a fixed rate (µs; workload (a), server pinned to one core)")
+        rounds = max(len(figures[str(r)].get("us_per_query_rounds", [0])) for figures in cost.values() for r in rates)
+        of_rounds = f"; the median of {rounds} interleaved rounds" if rounds > 1 else ""
+        lines.append(f"CPU per answered query at a fixed rate (µs; workload (a), server pinned to one core{of_rounds})")
         lines.append(
             f"  {'server':<16}" + "".join(f"{f'{r:,} qps':>14}" for r in rates) + f"{'p99 ms at ' + f'{rates[-1]:,}':>18}"
         )
@@ -147,8 +172,13 @@ def table(cost: dict[str, dict[str, Any]] | None, fairness: dict[str, Any] | Non
             p99 = figures[str(rates[-1])]["percentiles_ms"].get("p99", 0.0)
             lines.append(f"  {name:<16}{cells}{p99:>18.3f}")
         if "internal-dns" in cost and "dnsmasq" in cost:
-            ratio = cost["internal-dns"][str(rates[-1])]["us_per_query"] / cost["dnsmasq"][str(rates[-1])]["us_per_query"]
+            ours, theirs = cost["internal-dns"][str(rates[-1])], cost["dnsmasq"][str(rates[-1])]
+            ratio = ours["us_per_query"] / theirs["us_per_query"]
             lines.append(f"  internal-dns / dnsmasq at {rates[-1]:,} qps: {ratio:.2f}x (target: at most 1.5x)")
+            paired = zip(ours.get("us_per_query_rounds", []), theirs.get("us_per_query_rounds", []), strict=True)
+            each = [f"{a / b:.2f}x" for a, b in paired if b]
+            if len(each) > 1:
+                lines.append(f"  each round: {', '.join(each)}")
     if fairness:
         lines.append(f"One source flooding, another asking {fairness['moderate_qps']:,} qps of its own network's names")
         lines.append(f"  {'server':<36}{'flooder answered qps':>22}{'moderate answered':>19}{'p50 ms':>9}{'p99 ms':>9}")
@@ -168,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")
     parser.add_argument("--rates", default=",".join(str(r) for r in RATES), help="fixed rates of the CPU figure, comma-separated")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of the CPU figure (its median)")
     parser.add_argument("--moderate-qps", type=int, default=MODERATE_QPS)
     parser.add_argument("--no-cost", action="store_true", help="skip the CPU figure")
     parser.add_argument("--no-fairness", action="store_true", help="skip the flood figure")
@@ -184,7 +215,7 @@ def main() -> None:
     }
     if not args.no_cost:
         print("CPU per query at fixed rates:", flush=True)
-        report["cost"] = cost_figures(args.out, files, args.seconds, tuple(int(r) for r in args.rates.split(",")))
+        report["cost"] = cost_figures(args.out, files, args.seconds, tuple(int(r) for r in args.rates.split(",")), args.rounds)
     if not args.no_fairness:
         print("one source flooding:", flush=True)
         report["fairness"] = fairness_figures(args.out, files, size, args.seconds, args.moderate_qps)
