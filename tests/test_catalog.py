@@ -200,6 +200,20 @@ def test_a_check_flip_patches_its_networks_index_and_leaves_the_others_as_they_a
     assert "address fdaa:0:1:a7b::3 is already used by machine 00000000000003" in " ".join(catalog.problem_lines())
 
 
+def test_a_machine_replaced_twice_in_one_change_ends_as_its_last_version() -> None:
+    catalog = Catalog()
+    machines = [machine_entity(i, "alpha", "web", "started", "iad", i, True, True) for i in (1, 2, 3)]
+    catalog.load([*base().values(), *machines])
+    first = machine_entity(2, "alpha", "web", "started", "syd", 2, True, True, check="critical")
+    second = machine_entity(2, "alpha", "web", "stopped", "ams", 2, True, True)
+    other = machine_entity(3, "alpha", "web", "started", "syd", 3, True, True)
+    after = catalog.apply(upserts=[first, other, second])
+    expected = Catalog().load([*base().values(), machines[0], second, other])
+    assert after.networks == expected.networks
+    web = after.networks["alpha"].apps["web"]
+    assert [(m.id[-1], m.region) for m in web.started] == [("1", "iad"), ("3", "syd")]
+
+
 def test_a_machine_written_before_its_app_comes_in_with_it() -> None:
     catalog = Catalog()
     catalog.load(skeleton().values())

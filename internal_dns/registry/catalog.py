@@ -270,6 +270,7 @@ class Catalog:
         affected: set[str] = set()
         queue: dict[Key, None] = {}  # members to admit once everything has been read
         replaced: dict[str, dict[int, Machine]] = {}  # network -> id() of a machine -> its successor
+        origins: dict[int, int] = {}  # id() of a successor -> id() of the machine it replaced first
         # a load into a catalog that holds something: what it holds and is not read again goes
         empty = not any(self.keys())
         seen: set[Key] | None = set() if everything and not empty else None
@@ -299,7 +300,7 @@ class Catalog:
                 self._admit_queue(queue, affected)  # ...and what waited for them goes first, in its order
             if not empty:  # a first load has nothing to compare with or take out
                 if e.kind == "machines":
-                    kept = self._replace_machine(e, replaced)
+                    kept = self._replace_machine(e, replaced, origins)
                     if kept is not None:
                         if kept:
                             continue
@@ -328,7 +329,7 @@ class Catalog:
                 self.index[name] = self.index[name].replacing(machines)
         return self.snapshot()
 
-    def _replace_machine(self, e: RawEntity, replaced: dict[str, dict[int, Machine]]) -> bool | None:
+    def _replace_machine(self, e: RawEntity, replaced: dict[str, dict[int, Machine]], origins: dict[int, int]) -> bool | None:
         """A machine read again: True when it is the one held, or has taken its place in the
         network's index without indexing the network again (only what the index does not check
         changed: checks, state, region, metadata, process group); False when it changed more;
@@ -355,9 +356,11 @@ class Catalog:
         self.machines[old.id] = members.machines[old.id] = new
         if old.key in self.entities:
             self.entities[old.key] = new
-        by_old = replaced.setdefault(old.network, {})
-        earlier = next((k for k, v in by_old.items() if v is old), None)  # replaced twice in one change
-        by_old[id(old) if earlier is None else earlier] = new
+        # Replaced twice in one change: the index holds the first, so the key stays the first's.
+        # (each id() in `origins` is of a successor `replaced` still holds: none is reused meanwhile)
+        first = origins.pop(id(old), id(old))
+        replaced.setdefault(old.network, {})[first] = new
+        origins[id(new)] = first
         return True
 
     def _unchanged(self, e: RawEntity) -> bool:
