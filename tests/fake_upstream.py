@@ -87,6 +87,7 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.errors: list[BaseException] = []  # the fake's own failures, raised by close()
         self._held: list[tuple[socket.socket | None, bytes, object]] = []
+        self._handled = 0  # queries received whose replies are sent, held or never to be sent
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self.udp, self.tcp = _bind_pair(host, port)
@@ -116,8 +117,12 @@ class FakeUpstream:
             return [r.name.lower() for r in self.received]
 
     def release(self) -> None:
-        """Send the replies held back in `slow` mode."""
-        with self._lock:
+        """Send the replies held back in `slow` mode: those of every query received by now (a
+        query just received may not have its reply made yet: that is waited for, bounded)."""
+        deadline = time.monotonic() + 5.0
+        with self._arrived:
+            while self._handled < len(self.received) and time.monotonic() < deadline:
+                self._arrived.wait(deadline - time.monotonic())
             held, self._held = self._held, []
         for conn, reply, addr in held:
             self._send(conn, reply, addr)
@@ -200,6 +205,14 @@ class FakeUpstream:
                 )
             )
             self._arrived.notify_all()
+        try:
+            self._answer(query, q, conn, addr)
+        finally:
+            with self._arrived:
+                self._handled += 1
+                self._arrived.notify_all()
+
+    def _answer(self, query: dns.message.Message, q: Any, conn: socket.socket | None, addr: object) -> None:
         mode = self.tcp_mode if conn is not None and self.tcp_mode is not None else self.mode
         if q.name.to_text().lower() in self.broken:
             mode = "silent"
