@@ -61,9 +61,6 @@ class Dispatcher:
         self.counters = QueryCounters()
         self.packets = PacketCache(self.counters, clock, config.packet_cache.max_entries, config.packet_cache.max_bytes)
         self.query_log: QueryLog | None = None
-        # Whether the answer being given failed open (SPEC §3, Health): set by `_dispatch`, read
-        # when the reply is counted, both within one `handle` call on the reactor thread.
-        self._failed_open = False
 
     def reconfigure(self, config: Config) -> None:
         """A config whose zones, views, TTL, payload or id may differ: nothing rendered before
@@ -178,24 +175,26 @@ class Dispatcher:
         resolver = self.resolver
         view = resolver.resolve(host, listener, local) if resolver is not None else None
         zone = self.zones.match(q.labels)
-        self._failed_open = False
         try:
-            reply = self._dispatch(q, view, zone, tcp, host, listener, local)
+            # whether the answer failed open (SPEC §3, Health) comes with it, to be counted with it
+            reply, failed_open = self._dispatch(q, view, zone, tcp, host, listener, local)
         except Exception:  # a bug must cost one answer, never the server
             log.failure("internal error answering {name}", name=q.name)
-            reply = self._refuse(q, SERVFAIL, tcp)
+            reply, failed_open = self._refuse(q, SERVFAIL, tcp), False
         label = zone.name if zone is not None else FORWARD
         if isinstance(reply, bytes):
-            self._observe(reply, q, label, view, host, tcp, started)
-        elif reply is not None:
-            reply.addCallback(self._observe_later, q, label, view, host, tcp, started)
+            self._observe(reply, q, label, view, host, tcp, started, failed_open)
+        elif reply is not None:  # forwarded: counted when it comes, and never an answer that failed open
+            reply.addCallback(self._observe_later, q, label, view, host, tcp, started, False)
         return reply
 
-    def _observe(self, reply: bytes, q: Query, zone: str, view: View | None, host: str, tcp: bool, started: float) -> None:
+    def _observe(
+        self, reply: bytes, q: Query, zone: str, view: View | None, host: str, tcp: bool, started: float, failed_open: bool
+    ) -> None:
         seconds = perf_counter() - started
         rcode = BADVERS if q.edns is not None and q.edns.version > 0 else reply[3] & 0xF
         transport = "tcp" if tcp else "udp"
-        self.counters.observe(zone, q.qtype, transport, rcode, seconds, self._failed_open)
+        self.counters.observe(zone, q.qtype, transport, rcode, seconds, failed_open)
         if self.query_log is not None:
             network = view.network if view is not None else None
             self.query_log.record(host, network, q.name, type_label(q.qtype), zone, rcode_label(rcode), seconds, transport)
@@ -206,15 +205,16 @@ class Dispatcher:
 
     def _dispatch(
         self, q: Query, view: View | None, zone: Zone | None, tcp: bool, host: str, listener: ListenConfig, local: str | None
-    ) -> bytes | Deferred[bytes]:
+    ) -> tuple[bytes | Deferred[bytes], bool]:
+        """The reply, and whether it is an answer that failed open (only an authoritative one can)."""
         if q.opcode != 0:
-            return self._refuse(q, NOTIMP, tcp)
+            return self._refuse(q, NOTIMP, tcp), False
         if q.edns is not None and q.edns.version > 0:
-            return self._refuse(q, BADVERS, tcp)
+            return self._refuse(q, BADVERS, tcp), False
         if q.qclass != IN:
-            return self._chaos(q, tcp) if q.qclass == CH else self._refuse(q, REFUSED, tcp)
+            return (self._chaos(q, tcp) if q.qclass == CH else self._refuse(q, REFUSED, tcp)), False
         if q.qtype in (AXFR, IXFR):
-            return self._refuse(q, REFUSED, tcp)
+            return self._refuse(q, REFUSED, tcp), False
         resolver = self.resolver
         if zone is None:
             reverse = self.reverse
@@ -222,18 +222,18 @@ class Dispatcher:
                 # A reverse name inside a network's prefix stays here, forwarding on or off.
                 zone_labels = reverse.zone_of(q.labels)
                 if zone_labels is not None:
-                    return self._private_reverse(q, view, zone_labels, resolver.snapshot, tcp)
+                    return self._private_reverse(q, view, zone_labels, resolver.snapshot, tcp), False
             # The one hand-off to the forwarder: every other name outside the configured zones.
             if self.forwarder is None:
-                return self._refuse(q, REFUSED, tcp)
+                return self._refuse(q, REFUSED, tcp), False
             if resolver is None or reverse is None:
                 # Before the first snapshot no one can tell which reverse names are private.
-                return self._refuse(q, SERVFAIL, tcp)
+                return self._refuse(q, SERVFAIL, tcp), False
             if view is None:
-                return self._refuse(q, REFUSED, tcp)
+                return self._refuse(q, REFUSED, tcp), False
             hit = self.forwarder.cached(q, tcp)
             if hit is None:
-                return self.forwarder.forward(q, tcp)
+                return self.forwarder.forward(q, tcp), False
             reply, until = hit
             if self.query_log is None:  # as for authoritative answers: the transport serves it again
                 transport = "tcp" if tcp else "udp"
@@ -242,11 +242,11 @@ class Dispatcher:
                 tag = self.packets.tag(view.network, view.region, TCP if tcp else UDP)
                 if self.packets.remember_forwarded(tag, q.data, tcp, reply, until, cell, histogram):
                     self.packets.bind(listener, tcp, local, host, tag)
-            return reply
+            return reply, False
         if resolver is None:
-            return self._refuse(q, SERVFAIL, tcp)  # never NXDOMAIN before the first snapshot
+            return self._refuse(q, SERVFAIL, tcp), False  # never NXDOMAIN before the first snapshot
         if view is None:
-            return self._refuse(q, REFUSED, tcp)
+            return self._refuse(q, REFUSED, tcp), False
         snapshot = resolver.snapshot
         turns_at = turn_key(view.network, q.data, q.question_end)
         computed: list[Answer] = []
@@ -269,11 +269,10 @@ class Dispatcher:
         if cached is not None:  # and the next such question is served by the transport itself
             if self.query_log is None:  # with a query log every query takes this path, to be logged
                 self.packets.bind(listener, tcp, local, host, tag)
-            self._failed_open = self.counters.fails_open(self.packets.served_cell)
-            return cached
+            reply, cell = cached
+            return reply, self.counters.fails_open(cell)
         result = computed[0] if computed else answer(snapshot, view, zone, q.labels, q.qtype, self.config.ttl)
-        self._failed_open = result.fail_open
-        return self._render(q, result, view, tcp, self._turn(turns_at, result))
+        return self._render(q, result, view, tcp, self._turn(turns_at, result)), result.fail_open
 
     def _render(self, q: Query, result: Answer, view: View | None, tcp: bool, turn: int = 0) -> bytes:
         """Every reply but the packet cache's is rendered here: one place for RA, the size limit,

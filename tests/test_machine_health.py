@@ -17,7 +17,8 @@ import yaml
 
 from tests.conftest import RunningServer, write_yaml
 from tests.dnsclient import make_query
-from tests.test_metrics import scrape, with_metrics
+from tests.fake_upstream import FakeUpstream, Pending
+from tests.test_metrics import forwarding, scrape, with_metrics
 
 StartServer = Callable[..., RunningServer]
 
@@ -66,6 +67,21 @@ def test_a_form_whose_machines_are_all_critical_fails_open_and_is_counted(start_
     assert server.ask("9a0c6e4d2b8f31.vm.api.internal").addresses() == [AMS]  # the only one: itself
     assert server.ask("api.internal").addresses() != []  # healthy ones exist: not failing open
     assert scrape(server).value(FAIL_OPEN, zone="internal") == 4
+
+
+def test_a_forwarded_reply_that_lands_after_a_fail_open_answer_is_not_counted_as_one(
+    start_server: StartServer, fake: FakeUpstream
+) -> None:
+    # Whether an answer failed open travels with that answer: a forwarded reply, counted when it
+    # lands, is never taken for the fail-open answer given meanwhile.
+    server = forwarding(start_server, fake)
+    fake.hold = True
+    pending = Pending.ask(server, "www.example.test")
+    fake.wait_for(1)
+    assert server.ask("ams.api.internal").addresses() == [AMS]  # fails open
+    fake.release()
+    assert pending.reply().rcode_text == "NOERROR"
+    assert scrape(server).series(FAIL_OPEN) == {(("zone", "internal"),): 1}
 
 
 def test_railway_replicas_follow_their_checks(start_server: StartServer, registry_dir: Path) -> None:

@@ -127,7 +127,6 @@ def turn_key(network: str, data: bytes, question_end: int) -> bytes:
 class PacketCache:
     def __init__(self, counters: QueryCounters, clock: Clock, max_entries: int, max_bytes: int):
         self.counters = counters
-        self.served_cell = -1  # the counter of what `answer` last returned (the full path counts it)
         self.clock = clock
         self.store = LruStore(max_entries, max_bytes, on_evict=self._evicted)
         self.serial = 0
@@ -201,9 +200,10 @@ class PacketCache:
 
     def answer(
         self, exact_tag: bytes, rendering_tag: bytes, data: bytes, tcp: bool, make: Callable[[], Rendered]
-    ) -> bytes | None:
+    ) -> tuple[bytes, int] | None:
         """The reply from the cache, rendering with `make()` what it lacks, and keeping the
-        result; None when the query is not of the ordinary shape or its answer is not kept."""
+        result, with the counter cell it is counted in (the full path counts it); None when the
+        query is not of the ordinary shape or its answer is not kept."""
         found = canonical_key(data, tcp)
         if found is None:
             return None
@@ -233,7 +233,6 @@ class PacketCache:
             self._put(rkey, (entry_size(rkey, header, *bodies), *rendering[1:RENDERED], *bodies))
         if turns_at is not None:
             self.turns[turns_at] = self.turns.get(turns_at, 0) + 1
-        self.served_cell = cell
         question = data[12:end]
         rest = header + question + body
         ekey = exact_tag + data[2:]
@@ -251,7 +250,7 @@ class PacketCache:
         rests = _with(rests, turn, rest)
         at = soa_at + 10 + len(question) if soa_at >= 0 else -1
         self._put(ekey, (entry_size(ekey, *rests), turns_at, self.serial, at, None, cell, histogram, stamp, *rests))
-        return data[:2] + rest
+        return data[:2] + rest, cell
 
     def remember_forwarded(
         self, exact_tag: bytes, data: bytes, tcp: bool, reply: bytes, until: float, cell: int, histogram: int

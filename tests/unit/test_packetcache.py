@@ -93,7 +93,8 @@ class Harness:
                 self.counters.histogram("internal", "tcp" if tcp else "udp"),
             )
 
-        return self.cache.answer(exact, rendering, data, tcp, make)
+        found = self.cache.answer(exact, rendering, data, tcp, make)
+        return None if found is None else found[0]
 
     def fast(self, data: bytes, network: str = "net", tcp: bool = False) -> bytes | None:
         return self.cache.reply(self.tags(network, tcp=tcp)[0], data, 0.0)
