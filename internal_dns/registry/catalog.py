@@ -233,12 +233,30 @@ class Catalog:
             return entity.source
         return self.source_of(kind, entity.key)
 
+    def sources(self) -> Iterator[tuple[Key, str]]:
+        """Every key held (accepted or left out) with where its entity was read from: what
+        `source_of_key` says of each, for all of them at once (a changed file's scan asks it of a
+        million machines)."""
+        for key, e in chain(self.structure.items(), self.pending.items()):
+            yield key, e.source
+        for key, entity in self.entities.items():
+            yield key, self.source(_kind_of(entity), entity)
+        source_of = self.source_of
+        for m in self.machines.values():
+            if m.key == m.id:
+                yield m.key, m.source if source_of is None else source_of("machines", m.key)
+
     def source_of_key(self, key: Key) -> str | None:
-        """Where the entity held under this key (accepted or left out) was read from, if one is."""
+        """Where the entity held under this key (accepted or left out) was read from, if one is
+        (a machine keyed by its id, the usual case, looked for first)."""
+        if key.__class__ is str:
+            machine = self.machines.get(key)
+            if machine is not None and machine.key == key:
+                return machine.source if self.source_of is None else self.source_of("machines", key)
         e = self.pending.get(key) or self.structure.get(key)
         if e is not None:
             return e.source
-        held = self._held(key)
+        held = self.entities.get(key)
         return None if held is None else self.source(_kind_of(held), held)
 
     def _held(self, key: Key) -> Member | None:

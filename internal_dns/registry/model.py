@@ -699,27 +699,29 @@ def _app_in(named: Sequence[App], network: str) -> App | None:
     return None
 
 
-def machine_network(item: Mapping[str, Any], refs: References) -> str:
-    """The network a machine belongs to: its own `network`, or its app's when the name is unique."""
+def machine_app(item: Mapping[str, Any], refs: References) -> App:
+    """The app a machine belongs to: its name in the machine's own `network`, or in the one
+    network that has an app of that name."""
     app_name = _text(item, "app")
     assert app_name is not None
     lname = app_name.lower()
     network = _text(item, "network", required=False)
-    candidates = [app.network for app in refs.apps_named(lname)]
+    named = refs.apps_named(lname)
     if network is None:
-        if not candidates:
+        if not named:
             if lname in refs.broken_apps:
                 raise Dependent("apps", lname)
             raise Missing(f"unknown app '{app_name}'", "apps", lname)
-        if len(candidates) > 1:
-            raise ValueError(f"app '{app_name}' exists in {', '.join(sorted(candidates))}: add 'network'")
-        return next(iter(candidates))
+        if len(named) > 1:
+            raise ValueError(f"app '{app_name}' exists in {', '.join(sorted(a.network for a in named))}: add 'network'")
+        return named[0]
     _known_network(refs, network)
-    if network not in candidates:
+    app = _app_in(named, network)
+    if app is None:
         if lname in refs.broken_apps:
             raise Dependent("apps", lname)
         raise Missing(f"unknown app '{app_name}' in network {network}", "apps", lname)
-    return network
+    return app
 
 
 def parse_machine(
@@ -740,17 +742,14 @@ def parse_machine(
     lname = app_name.lower() if app_name.__class__ is str else None
     named = refs.apps_named(lname) if lname is not None else ()
     app: App | None = None
-    if network is None and len(named) == 1:  # machine_network's usual cases, inline
+    if network is None and len(named) == 1:  # machine_app's usual cases, inline
         app = named[0]
-        network = app.network
         qualified = False
     elif network.__class__ is str and network in refs.networks:
         app = _app_in(named, network)
         qualified = True
     if app is None:
-        network, qualified = machine_network(item, refs), get("network") is not None
-        app = _app_in(refs.apps_named(lname if lname is not None else str(app_name).lower()), network)
-        assert app is not None  # machine_network found it
+        app, qualified = machine_app(item, refs), get("network") is not None
     region = get("region")
     code = refs.regions.get(region) if region.__class__ is str else None
     if code is None:

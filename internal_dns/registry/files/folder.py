@@ -306,12 +306,11 @@ class Folder:
         deletes: list[Key] = []
         if renewed or gone:  # the keys those files held and no longer hold
             files, kept = renewed.union(gone), read.keys or set()
-            for key in self.catalog.keys():
+            for key, source in self.catalog.sources():
                 if isinstance(key, tuple):
                     file, as_read = key[0], key
                 else:  # a machine keyed by its id: its file's first of that id, as `entities_of` keys it
-                    file = self.catalog.source_of_key(key)
-                    as_read = (file, "machines", (key,), 0)
+                    file, as_read = source, (source, "machines", (key,), 0)
                 if file in files and as_read not in kept:
                     deletes.append(key)
         return self.catalog.apply(read.entities(), deletes)
