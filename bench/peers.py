@@ -83,6 +83,22 @@ class Server:
                 fields[key] = int(value.split()[0]) / 1024
         return fields["VmRSS"], fields["VmHWM"]
 
+    def tree_rss_mb(self) -> float:
+        """Resident set size in MiB of the process and every process it started that still runs
+        (a load in parts' processes): 0 once it has exited."""
+        total, pids = 0.0, [self.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids.extend(int(child) for child in (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue  # exited meanwhile
+        return total
+
     def cpu_seconds(self) -> float:
         """User and system time of the process so far, every thread of it (/proc/<pid>/stat)."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()

@@ -59,7 +59,7 @@ from internal_dns.registry.model import (
 Key = Hashable
 INVALID = "invalid"  # the kind of an entry that is not an entity at all (its data: the message)
 _ORDER = {kind: i for i, kind in enumerate((INVALID, *SECTIONS))}
-_STRUCTURAL = {k.section for k in KINDS if k.structural}  # regions, networks
+STRUCTURAL = {k.section for k in KINDS if k.structural}  # regions, networks
 _MEMBERS = tuple(k.section for k in KINDS if not k.structural)  # apps, machines, peers: a network's
 # What a registry file's document must be, as the catalog and the registry command's import say
 DOCUMENT_SHAPE = f"must be a mapping with {'/'.join(k.section for k in EXPORT_ORDER)}"
@@ -303,7 +303,7 @@ class Catalog:
                     if held is not None and held.key == key:
                         key = held.key
                 seen.add(key)
-            if e.kind in _STRUCTURAL:
+            if e.kind in STRUCTURAL:
                 old = self.structure.get(e.key)
                 if old is not None and old.kind == e.kind and old.data == e.data:
                     continue
@@ -753,15 +753,15 @@ class Catalog:
             catalog._restore_network(restore_members(catalog.networks[chunk[0]], chunk, shared))
         if catalog.index.keys() != catalog.networks.keys():
             raise ValueError("the networks saved are not the networks their entries make")
-        catalog.pending = {e.key: e for e in entries if e.kind not in _STRUCTURAL}
+        catalog.pending = {e.key: e for e in entries if e.kind not in STRUCTURAL}
         catalog._retry({}, set())  # their problems again; what was saved admitted none of them
-        if any(e.key not in catalog.pending for e in entries if e.kind not in _STRUCTURAL):
+        if any(e.key not in catalog.pending for e in entries if e.kind not in STRUCTURAL):
             raise ValueError("an entry saved as left out fits")
         return catalog
 
     def settle_structure(self, entries: Iterable[RawEntity]) -> None:
         """Regions and networks from these entries (the rest left aside), into an empty catalog."""
-        self.structure = {e.key: e for e in entries if e.kind in _STRUCTURAL}
+        self.structure = {e.key: e for e in entries if e.kind in STRUCTURAL}
         self._settle(set(), {})
 
     def _restore_network(self, restored: RestoredNetwork) -> None:

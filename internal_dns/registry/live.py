@@ -43,7 +43,8 @@ from internal_dns.registry.backend import SnapshotSink
 from internal_dns.registry.catalog import Catalog, CatalogCopy, RawEntity, SourceOf
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.model import Snapshot
-from internal_dns.registry.savefile import SAVE_EVERY, Refused, SnapshotFile
+from internal_dns.registry.parts import Merged, NotMerged
+from internal_dns.registry.savefile import SAVE_EVERY, Refused, Saved, SnapshotFile
 
 log = Logger()
 
@@ -111,6 +112,11 @@ class LiveBackend:
     def changes(self, position: Any, timeout: float) -> tuple[list[RawEntity], list[Hashable], Any]:
         raise NotImplementedError
 
+    def load_parts(self) -> Merged | None:
+        """The store loaded in parts (parts.py), or None to load it with `load_all`; NotMerged
+        when the parts failed."""
+        return None
+
     def interrupt(self) -> None:
         pass
 
@@ -151,8 +157,12 @@ class LiveBackend:
                     )
                     position = None
                 if position is None:
-                    entities, position = self.load_all()
-                    self._deliver(build_frozen(partial(self.catalog.load, entities)))
+                    position = self._load_parts() if not any(self.catalog.keys()) else None
+                    if position is None:
+                        if self._stopping.is_set():  # the parts were stopped: no load in one process now
+                            break
+                        entities, position = self.load_all()
+                        self._deliver(build_frozen(partial(self.catalog.load, entities)))
                     self._save(position, now=True)
                 upserts, deletes, position = self.changes(position, self.wait)
                 if self._stopping.is_set():
@@ -178,6 +188,45 @@ class LiveBackend:
         if position is not None:
             self._save(position, now=True, last=True)
         self.close()
+
+    # --- a cold load in parts (parts.py; on the backend's thread) -------------------------------
+    def _load_parts(self) -> Any:
+        """The store loaded by several processes at once, if the backend can and the store is
+        big enough to be worth it: served at once, each network's index made when first asked
+        for, then the catalog made from it behind that (as from a snapshot file); the position.
+        None: load it here (said in the log when the parts failed)."""
+        started = time.monotonic()
+        try:
+            merged = self.load_parts()
+        except NotMerged as exc:
+            reason = str(exc)
+            self._to_reactor(
+                lambda: log.info("registry {store}: loading in one process: {reason}", store=self.describe(), reason=reason)
+            )
+            return None
+        if merged is None:
+            return None
+        saved = Saved({"position": merged.position, "saved_at": time.time()}, merged.head, merged.chunks)
+        self._to_reactor(self._publish, saved.snapshot(), None, [])
+        seconds = time.monotonic() - started
+        self._to_reactor(
+            lambda: log.info(
+                "registry {store}: loaded by {parts} processes in {seconds:.2f} s; making the catalog from it",
+                store=self.describe(),
+                parts=merged.parts,
+                seconds=seconds,
+            )
+        )
+        try:
+            self.catalog = build_frozen(lambda: saved.catalog(self.source_of))
+        except Refused as exc:  # the parts' work does not fit together after all: served until loaded anew
+            reason = str(exc)
+            self._to_reactor(
+                lambda: log.warn("registry {store}: loading in one process: {reason}", store=self.describe(), reason=reason)
+            )
+            return None
+        self._deliver(self.catalog.snapshot())
+        return merged.position
 
     # --- the snapshot file (on the backend's thread) ----------------------------------------------
     def _restore(self) -> Any:
@@ -256,12 +305,14 @@ class LiveBackend:
         self.reactor.callFromThread(fn, *args)
 
     # --- on the reactor thread ------------------------------------------------------------------
-    def _publish(self, snapshot: Snapshot, problems: list[str], new: list[str], restored_at: float | None = None) -> None:
+    def _publish(self, snapshot: Snapshot, problems: list[str] | None, new: list[str], restored_at: float | None = None) -> None:
+        """`problems` None: not known yet (a load in parts, before its catalog is made)."""
         if self._sink is None:
             return
         for line in new:
             log.warn("registry {store}: left out: {problem}", store=self.describe(), problem=line)
-        self._sink.leave_out(problems)
+        if problems is not None:
+            self._sink.leave_out(problems)
         if restored_at is None:
             self._sink.publish(snapshot)
         else:

@@ -51,7 +51,7 @@ class Saved:
     found and not yet decoded. `snapshot()` serves at once, making each network's index when it
     is first asked for; `catalog()` decodes everything, for the backend to catch up with."""
 
-    def __init__(self, header: Mapping[str, Any], head: Mapping[str, Any], chunks: dict[str, memoryview]):
+    def __init__(self, header: Mapping[str, Any], head: Mapping[str, Any], chunks: Mapping[str, bytes | memoryview]):
         self.position = header.get("position")  # as the backend saved it
         self.saved_at = float(header["saved_at"])  # wall-clock seconds (time.time())
         self.head = head
@@ -83,7 +83,7 @@ class LazyIndexes(Mapping[str, NetworkIndex]):
     """A restored snapshot's networks: each index made from its chunk when first asked for (a
     few milliseconds for a thousand machines), so that the first answers need not wait for all."""
 
-    def __init__(self, networks: Mapping[str, Network], chunks: Mapping[str, memoryview]):
+    def __init__(self, networks: Mapping[str, Network], chunks: Mapping[str, bytes | memoryview]):
         self._networks = networks
         self._chunks = chunks
         self._made: dict[str, NetworkIndex] = {}

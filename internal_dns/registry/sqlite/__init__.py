@@ -59,7 +59,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from internal_dns.registry import savefile
-from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, SqliteBackend
+from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, MAX_PARTS, PARTS_FROM, SqliteBackend
 from internal_dns.registry.sqlite.schema import SCHEMA
 from internal_dns.registry.sqlite.store import SqliteStore
 
@@ -68,21 +68,39 @@ __doc__ = (__doc__ or "").replace("{schema}", textwrap.indent(SCHEMA, "    ").rs
 
 
 class SqlitePlugin:
-    """The `sqlite` backend as an entry point of `internal_dns.backends`. Its keys are the common
-    ones: `path` is the database file, `poll_interval` how often `PRAGMA data_version` is asked."""
+    """The `sqlite` backend as an entry point of `internal_dns.backends`. Beside the common keys
+    (`path` is the database file, `poll_interval` how often `PRAGMA data_version` is asked) it
+    takes `load_processes`."""
 
-    options: dict[str, str] = {}
+    options: dict[str, str] = {
+        "load_processes": (
+            f"processes that make the first load together: a number (1: the server's own alone), or auto"
+            f" (the default: as many as there are cores for a database of {PARTS_FROM:,} machines or more)"
+        ),
+    }
 
     def check(self, options: Mapping[str, Any]) -> None:
-        pass
+        load_processes(options)
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> SqliteBackend:
-        backend = SqliteBackend(Path(config.path), reactor, config.poll_interval or DEFAULT_POLL_INTERVAL)
+        backend = SqliteBackend(
+            Path(config.path), reactor, config.poll_interval or DEFAULT_POLL_INTERVAL, load_processes(config.options)
+        )
         backend.saves = savefile.configured(config, backend.registry())
         return backend
 
     def store(self, config: Any) -> SqliteStore:
         return SqliteStore(Path(config.path))
+
+
+def load_processes(options: Mapping[str, Any]) -> int | None:
+    """`load_processes`, checked: a number of processes, or None for auto."""
+    value = options.get("load_processes", "auto")
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARTS:
+        raise ValueError(f"load_processes: must be auto or a number from 1 to {MAX_PARTS}")
+    return value
 
 
 PLUGIN = SqlitePlugin()

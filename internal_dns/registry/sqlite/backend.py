@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -14,20 +15,25 @@ from typing import Any, cast
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
+from internal_dns.registry.parts import Merged, NotMerged, Runner, merge
 from internal_dns.registry.sqlite.changes import last_seq, read_changes
 from internal_dns.registry.sqlite.codec import source_function, stream_entities
 from internal_dns.registry.sqlite.connection import connect, schema_problem
 
 DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
+PARTS_FROM = 100_000  # machines from which a first load is made in parts by default (a part's start: 0.3 s)
+MAX_PARTS = 8
 
 
 class SqliteBackend(LiveBackend):
     retry_max = 2.0  # a local file: looking again costs nothing
 
-    def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL):
+    def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL, load_processes: int | None = None):
         super().__init__(reactor, source_function(str(path)))
         self.path = path
         self.poll_interval = poll_interval
+        self.load_processes = load_processes  # None: as many as there are cores, for a big database
+        self._parts = Runner()
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file the position is of
         self._data_version: int | None = None
@@ -68,6 +74,30 @@ class SqliteBackend(LiveBackend):
             raise Unavailable(f"{self.path}: {exc}") from exc
         assert isinstance(position, int)
         return self.taken_whole(cast(Iterator[RawEntity], rows)), position
+
+    def load_parts(self) -> Merged | None:
+        """The first load, by several processes at once (registry/parts.py): as many as
+        `load_processes` says, or else as many as there are cores when the database holds
+        `PARTS_FROM` machines or more."""
+        self.close()
+        conn, self._file = self._open()
+        self._conn = conn
+        try:
+            self._data_version = self._version(conn)  # before the parts read: a commit after it is seen
+            machines = int(conn.execute("SELECT count(*) FROM machines").fetchone()[0])
+        except sqlite3.Error as exc:
+            self.close()
+            raise Unavailable(f"{self.path}: {exc}") from exc
+        parts = self.load_processes
+        if parts is None:
+            parts = min(len(os.sched_getaffinity(0)), MAX_PARTS) if machines >= PARTS_FROM else 1
+        if parts < 2:
+            return None
+        command = [sys.executable, "-m", "internal_dns.registry.sqlite.parts", str(self.path)]
+        merged = merge(self._parts.run([[*command, str(i), str(parts)] for i in range(parts)]))
+        if tuple(merged.identity) != self._file:
+            raise NotMerged("the parts read another database file")
+        return merged
 
     def _read_all(self, conn: sqlite3.Connection) -> Iterator[int | RawEntity]:
         """The position (the change log's last sequence number), then every entity, in one read
@@ -162,6 +192,7 @@ class SqliteBackend(LiveBackend):
 
     def interrupt(self) -> None:
         self._interrupted.set()
+        self._parts.stop()
 
     def close(self) -> None:
         if self._conn is not None:
