@@ -7,8 +7,11 @@ Per backend (files, SQLite, etcd), one internal-dns on the registry:
 - cold: seconds from starting the process until the first private answer (`<app>.internal` AAAA
   for an app of `net0000`, asked from loopback, which the config maps to `net0000`'s view,
   answered NOERROR with one of the app's addresses), and until /readyz says ready;
-- the resident memory while serving (VmRSS) and the peak while loading (VmHWM), and the former
-  per machine;
+- the resident memory while serving (VmRSS, once the server has settled: under 5% of a core
+  over half a second, which a load in parts or a restart reaches when its catalog is made
+  behind the first answers; that time is `settled_seconds`) and the peak while loading (VmHWM),
+  and the former per machine; and the peak of the server and the processes it loads with,
+  together (`peak_tree_rss_mb`, sampled every 50 ms);
 - propagation at that size (SQLite and etcd: `bench/propagation.py`'s changes, on this server);
 - restart: the same server stopped with SIGTERM and started again on the same config: seconds
   to the first private answer and to /readyz, and memory once more. The config sets
@@ -160,8 +163,9 @@ def wait_ready(server: peers.Server, started: float, timeout: float = WAIT) -> f
 
 def timed_start(start: Callable[[], peers.Server], question: Question, machines: int) -> tuple[peers.Server, dict[str, Any]]:
     """Start a server and time it to its first right answer (and to /readyz for internal-dns, in
-    a thread of its own so that neither wait slows the other); then its memory, and the peak of
-    the server's and its children's together (a load in parts) sampled every 50 ms meanwhile."""
+    a thread of its own so that neither wait slows the other); then, once it has settled, its
+    memory, and the peak of the server's and its children's together (a load in parts) sampled
+    every 50 ms until then."""
     started = time.perf_counter()
     server = start()
     ready: dict[str, Any] = {}
@@ -191,7 +195,7 @@ def timed_start(start: Callable[[], peers.Server], question: Question, machines:
             if "error" in ready:
                 raise ready["error"]
             result["readyz_seconds"] = round(ready["seconds"], 2)
-        time.sleep(1.0)  # what the load left behind settles; then the memory while serving
+        result["settled_seconds"] = round(settle(server, started), 2)
         sampled.set()
         sampler.join()
         result.update(memory(server, machines))
@@ -202,6 +206,21 @@ def timed_start(start: Callable[[], peers.Server], question: Question, machines:
         raise
     finally:
         sampled.set()
+
+
+def settle(server: peers.Server, started: float, quiet: float = 0.05, timeout: float = WAIT) -> float:
+    """Seconds from `started` until the server has settled after its first answer: at least a
+    second, then until it spends under 5% of a core over half a second (a load in parts, or a
+    restart, makes its catalog behind the first answers; the memory is taken once that is done)."""
+    time.sleep(1.0)
+    before = server.cpu_seconds()
+    while time.perf_counter() - started < timeout:
+        time.sleep(0.5)
+        now = server.cpu_seconds()
+        if now - before < quiet * 0.5:
+            break
+        before = now
+    return time.perf_counter() - started
 
 
 def memory(server: peers.Server, machines: int) -> dict[str, Any]:
@@ -283,6 +302,7 @@ def backend_figures(out: Path, backend: str, size: Size, changes: int, question:
 
 def describe(r: dict[str, Any]) -> str:
     ready = f", /readyz {r['readyz_seconds']} s" if "readyz_seconds" in r else ""
+    ready += f", settled {r['settled_seconds']} s" if "settled_seconds" in r else ""
     return (
         f"first answer {r['answer_seconds']} s{ready}; RSS {r['rss_mb']:.0f} MiB (peak {r['peak_rss_mb']:.0f},"
         f" with its load processes {r.get('peak_tree_rss_mb', r['peak_rss_mb']):.0f}),"
