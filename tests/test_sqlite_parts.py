@@ -10,6 +10,7 @@ first, personal and shop-staging to the second; flycast addresses cross between 
 from __future__ import annotations
 
 import marshal
+import os
 import sys
 import threading
 import time
@@ -21,9 +22,12 @@ import pytest
 from twisted.internet import task
 
 from internal_dns.config import ConfigError, parse_config
+from internal_dns.ops.workers import worker_config
+from internal_dns.registry import plugins
 from internal_dns.registry.catalog import Catalog
 from internal_dns.registry.parts import NotMerged, ResultWriter, Runner, read_result
 from internal_dns.registry.sqlite import SqliteBackend
+from internal_dns.registry.sqlite import backend as sqlite_backend
 from tests.conftest import RunningServer, base_config
 from tests.test_metrics import scrape
 from tests.test_reload import MY_APP
@@ -239,3 +243,18 @@ def test_load_processes_is_checked(tmp_path: Path, value: Any) -> None:
         parse_config(raw, str(tmp_path / "config.yaml"))
     assert caught.value.key == "registry.load_processes"
     assert "auto or a number from 1 to 8" in str(caught.value)
+
+
+def test_auto_takes_the_cores_for_a_big_database_shared_among_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_backend, "PARTS_FROM", 10)  # the example's 19 machines count as big
+    db = with_rows(tmp_path / "registry.db", [])
+    cores = len(os.sched_getaffinity(0))
+    merged = SqliteBackend(db, None).load_parts()
+    assert (merged.parts if merged is not None else 1) == min(cores, 8)
+    # `workers: N` processes each load the registry at once: each takes its share of the cores
+    raw = base_config(tmp_path, workers=cores, listen=[{"address": "127.0.0.1", "port": 5353}])
+    raw["registry"] = {"backend": "sqlite", "path": str(db)}
+    config = worker_config(parse_config(raw, str(tmp_path / "config.yaml")), 1)
+    assert config.registry.loaders == cores
+    backend = plugins.make_backend(config.registry, None, task.Clock())
+    assert isinstance(backend, SqliteBackend) and backend.load_parts() is None

@@ -26,8 +26,9 @@ STOP_GRACE = 10.0
 
 
 def worker_config(config: Config, index: int) -> Config:
-    """What worker `index` runs: its own operator port and query log file."""
-    changes: dict[str, Any] = {}
+    """What worker `index` runs: its own operator port and query log file, and its share of the
+    cores for a load in parts (every worker loads the registry at the same time)."""
+    changes: dict[str, Any] = {"registry": dataclasses.replace(config.registry, loaders=config.workers)}
     if config.metrics is not None:
         changes["metrics"] = dataclasses.replace(config.metrics, port=config.metrics.port + index)
     if config.query_log not in (None, "-"):

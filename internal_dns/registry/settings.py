@@ -20,3 +20,6 @@ class RegistryConfig:
     # default place (`savefile.default_path`), or none at all when `keep_snapshot` is false.
     snapshot_file: Path | None = None
     keep_snapshot: bool = True
+    # Server processes that load this registry at the same time (`workers: N`): a backend that
+    # loads in parts on its own (sqlite's load_processes: auto) takes this share of the cores.
+    loaders: int = 1

@@ -75,7 +75,8 @@ class SqlitePlugin:
     options: dict[str, str] = {
         "load_processes": (
             f"processes that make the first load together: a number (1: the server's own alone), or auto"
-            f" (the default: as many as there are cores for a database of {PARTS_FROM:,} machines or more)"
+            f" (the default: as many as there are cores, shared among `workers`, for a database of {PARTS_FROM:,}"
+            " machines or more)"
         ),
     }
 
@@ -84,7 +85,11 @@ class SqlitePlugin:
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> SqliteBackend:
         backend = SqliteBackend(
-            Path(config.path), reactor, config.poll_interval or DEFAULT_POLL_INTERVAL, load_processes(config.options)
+            Path(config.path),
+            reactor,
+            config.poll_interval or DEFAULT_POLL_INTERVAL,
+            load_processes(config.options),
+            config.loaders,
         )
         backend.saves = savefile.configured(config, backend.registry())
         return backend

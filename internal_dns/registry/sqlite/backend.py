@@ -28,11 +28,19 @@ MAX_PARTS = 8
 class SqliteBackend(LiveBackend):
     retry_max = 2.0  # a local file: looking again costs nothing
 
-    def __init__(self, path: Path, reactor: Any, poll_interval: float = DEFAULT_POLL_INTERVAL, load_processes: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        reactor: Any,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        load_processes: int | None = None,
+        loaders: int = 1,
+    ):
         super().__init__(reactor, source_function(str(path)))
         self.path = path
         self.poll_interval = poll_interval
         self.load_processes = load_processes  # None: as many as there are cores, for a big database
+        self.loaders = loaders  # server processes loading at the same time, sharing the cores
         self._parts = Runner()
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file the position is of
@@ -77,8 +85,8 @@ class SqliteBackend(LiveBackend):
 
     def load_parts(self) -> Merged | None:
         """The first load, by several processes at once (registry/parts.py): as many as
-        `load_processes` says, or else as many as there are cores when the database holds
-        `PARTS_FROM` machines or more."""
+        `load_processes` says, or else this server's share of the cores (`workers: N` load at
+        the same time) when the database holds `PARTS_FROM` machines or more."""
         self.close()
         conn, self._file = self._open()
         self._conn = conn
@@ -90,7 +98,8 @@ class SqliteBackend(LiveBackend):
             raise Unavailable(f"{self.path}: {exc}") from exc
         parts = self.load_processes
         if parts is None:
-            parts = min(len(os.sched_getaffinity(0)), MAX_PARTS) if machines >= PARTS_FROM else 1
+            cores = len(os.sched_getaffinity(0)) // max(1, self.loaders)
+            parts = min(cores, MAX_PARTS) if machines >= PARTS_FROM else 1
         if parts < 2:
             return None
         command = [sys.executable, "-m", "internal_dns.registry.sqlite.parts", str(self.path)]
