@@ -690,6 +690,8 @@ class Catalog:
 
     def _unplace_unqualified(self, lname: str, affected: set[str], queue: dict[Key, None]) -> None:
         """Machines that named app `lname` without a network: where they belong may have changed."""
+        if not self.machines:  # a load's apps, read before its machines
+            return
         for network in [app.network for app in self._named.get(lname, ())]:
             unplaced = [m for m in self.members[network].machines.values() if not m.qualified and m.app.lower() == lname]
             for machine in unplaced:
