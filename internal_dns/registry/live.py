@@ -24,7 +24,10 @@ A subclass supplies, all called on the backend's thread:
 - `close()`;
 - `registry()`: what the snapshot file must say it is of (the store's kind and where it is);
 - optionally `saved_position(position)` / `resume(saved)`: the
-  position as saved, and the position to follow from once restored (None: load everything).
+  position as saved, and the position to follow from once restored (None: load everything);
+- optionally `load_parts()`: the first load (nothing restored) made by several processes at once
+  (parts.py), served at once as a restored snapshot is and its catalog made behind it; None to
+  load with `load_all`.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ class LiveBackend:
                     )
                     position = None
                 if position is None:
-                    position = self._load_parts() if not any(self.catalog.keys()) else None
+                    position = self._first_load_in_parts() if not any(self.catalog.keys()) else None
                     if position is None:
                         if self._stopping.is_set():  # the parts were stopped: no load in one process now
                             break
@@ -190,7 +193,7 @@ class LiveBackend:
         self.close()
 
     # --- a cold load in parts (parts.py; on the backend's thread) -------------------------------
-    def _load_parts(self) -> Any:
+    def _first_load_in_parts(self) -> Any:
         """The store loaded by several processes at once, if the backend can and the store is
         big enough to be worth it: served at once, each network's index made when first asked
         for, then the catalog made from it behind that (as from a snapshot file); the position.
@@ -200,9 +203,10 @@ class LiveBackend:
             merged = self.load_parts()
         except NotMerged as exc:
             reason = str(exc)
-            self._to_reactor(
-                lambda: log.info("registry {store}: loading in one process: {reason}", store=self.describe(), reason=reason)
-            )
+            if not self._stopping.is_set():  # (stopping kills the parts: nothing to say then)
+                self._to_reactor(
+                    lambda: log.info("registry {store}: loading in one process: {reason}", store=self.describe(), reason=reason)
+                )
             return None
         if merged is None:
             return None

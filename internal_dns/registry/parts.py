@@ -73,12 +73,14 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> Merged:
     misplaced = sorted({name for part in parts for name in part["misplaced"]})
     if misplaced:
         raise NotMerged(f"members placed outside their part's networks ({', '.join(misplaced[:3])})")
-    counts = {}
+    counts: dict[str, Any] = {}
     chunks: dict[str, memoryview] = {}
     for part in parts:
         for row in part["head"]["networks"]:
             if row[0] in part["chunks"]:
                 counts[row[0]] = row
+        if chunks.keys() & part["chunks"].keys():
+            raise NotMerged("two parts loaded one network")
         chunks.update(part["chunks"])
     order = [row[0] for row in first["head"]["networks"]]
     if set(order) != chunks.keys() or any(set(r[0] for r in p["head"]["networks"]) != set(order) for p in parts):
@@ -86,9 +88,9 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> Merged:
     # The structure and what is left out of the first part's catalog, as read; then every part's
     # members left out, in the store's order (each part left out only those it read).
     entries = [e for e in first["head"]["entries"] if e[2] in STRUCTURAL or e[0] not in first["pending"]]
-    pending = sorted((rank for part in parts for rank in part["pending"].items()), key=lambda kv: kv[1])
+    left_out = sorted((item for part in parts for item in part["pending"].items()), key=lambda item: item[1])
     by_key = {e[0]: e for part in parts for e in part["head"]["entries"] if e[0] in part["pending"]}
-    entries.extend(by_key[key] for key, _ in pending)
+    entries.extend(by_key[key] for key, _ in left_out)
     head = {"entries": entries, "networks": [counts[name] for name in order]}
     return Merged(len(parts), first["position"], first["identity"], head, {name: chunks[name] for name in order})
 
@@ -102,8 +104,8 @@ class Runner:
         self._stopped = False
 
     def run(self, commands: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-        """Each command's result (its standard output, marshalled), once every one has exited;
-        NotMerged if one fails."""
+        """Each command's result (its standard output, as a `ResultWriter` wrote it), once every
+        one has exited; NotMerged if one fails."""
         environ = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
         outputs: list[bytes] = [b""] * len(commands)
         errors: list[bytes] = [b""] * len(commands)

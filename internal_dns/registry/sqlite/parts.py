@@ -41,6 +41,9 @@ def load_part(path: Path, part: int, parts: int, out: IO[bytes]) -> None:
     problem = schema_problem(conn, path)
     if problem is not None:
         raise RuntimeError(problem)
+    now = os.stat(path)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        raise RuntimeError("the database file was replaced while being opened")
     conn.execute("BEGIN")
     position = last_seq(conn)
     tables = tables_of(conn)
@@ -61,9 +64,9 @@ def load_part(path: Path, part: int, parts: int, out: IO[bytes]) -> None:
         machines = "coalesce(CASE WHEN network IS NULL THEN lower(app) NOT IN part_apps ELSE network NOT IN part_networks END, 1)"
         peers = "coalesce(network NOT IN part_networks, 1)"
     else:
-        mine = {name for name, p in owner.items() if p == part}
-        conn.executemany("INSERT INTO part_networks VALUES (?)", [(name,) for name in mine])
-        conn.executemany("INSERT INTO part_apps VALUES (?)", [(lname,) for lname, n in app_network.items() if n in mine])
+        owned = {name for name, p in owner.items() if p == part}
+        conn.executemany("INSERT INTO part_networks VALUES (?)", [(name,) for name in owned])
+        conn.executemany("INSERT INTO part_apps VALUES (?)", [(lname,) for lname, n in app_network.items() if n in owned])
         machines = "coalesce(CASE WHEN network IS NULL THEN lower(app) IN part_apps ELSE network IN part_networks END, 0)"
         peers = "coalesce(network IN part_networks, 0)"
     decoder = Decoder(str(path), share=True)
