@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from internal_dns.config import Config, parse_config
 from internal_dns.registry.model import RegistryError, Snapshot
+from internal_dns.registry.sqlite import SqliteBackend
 from internal_dns.server import DnsService
 from tests.dnsclient import Reply, exchange, make_query
 from tests.etcd_server import EtcdServer
@@ -219,6 +220,28 @@ def log_lines() -> Iterator[list[str]]:
     globalLogPublisher.addObserver(observer)
     yield lines
     globalLogPublisher.removeObserver(observer)
+
+
+StartSqlite = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def start_sqlite(reactor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartSqlite]:
+    """start_sqlite(db, registry={more registry keys}, **config_overrides) → a RunningServer on
+    that database."""
+    monkeypatch.setattr(SqliteBackend, "wait", 3600.0)
+    running: list[RunningServer] = []
+
+    def start(database: Path, registry: dict[str, Any] | None = None, **overrides: Any) -> RunningServer:
+        raw = base_config(tmp_path, **overrides)
+        raw["registry"] = {"backend": "sqlite", "path": str(database), **(registry or {})}
+        server = RunningServer(reactor, parse_config(raw, str(tmp_path / "config.yaml")), task.Clock())
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
 
 
 @pytest.fixture

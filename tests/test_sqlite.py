@@ -19,31 +19,26 @@ import re
 import sqlite3
 import subprocess
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from internal_dns.config import parse_config
 from internal_dns.registry import edit, sqlite
 from internal_dns.registry.catalog import build_snapshot
 from internal_dns.registry.files import load_documents
 from internal_dns.registry.model import NO_CHECKS, App, Machine, Service, Snapshot
-from internal_dns.registry.sqlite import SCHEMA, SqliteBackend, SqliteStore, changes, connection
+from internal_dns.registry.sqlite import SCHEMA, SqliteStore, changes, connection
 from internal_dns.registry.sqlite.schema import MIGRATIONS
-from tests.conftest import EMBEDDED_ZONES, ROOT, RunningServer, base_config, on_reactor
+from tests.conftest import EMBEDDED_ZONES, ROOT, RunningServer, StartSqlite, on_reactor
 from tests.fake_upstream import FakeUpstream
 from tests.readme_examples import README, examples, normalise, run
 from tests.test_metrics import METRICS, http_get, scrape
 from tests.test_registry_command import INTERNAL_DNS, NEW_MACHINE
 from tests.test_reload import MY_APP
-
-StartSqlite = Callable[..., RunningServer]
-
 
 # --- databases and servers -------------------------------------------------------------------------
 
@@ -66,24 +61,6 @@ def db(tmp_path: Path) -> Path:
 def writer(db: Path) -> sqlite3.Connection:
     """Another writer: a plain connection of Python's sqlite3, each statement its own commit."""
     return sqlite3.connect(db, isolation_level=None, timeout=5)
-
-
-@pytest.fixture
-def start_sqlite(reactor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartSqlite]:
-    """start_sqlite(db, **config_overrides) → a RunningServer on that database."""
-    monkeypatch.setattr(SqliteBackend, "wait", 3600.0)
-    running: list[RunningServer] = []
-
-    def start(database: Path, **overrides: Any) -> RunningServer:
-        raw = base_config(tmp_path, **overrides)
-        raw["registry"] = {"backend": "sqlite", "path": str(database)}
-        server = RunningServer(reactor, parse_config(raw, str(tmp_path / "config.yaml")), task.Clock())
-        running.append(server)
-        return server
-
-    yield start
-    for server in running:
-        server.stop()
 
 
 def until(server: RunningServer, condition: Callable[[Snapshot | None], bool]) -> None:

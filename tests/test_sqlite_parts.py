@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from internal_dns.registry.catalog import Catalog
 from internal_dns.registry.parts import NotMerged, ResultWriter, Runner, read_result
 from internal_dns.registry.sqlite import SqliteBackend
 from internal_dns.registry.sqlite import backend as sqlite_backend
-from tests.conftest import RunningServer, base_config
+from tests.conftest import RunningServer, StartSqlite, base_config
 from tests.test_metrics import scrape
 from tests.test_reload import MY_APP
 from tests.test_sqlite import import_example, machine_ids, until, writer
@@ -178,26 +177,15 @@ def test_a_result_cut_short_or_padded_is_refused(tmp_path: Path) -> None:
 # --- servers ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def start(reactor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setattr(SqliteBackend, "wait", 3600.0)  # changes are seen by the 0.1 s poll
-    running: list[RunningServer] = []
-
-    def go(db: Path, **registry: Any) -> RunningServer:
-        raw = base_config(tmp_path, metrics={"address": "127.0.0.1", "port": 0})
-        raw["registry"] = {"backend": "sqlite", "path": str(db), "snapshot_file": False, **registry}
-        server = RunningServer(reactor, parse_config(raw, str(tmp_path / "config.yaml")), task.Clock())
-        running.append(server)
-        return server
-
-    yield go
-    for server in running:
-        server.stop()
+def parts_server(start_sqlite: StartSqlite, db: Path, **registry: Any) -> RunningServer:
+    return start_sqlite(db, registry={"snapshot_file": False, **registry}, metrics={"address": "127.0.0.1", "port": 0})
 
 
-def test_a_server_serves_a_load_in_parts_then_follows_the_database(start: Any, tmp_path: Path, log_lines: list[str]) -> None:
+def test_a_server_serves_a_load_in_parts_then_follows_the_database(
+    start_sqlite: StartSqlite, tmp_path: Path, log_lines: list[str]
+) -> None:
     db = with_rows(tmp_path / "registry.db", LEFT_OUT)
-    server = start(db, load_processes=2)
+    server = parts_server(start_sqlite, db, load_processes=2)
     assert any("loaded by 2 processes" in line for line in log_lines)
     assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP.values())
     assert server.ask("cron.internal", "AAAA").addresses() == ["fdaa:0:18::9"]  # its other machine is stopped
@@ -215,7 +203,9 @@ def test_a_server_serves_a_load_in_parts_then_follows_the_database(start: Any, t
     assert "fdaa:0:18::10" in server.ask("cron.internal", "AAAA").addresses()
 
 
-def test_a_server_whose_parts_do_not_fit_loads_in_one_process(start: Any, tmp_path: Path, log_lines: list[str]) -> None:
+def test_a_server_whose_parts_do_not_fit_loads_in_one_process(
+    start_sqlite: StartSqlite, tmp_path: Path, log_lines: list[str]
+) -> None:
     db = with_rows(
         tmp_path / "registry.db",
         [
@@ -224,13 +214,15 @@ def test_a_server_whose_parts_do_not_fit_loads_in_one_process(start: Any, tmp_pa
             "INSERT INTO machines (id, app, region, ip6) VALUES ('bb01', 'dup', 'iad', 'fdaa:0:18::b1')",
         ],
     )
-    server = start(db, load_processes=2)
+    server = parts_server(start_sqlite, db, load_processes=2)
     assert any("loading in one process: members placed outside" in line for line in log_lines)
     assert server.ask("dup.internal", "AAAA").addresses() == ["fdaa:0:18::b1"]
 
 
-def test_a_default_server_loads_a_small_database_in_one_process(start: Any, tmp_path: Path, log_lines: list[str]) -> None:
-    server = start(with_rows(tmp_path / "registry.db", []))
+def test_a_default_server_loads_a_small_database_in_one_process(
+    start_sqlite: StartSqlite, tmp_path: Path, log_lines: list[str]
+) -> None:
+    server = parts_server(start_sqlite, with_rows(tmp_path / "registry.db", []))
     assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP.values())
     assert not any("processes" in line for line in log_lines)
 
