@@ -175,7 +175,9 @@ def as_if_read_anew(folder: Folder, root: Path) -> None:
 def test_the_folder_keeps_a_digest_per_file_and_nothing_it_read(root: Path) -> None:
     folder = Folder(root)
     scanned(folder)
-    assert set(vars(folder)) == {"root", "catalog", "digests", "loaded"}
+    settings = {"load_processes", "loaders", "parts", "parted"}  # how a first read is made: nothing it read
+    assert set(vars(folder)) == {"root", "catalog", "digests", "loaded", *settings}
+    assert folder.parted is None
     assert sorted(folder.digests) == sorted(str(p) for p in root.glob("*.yaml"))
     assert all(isinstance(d, bytes) and len(d) == 20 for d in folder.digests.values())
 

@@ -43,6 +43,25 @@ _LENGTH = struct.Struct(">Q")
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # what the parts' Python imports internal_dns from
 
 
+MAX_PARTS = 8
+
+
+def processes_option(options: Mapping[str, Any]) -> int | None:
+    """A backend's `load_processes` key, checked: a number of processes, or None for auto."""
+    value = options.get("load_processes", "auto")
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARTS:
+        raise ValueError(f"load_processes: must be auto or a number from 1 to {MAX_PARTS}")
+    return value
+
+
+def cores(loaders: int) -> int:
+    """The processes a load in parts may use by default: this server's share of the cores it
+    may run on (`loaders` servers load at the same time), at most MAX_PARTS."""
+    return min(len(os.sched_getaffinity(0)) // max(1, loaders), MAX_PARTS)
+
+
 def share_of(index: int, parts: int) -> int:
     """The part that loads the network at this place in the store's order."""
     return index % parts
@@ -103,17 +122,18 @@ class Runner:
         self._running: list[subprocess.Popen[bytes]] = []
         self._stopped = False
 
-    def run(self, commands: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    def run(self, commands: Sequence[Sequence[str]], inputs: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
         """Each command's result (its standard output, as a `ResultWriter` wrote it), once every
-        one has exited; NotMerged if one fails."""
+        one has exited; NotMerged if one fails. `inputs`: what each reads on its standard input."""
         environ = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
         outputs: list[bytes] = [b""] * len(commands)
         errors: list[bytes] = [b""] * len(commands)
         with self._lock:
             if self._stopped:
                 raise NotMerged("stopping")
+            given = subprocess.PIPE if inputs is not None else subprocess.DEVNULL
             procs = [
-                subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environ)
+                subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=given, env=environ)
                 for c in commands
             ]
             self._running = procs
@@ -122,11 +142,23 @@ class Runner:
             assert stream is not None
             into[i] = stream.read()
 
+        def feed(stream: IO[bytes] | None, data: bytes) -> None:
+            assert stream is not None
+            try:
+                stream.write(data)
+                stream.close()
+            except OSError:  # the part died: its exit code says so
+                pass
+
         readers = [
             threading.Thread(target=drain, args=(i, stream, into), daemon=True)
             for i, p in enumerate(procs)
             for stream, into in ((p.stdout, outputs), (p.stderr, errors))
         ]
+        if inputs is not None:
+            readers += [
+                threading.Thread(target=feed, args=(p.stdin, data), daemon=True) for p, data in zip(procs, inputs, strict=True)
+            ]
         for reader in readers:
             reader.start()
         for reader in readers:
@@ -166,7 +198,10 @@ class ResultWriter:
         self.sizes: list[tuple[str, int]] = []
 
     def chunk(self, name: str, chunk: Any) -> None:
-        data = marshal.dumps(chunk)
+        self.raw(name, marshal.dumps(chunk))
+
+    def raw(self, name: str, data: bytes) -> None:
+        """A chunk that is bytes already (marshalled by the part)."""
         self.out.write(data)
         self.sizes.append((name, len(data)))
 

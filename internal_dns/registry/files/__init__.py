@@ -11,8 +11,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from internal_dns.registry import savefile
 from internal_dns.registry.files.backend import FilesBackend
-from internal_dns.registry.files.folder import load_documents, load_snapshot
+from internal_dns.registry.files.folder import PARTS_FROM_BYTES, load_documents, load_snapshot
 from internal_dns.registry.files.store import FilesStore
+from internal_dns.registry.parts import processes_option
 
 __all__ = ["PLUGIN", "FilesBackend", "FilesStore", "load_documents", "load_snapshot"]
 
@@ -20,13 +21,26 @@ __all__ = ["PLUGIN", "FilesBackend", "FilesStore", "load_documents", "load_snaps
 class FilesPlugin:
     """The `files` backend as an entry point of `internal_dns.backends`."""
 
-    options: dict[str, str] = {}  # path and poll_interval are the common keys
+    # path and poll_interval are the common keys
+    options: dict[str, str] = {
+        "load_processes": (
+            "processes that parse the folder's files for the first read together: a number (1: the server's own"
+            f" alone), or auto (the default: the cores, shared among `workers`, for {PARTS_FROM_BYTES // 2**20} MiB"
+            " of YAML or more)"
+        ),
+    }
 
     def check(self, options: Any) -> None:
-        pass
+        processes_option(options)
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> FilesBackend:
-        backend = FilesBackend(config.path, clock, config.poll_interval or 1.0)
+        backend = FilesBackend(
+            config.path,
+            clock,
+            config.poll_interval or 1.0,
+            load_processes=processes_option(config.options),
+            loaders=config.loaders,
+        )
         backend.saves = savefile.configured(config, backend.registry())
         return backend
 

@@ -43,6 +43,8 @@ class FilesBackend:
         clock: IReactorTime,
         poll_interval: float = 1.0,
         defer_to_thread: Callable[..., Deferred[Any]] = threads.deferToThread,
+        load_processes: int | None = None,
+        loaders: int = 1,
     ):
         self.root = root
         self.clock = clock
@@ -51,7 +53,7 @@ class FilesBackend:
         self._seen: Fingerprint | None = None
         self._sink: SnapshotSink | None = None
         self._rejected = False  # the folder holds a registry that failed validation
-        self._folder = folder.Folder(root)
+        self._folder = folder.Folder(root, load_processes, loaders)
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._followers: list[Deferred[None]] = []  # callers of check() while a scan was running
@@ -113,6 +115,7 @@ class FilesBackend:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._sink = None
+        self._folder.parts.stop()  # a first read's parts, if they are still parsing
 
     def reload(self) -> Deferred[None]:
         """Scan now (SIGHUP), and publish what is found even if the files look unchanged."""
@@ -143,6 +146,9 @@ class FilesBackend:
         if folder.unchanged(seen, fp):
             return fp, None
         outcome = build_frozen(self._folder.scan)
+        if self._folder.parted is not None:
+            log.info("registry files under {root}: {parted}", root=self.root, parted=self._folder.parted)
+            self._folder.parted = None
         if isinstance(outcome, Snapshot):
             self._save()
         return fp, outcome

@@ -10,6 +10,7 @@ import hashlib
 import marshal
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from internal_dns.registry.catalog import INVALID, Catalog, Key, RawEntity, buil
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.kinds import KINDS
 from internal_dns.registry.model import Document, RegistryError, Snapshot
+from internal_dns.registry.parts import NotMerged, Runner, cores
 
 log = Logger()
 
@@ -32,6 +34,9 @@ Fingerprint = tuple[Row, ...]
 # A file modified this recently may change again within the clock tick that stamped it; its
 # content hash joins the fingerprint so that a same-size edit in the same tick is not missed.
 _RACY_SECONDS = 2.0
+# The YAML of a folder from which its first read is parsed in parts by default (about two seconds
+# of libyaml's parsing: a part's start costs a few tenths)
+PARTS_FROM_BYTES = 8 * 1024 * 1024
 
 
 _SUFFIXES = (".yaml", ".yml")
@@ -189,8 +194,21 @@ def _hold(pairs: list[tuple[Key, Any]]) -> bytes | list[tuple[Key, Any]]:
         return pairs
 
 
-def _unhold(held: bytes | list[tuple[Key, Any]]) -> list[tuple[Key, Any]]:
-    return marshal.loads(held) if isinstance(held, bytes) else held
+def _unhold(held: bytes | memoryview | list[tuple[Key, Any]]) -> list[tuple[Key, Any]]:
+    return held if isinstance(held, list) else marshal.loads(held)
+
+
+def split(document: Document) -> tuple[list[RawEntity], dict[str, list[tuple[Key, Any]]]]:
+    """A file's entities: its regions, networks and entries that are no entity, as they are;
+    its members as (key, mapping) pairs by kind."""
+    first: list[RawEntity] = []
+    found: dict[str, list[tuple[Key, Any]]] = {}
+    for e in entities_of(document):
+        if e.kind in _MEMBERS:
+            found.setdefault(e.kind, []).append((e.key, e.data))
+        else:
+            first.append(e)
+    return first, found
 
 
 class _Read:
@@ -201,7 +219,7 @@ class _Read:
 
     def __init__(self, keep_keys: bool, holder: Callable[[str], str | None]):
         self.first: list[RawEntity] = []
-        self.members: dict[str, list[tuple[str, bytes | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
+        self.members: dict[str, list[tuple[str, bytes | memoryview | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
         self.keys: set[Key] | None = set() if keep_keys else None  # the key of every entity read
         self.holder = holder  # machine id -> the file of what the catalog holds under that key, if any
         self.ids: set[str] = set()  # machine ids taken as keys by this read
@@ -222,16 +240,20 @@ class _Read:
         return mid
 
     def add(self, document: Document) -> None:
-        found: dict[str, list[tuple[Key, Any]]] = {}
-        for e in entities_of(document):
-            if self.keys is not None:
-                self.keys.add(e.key)
-            if e.kind in self.members:
-                found.setdefault(e.kind, []).append((e.key, e.data))
-            else:
-                self.first.append(e)
+        first, found = split(document)
+        if self.keys is not None:
+            self.keys.update(e.key for e in first)
+            self.keys.update(key for pairs in found.values() for key, _ in pairs)
+        self.first += first
         for kind, pairs in found.items():
             self.members[kind].append((document.source, _hold(pairs)))
+
+    def add_held(self, source: str, first: list[RawEntity], held: Mapping[str, bytes | memoryview]) -> None:
+        """A file's entities as a load in parts read them (parts.py): its members by kind,
+        marshalled as `_hold` does (a load's first read: no keys kept)."""
+        self.first += first
+        for kind, data in held.items():
+            self.members[kind].append((source, data))
 
     def entities(self) -> Iterator[RawEntity]:
         first, self.first = self.first, []
@@ -260,18 +282,24 @@ class Folder:
     file are those whose first part is its path, as `entities_of` makes them, and the ids of the
     machines read from it that are keyed by their id: `_Read._machine_key`)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, load_processes: int | None = None, loaders: int = 1):
         self.root = root
         self.catalog = Catalog()
         self.digests: dict[str, bytes] = {}  # path -> digest of the content its entities were read from
         self.loaded = False
+        self.load_processes = load_processes  # None: this server's cores, for a big folder
+        self.loaders = loaders  # server processes loading at the same time, sharing the cores
+        self.parts = Runner()
+        self.parted: str | None = None  # what the last first read in parts did, for the log
 
     def scan(self) -> Snapshot | RegistryError:
         problems: list[str] = []
         paths = registry_files(self.root)
         if not self.loaded:
             self.digests.clear()
-            read = self._read(paths, problems, keep_keys=False)
+            read = self._read_in_parts(paths, problems)
+            if read is None:
+                read = self._read(paths, problems, keep_keys=False)
             snapshot = self.catalog.load(read.entities())
             self.loaded = True
         else:
@@ -293,6 +321,70 @@ class Folder:
             if document is not None:
                 read.add(document)
                 self.digests[document.source] = digest
+        return read
+
+    def _read_in_parts(self, paths: list[Path], problems: list[str]) -> _Read | None:
+        """A first read with its files parsed by several processes at once (registry/parts.py,
+        files/parts.py): each parses its share (by size) and hands back what `_Read.add` keeps of
+        each file, which is marshalled anyway; put together in the files' order, that is the
+        read of one process. A file whose values marshal cannot write (YAML's dates) is parsed
+        here. None: read them here (`parted` says why when the parts failed)."""
+        self.parted = None
+        sizes: list[int] = []
+        for path in paths:
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:
+                sizes.append(0)  # read here or there, it says why it cannot be
+        parts = self.load_processes
+        if parts is None:
+            parts = cores(self.loaders) if sum(sizes) >= PARTS_FROM_BYTES else 1
+        parts = min(parts, len(paths))
+        if parts < 2:
+            return None
+        shares: list[list[int]] = [[] for _ in range(parts)]
+        loads = [0] * parts
+        for i in sorted(range(len(paths)), key=lambda i: -sizes[i]):  # the biggest first, to the least loaded
+            least = loads.index(min(loads))
+            shares[least].append(i)
+            loads[least] += sizes[i]
+        started = time.monotonic()
+        try:
+            results = self.parts.run(
+                [[sys.executable, "-m", "internal_dns.registry.files.parts"]] * parts,
+                [marshal.dumps([(i, str(paths[i])) for i in sorted(share)]) for share in shares],
+            )
+        except NotMerged as exc:
+            self.parted = f"parsing in one process: {exc}"
+            return None
+        files: dict[int, Any] = {}
+        for result in results:
+            for row in result["files"]:
+                files[row[0]] = (row, result["chunks"])
+        if files.keys() != set(range(len(paths))):
+            self.parted = "parsing in one process: the parts did not read every file"
+            return None
+        read = _Read(False, self.catalog.source_of_key)
+        here = 0
+        for i, path in enumerate(paths):
+            (_, source, digest, first, problem, kinds), chunks = files[i]
+            if problem is not None:
+                problems.append(problem)
+            elif first is None:  # what marshal cannot write: parsed here
+                here += 1
+                found = read_file(path)
+                if isinstance(found, str):
+                    problems.append(found)
+                elif found[1] is not None:
+                    read.add(found[1])
+                    self.digests[found[1].source] = found[0]
+            else:
+                read.add_held(source, [RawEntity(*row) for row in first], {kind: chunks[f"{i}/{kind}"] for kind in kinds})
+                self.digests[source] = digest
+        seconds = time.monotonic() - started
+        self.parted = f"{len(paths)} files parsed by {parts} processes in {seconds:.2f} s" + (
+            f" ({here} parsed again here: values marshal cannot write)" if here else ""
+        )
         return read
 
     def _update(self, paths: list[Path], problems: list[str]) -> Snapshot:

@@ -59,7 +59,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from internal_dns.registry import savefile
-from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, MAX_PARTS, PARTS_FROM, SqliteBackend
+from internal_dns.registry.parts import processes_option
+from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, PARTS_FROM, SqliteBackend
 from internal_dns.registry.sqlite.schema import SCHEMA
 from internal_dns.registry.sqlite.store import SqliteStore
 
@@ -81,14 +82,14 @@ class SqlitePlugin:
     }
 
     def check(self, options: Mapping[str, Any]) -> None:
-        load_processes(options)
+        processes_option(options)
 
     def backend(self, config: Any, reactor: Any, clock: IReactorTime) -> SqliteBackend:
         backend = SqliteBackend(
             Path(config.path),
             reactor,
             config.poll_interval or DEFAULT_POLL_INTERVAL,
-            load_processes(config.options),
+            processes_option(config.options),
             config.loaders,
         )
         backend.saves = savefile.configured(config, backend.registry())
@@ -96,16 +97,6 @@ class SqlitePlugin:
 
     def store(self, config: Any) -> SqliteStore:
         return SqliteStore(Path(config.path))
-
-
-def load_processes(options: Mapping[str, Any]) -> int | None:
-    """`load_processes`, checked: a number of processes, or None for auto."""
-    value = options.get("load_processes", "auto")
-    if value == "auto":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARTS:
-        raise ValueError(f"load_processes: must be auto or a number from 1 to {MAX_PARTS}")
-    return value
 
 
 PLUGIN = SqlitePlugin()

@@ -15,14 +15,13 @@ from typing import Any, cast
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
-from internal_dns.registry.parts import Merged, NotMerged, Runner, merge
+from internal_dns.registry.parts import Merged, NotMerged, Runner, cores, merge
 from internal_dns.registry.sqlite.changes import last_seq, read_changes
 from internal_dns.registry.sqlite.codec import source_function, stream_entities
 from internal_dns.registry.sqlite.connection import connect, schema_problem
 
 DEFAULT_POLL_INTERVAL = 0.1  # seconds between two looks at PRAGMA data_version
 PARTS_FROM = 200_000  # machines from which a first load is made in parts by default (at 100,000 it gains nothing)
-MAX_PARTS = 8
 
 
 class SqliteBackend(LiveBackend):
@@ -98,8 +97,7 @@ class SqliteBackend(LiveBackend):
             raise Unavailable(f"{self.path}: {exc}") from exc
         parts = self.load_processes
         if parts is None:
-            cores = len(os.sched_getaffinity(0)) // max(1, self.loaders)
-            parts = min(cores, MAX_PARTS) if machines >= PARTS_FROM else 1
+            parts = cores(self.loaders) if machines >= PARTS_FROM else 1
         if parts < 2:
             return None
         command = [sys.executable, "-m", "internal_dns.registry.sqlite.parts", str(self.path)]
