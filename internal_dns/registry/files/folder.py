@@ -379,7 +379,9 @@ class Folder:
                     read.add(found[1])
                     self.digests[found[1].source] = found[0]
             else:
-                read.add_held(source, [RawEntity(*row) for row in first], {kind: chunks[f"{i}/{kind}"] for kind in kinds})
+                # copied out of the part's buffer: each file's then goes once the catalog has taken it
+                held = {kind: bytes(chunks[f"{i}/{kind}"]) for kind in kinds}
+                read.add_held(source, [RawEntity(*row) for row in first], held)
                 self.digests[source] = digest
         seconds = time.monotonic() - started
         self.parted = f"{len(paths)} files parsed by {parts} processes in {seconds:.2f} s" + (
