@@ -77,6 +77,17 @@ def test_auto_parses_a_big_folder_in_parts(tmp_path: Path, monkeypatch: pytest.M
     assert Folder(root, loaders=cores)._read_in_parts(registry_files(root), []) is None  # noqa: SLF001
 
 
+def test_a_stop_while_the_parts_run_gives_the_scan_up(tmp_path: Path) -> None:
+    """Not a read in one process instead (a million machines' worth, while the server stops),
+    and nothing to save: the scan is given up."""
+    root = folder_with_everything(tmp_path / "zones")
+    reader = Folder(root, 2)
+    reader.parts.stop()  # as FilesBackend.stop does, here before the parts start
+    with pytest.raises(folder.Stopped):
+        reader.scan()
+    assert not reader.loaded and not reader.digests
+
+
 def test_a_server_serves_a_read_in_parts_then_follows_the_folder(
     reactor: Any, tmp_path: Path, registry_dir: Path, log_lines: list[str]
 ) -> None:

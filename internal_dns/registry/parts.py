@@ -178,6 +178,10 @@ class Runner:
                 raise NotMerged(f"part {i + 1} of {len(codes)} wrote no result ({type(exc).__name__}: {exc})") from None
         return results
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         """Kill the parts running, and start none after this."""
         with self._lock:

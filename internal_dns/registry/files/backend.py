@@ -145,7 +145,10 @@ class FilesBackend:
             return ((("!", 0, 0, 0, (0, 0, 0), str(error)),), error)
         if folder.unchanged(seen, fp):
             return fp, None
-        outcome = build_frozen(self._folder.scan)
+        try:
+            outcome = build_frozen(self._folder.scan)
+        except folder.Stopped:  # nothing read, nothing saved: the backend is gone
+            return fp, None
         if self._folder.parted is not None:
             log.info("registry files under {root}: {parted}", root=self.root, parted=self._folder.parted)
             self._folder.parted = None

@@ -194,8 +194,8 @@ def _hold(pairs: list[tuple[Key, Any]]) -> bytes | list[tuple[Key, Any]]:
         return pairs
 
 
-def _unhold(held: bytes | memoryview | list[tuple[Key, Any]]) -> list[tuple[Key, Any]]:
-    return held if isinstance(held, list) else marshal.loads(held)
+def _unhold(held: bytes | list[tuple[Key, Any]]) -> list[tuple[Key, Any]]:
+    return marshal.loads(held) if isinstance(held, bytes) else held
 
 
 def split(document: Document) -> tuple[list[RawEntity], dict[str, list[tuple[Key, Any]]]]:
@@ -219,7 +219,7 @@ class _Read:
 
     def __init__(self, keep_keys: bool, holder: Callable[[str], str | None]):
         self.first: list[RawEntity] = []
-        self.members: dict[str, list[tuple[str, bytes | memoryview | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
+        self.members: dict[str, list[tuple[str, bytes | list[tuple[Key, Any]]]]] = {kind: [] for kind in _MEMBERS}
         self.keys: set[Key] | None = set() if keep_keys else None  # the key of every entity read
         self.holder = holder  # machine id -> the file of what the catalog holds under that key, if any
         self.ids: set[str] = set()  # machine ids taken as keys by this read
@@ -248,7 +248,7 @@ class _Read:
         for kind, pairs in found.items():
             self.members[kind].append((document.source, _hold(pairs)))
 
-    def add_held(self, source: str, first: list[RawEntity], held: Mapping[str, bytes | memoryview]) -> None:
+    def add_held(self, source: str, first: list[RawEntity], held: Mapping[str, bytes]) -> None:
         """A file's entities as a load in parts read them (parts.py): its members by kind,
         marshalled as `_hold` does (a load's first read: no keys kept)."""
         self.first += first
@@ -270,6 +270,10 @@ class _Read:
                         key = self._machine_key(source, key, data)
                     yield RawEntity(key, source, kind, data)
         self.ids.clear()
+
+
+class Stopped(Exception):
+    """The backend stopped while the first read's parts ran: the scan is given up."""
 
 
 class Folder:
@@ -355,6 +359,8 @@ class Folder:
                 [marshal.dumps([(i, str(paths[i])) for i in sorted(share)]) for share in shares],
             )
         except NotMerged as exc:
+            if self.parts.stopped:  # the backend stops: no read in one process now
+                raise Stopped from None
             self.parted = f"parsing in one process: {exc}"
             return None
         files: dict[int, Any] = {}
