@@ -63,22 +63,23 @@ def with_rows(db: Path, statements: list[str]) -> Path:
     return db
 
 
-def one_process_problems(db: Path) -> list[str]:
-    backend = SqliteBackend(db, None)
-    entities, _ = backend.load_all()
-    catalog = Catalog(backend.source_of)
-    catalog.load(entities)
-    backend.close()
-    return catalog.problem_lines()
-
-
-def one_process(db: Path) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The first chunk and the networks' chunks of the catalog loaded in this process."""
+def loaded_in_one_process(db: Path) -> tuple[Catalog, Any]:
+    """The catalog of the database loaded in this process, and the position it is of."""
     backend = SqliteBackend(db, None)
     entities, position = backend.load_all()
     catalog = Catalog(backend.source_of)
     catalog.load(entities)
     backend.close()
+    return catalog, position
+
+
+def one_process_problems(db: Path) -> list[str]:
+    return loaded_in_one_process(db)[0].problem_lines()
+
+
+def one_process(db: Path) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The first chunk and the networks' chunks of the catalog loaded in this process."""
+    catalog, position = loaded_in_one_process(db)
     dump = catalog.dump()
     head = next(dump)
     return head, {chunk[0]: chunk for chunk in dump}, position

@@ -56,10 +56,21 @@ def processes_option(options: Mapping[str, Any]) -> int | None:
     return value
 
 
-def cores(loaders: int) -> int:
-    """The processes a load in parts may use by default: this server's share of the cores it
-    may run on (`loaders` servers load at the same time), at most MAX_PARTS."""
-    return min(len(os.sched_getaffinity(0)) // max(1, loaders), MAX_PARTS)
+def processes_help(big: str) -> str:
+    """What a backend's `load_processes` key means, its own threshold (`big`) said."""
+    return (
+        "processes that make the first load together: a number (1: the server's own alone), or auto"
+        f" (the default: as many as there are cores, shared among `workers`, for {big})"
+    )
+
+
+def how_many(load_processes: int | None, loaders: int, big: bool) -> int:
+    """The processes a first load is made by: as many as `load_processes` says, or for `auto`
+    (None) this server's share of the cores it may run on (`loaders` servers load at the same
+    time; at most MAX_PARTS) when the store is `big` enough to gain from it, else 1."""
+    if load_processes is not None:
+        return load_processes
+    return min(len(os.sched_getaffinity(0)) // max(1, loaders), MAX_PARTS) if big else 1
 
 
 def share_of(index: int, parts: int) -> int:

@@ -13,7 +13,7 @@ from internal_dns.registry import savefile
 from internal_dns.registry.files.backend import FilesBackend
 from internal_dns.registry.files.folder import PARTS_FROM_BYTES, load_documents, load_snapshot
 from internal_dns.registry.files.store import FilesStore
-from internal_dns.registry.parts import processes_option
+from internal_dns.registry.parts import processes_help, processes_option
 
 __all__ = ["PLUGIN", "FilesBackend", "FilesStore", "load_documents", "load_snapshot"]
 
@@ -23,10 +23,8 @@ class FilesPlugin:
 
     # path and poll_interval are the common keys
     options: dict[str, str] = {
-        "load_processes": (
-            "processes that parse the folder's files for the first read together: a number (1: the server's own"
-            f" alone), or auto (the default: the cores, shared among `workers`, for {PARTS_FROM_BYTES // 2**20} MiB"
-            " of YAML or more)"
+        "load_processes": processes_help(
+            f"a folder of {PARTS_FROM_BYTES // 2**20} MiB of YAML or more, its files parsed by them"
         ),
     }
 

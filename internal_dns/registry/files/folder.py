@@ -23,7 +23,7 @@ from internal_dns.registry.catalog import INVALID, Catalog, Key, RawEntity, buil
 from internal_dns.registry.heap import build_frozen
 from internal_dns.registry.kinds import KINDS
 from internal_dns.registry.model import Document, RegistryError, Snapshot
-from internal_dns.registry.parts import NotMerged, Runner, cores
+from internal_dns.registry.parts import NotMerged, Runner, how_many
 
 log = Logger()
 
@@ -340,10 +340,7 @@ class Folder:
                 sizes.append(path.stat().st_size)
             except OSError:
                 sizes.append(0)  # read here or there, it says why it cannot be
-        parts = self.load_processes
-        if parts is None:
-            parts = cores(self.loaders) if sum(sizes) >= PARTS_FROM_BYTES else 1
-        parts = min(parts, len(paths))
+        parts = min(how_many(self.load_processes, self.loaders, sum(sizes) >= PARTS_FROM_BYTES), len(paths))
         if parts < 2:
             return None
         shares: list[list[int]] = [[] for _ in range(parts)]

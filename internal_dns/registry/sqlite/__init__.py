@@ -59,7 +59,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from internal_dns.registry import savefile
-from internal_dns.registry.parts import processes_option
+from internal_dns.registry.parts import processes_help, processes_option
 from internal_dns.registry.sqlite.backend import DEFAULT_POLL_INTERVAL, PARTS_FROM, SqliteBackend
 from internal_dns.registry.sqlite.schema import SCHEMA
 from internal_dns.registry.sqlite.store import SqliteStore
@@ -74,11 +74,7 @@ class SqlitePlugin:
     takes `load_processes`."""
 
     options: dict[str, str] = {
-        "load_processes": (
-            f"processes that make the first load together: a number (1: the server's own alone), or auto"
-            f" (the default: as many as there are cores, shared among `workers`, for a database of {PARTS_FROM:,}"
-            " machines or more)"
-        ),
+        "load_processes": processes_help(f"a database of {PARTS_FROM:,} machines or more"),
     }
 
     def check(self, options: Mapping[str, Any]) -> None:

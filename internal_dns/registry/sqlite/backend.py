@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
-from internal_dns.registry.parts import Merged, NotMerged, Runner, cores, merge
+from internal_dns.registry.parts import Merged, NotMerged, Runner, how_many, merge
 from internal_dns.registry.sqlite.changes import last_seq, read_changes
 from internal_dns.registry.sqlite.codec import source_function, stream_entities
 from internal_dns.registry.sqlite.connection import connect, schema_problem
@@ -86,6 +86,8 @@ class SqliteBackend(LiveBackend):
         """The first load, by several processes at once (registry/parts.py): as many as
         `load_processes` says, or else this server's share of the cores (`workers: N` load at
         the same time) when the database holds `PARTS_FROM` machines or more."""
+        if self.load_processes == 1:  # without opening the file to count its machines
+            return None
         self.close()
         conn, self._file = self._open()
         self._conn = conn
@@ -95,9 +97,7 @@ class SqliteBackend(LiveBackend):
         except sqlite3.Error as exc:
             self.close()
             raise Unavailable(f"{self.path}: {exc}") from exc
-        parts = self.load_processes
-        if parts is None:
-            parts = cores(self.loaders) if machines >= PARTS_FROM else 1
+        parts = how_many(self.load_processes, self.loaders, machines >= PARTS_FROM)
         if parts < 2:
             return None
         command = [sys.executable, "-m", "internal_dns.registry.sqlite.parts", str(self.path)]
