@@ -249,10 +249,9 @@ class Catalog:
     def source_of_key(self, key: Key) -> str | None:
         """Where the entity held under this key (accepted or left out) was read from, if one is
         (a machine keyed by its id, the usual case, looked for first)."""
-        if key.__class__ is str:
-            machine = self.machines.get(key)
-            if machine is not None and machine.key == key:
-                return machine.source if self.source_of is None else self.source_of("machines", key)
+        machine = self._machine(key)
+        if machine is not None:
+            return self.source("machines", machine)
         e = self.pending.get(key) or self.structure.get(key)
         if e is not None:
             return e.source
@@ -261,11 +260,16 @@ class Catalog:
 
     def _held(self, key: Key) -> Member | None:
         """The accepted member under this key."""
+        machine = self._machine(key)
+        return machine if machine is not None else self.entities.get(key)
+
+    def _machine(self, key: Key) -> Machine | None:
+        """The accepted machine keyed by this key (its id, in a store that keys machines so)."""
         if key.__class__ is str:
             machine = self.machines.get(key)
             if machine is not None and machine.key == key:
                 return machine
-        return self.entities.get(key)
+        return None
 
     def _kind(self, key: Key) -> str:
         held = self.structure.get(key) or self.pending.get(key)

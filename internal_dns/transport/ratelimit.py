@@ -82,8 +82,8 @@ class RateLimiter:
         qps, burst = self.config.qps, self.config.burst
         full = [
             source
-            for source, (tokens, when, slips, slipped_at, _) in self.buckets.items()
-            if tokens + (now - when) * qps >= burst and slips + (now - slipped_at) * qps >= burst
+            for source, bucket in self.buckets.items()
+            if _filled(bucket, _ANSWER_BUCKET, now, qps, burst) >= burst and _filled(bucket, _TC_BUCKET, now, qps, burst) >= burst
         ]
         for source in full:
             del self.buckets[source]
@@ -103,12 +103,16 @@ class RateLimiter:
         yield GaugeMetricFamily("internal_dns_rate_limit_sources", "Sources whose UDP rate is being followed.", value=sources)
 
 
-def _draw(bucket: list[float], at: int, now: float, qps: float, burst: float) -> bool:
-    """Take a token from the bucket at `at` (its tokens, then when it was last filled), filled
-    first for the time since, up to `burst`; False when there is none."""
+def _filled(bucket: list[float], at: int, now: float, qps: float, burst: float) -> float:
+    """The tokens of the bucket at `at` (its tokens, then when it was last filled) at `now`."""
     tokens = bucket[at] + (now - bucket[at + 1]) * qps
-    if tokens > burst:
-        tokens = burst
+    return burst if tokens > burst else tokens
+
+
+def _draw(bucket: list[float], at: int, now: float, qps: float, burst: float) -> bool:
+    """Take a token from the bucket at `at`, filled first for the time since, up to `burst`;
+    False when there is none."""
+    tokens = _filled(bucket, at, now, qps, burst)
     bucket[at + 1] = now
     if tokens >= 1.0:
         bucket[at] = tokens - 1.0
