@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import dnsperf, peers
-from bench.figures import RESULTS, run_header, save
+from bench.figures import OUT, RESULTS, run_header, save
 from bench.generate import Size, network_document, region_codes
 from bench.stores import fill_generated, open_store, store_options
+from bench.workloads import prepare
 
 BACKENDS = ("sqlite", "etcd")
 RATE = 10.0  # changes a second
@@ -110,8 +111,6 @@ def table(report: dict[str, Any]) -> str:
 
 def main() -> None:
     import argparse
-
-    from bench.run import OUT, prepare
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import dnsperf, peers
-from bench.figures import RESULTS, run_header, save
+from bench.figures import OUT, RESULTS, run_header, save
 from bench.generate import Size, app_name
+from bench.workloads import prepare
 
 RATES = (1_000, 10_000)
 ROUNDS = 3
@@ -192,8 +193,6 @@ def table(cost: dict[str, dict[str, Any]] | None, fairness: dict[str, Any] | Non
 
 def main() -> None:
     import argparse
-
-    from bench.run import OUT, prepare
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")

@@ -1,5 +1,5 @@
 """What every bench run writes beside its figures: when and on what machine it ran, and where
-the JSON goes (bench/results/ keeps the last run of each)."""
+the JSON goes (bench/results/ keeps the last run of each); and the runs' working folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"  # the runs' working folder: stores, configs, logs
 
 
 def run_header() -> dict[str, Any]:

@@ -55,14 +55,13 @@ from typing import Any
 import dns.message
 
 from bench import peers, propagation, registry_size, workloads
-from bench.figures import RESULTS, run_header, save
+from bench.figures import OUT, RESULTS, run_header, save
 from bench.generate import Size, network_document, network_name, region_codes
 from bench.probe import Probe, probing
 from bench.stores import open_store
 from internal_dns.registry import plugins
 from internal_dns.registry.etcd.store import MAX_TXN_OPS
 
-OUT = Path(__file__).resolve().parent / "out"
 RESULT = RESULTS / "health-flips.json"
 BACKENDS = ("sqlite", "etcd")
 MACHINES = 100_000

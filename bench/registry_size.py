@@ -51,14 +51,13 @@ import dns.rcode
 import yaml
 
 from bench import peers, propagation
-from bench.figures import run_header, save
+from bench.figures import OUT, run_header, save
 from bench.generate import REGIONS_FILE, Size, network_document, region_codes, write_registry
 from bench.probe import PROBE_EVERY, Probe
 from bench.stores import fill_generated, fmt, open_store, store_options
 from internal_dns.config import ConfigError, parse_config
 from internal_dns.registry import plugins
 
-OUT = Path(__file__).resolve().parent / "out"
 BACKENDS = ("files", "sqlite", "etcd")
 MACHINES = 100_000  # the default size; `--registry-machines 1000000` for a million
 MACHINES_PER_APP = 10

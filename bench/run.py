@@ -23,16 +23,14 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import churn, cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
-from bench.figures import run_header
-from bench.generate import Size, write_registry
-from internal_dns.registry.files import load_snapshot
+from bench.figures import OUT, run_header
+from bench.generate import Size
+from bench.workloads import Files, prepare
 
-OUT = Path(__file__).resolve().parent / "out"
 INTERNAL, TWISTED, DNSMASQ = "internal-dns", "twisted-names", "dnsmasq"
 WORKLOADS = {
     "a": "<app>.internal AAAA",
@@ -45,38 +43,6 @@ SHORT = {"a": "<app>.internal\nAAAA", "b": "every form\n(20% negative)", "c": "f
 TARGETS = [("a", TWISTED, 4.0), ("a", DNSMASQ, 0.5), ("b", TWISTED, 3.0), ("c", DNSMASQ, 0.5)]
 P99_TARGET_MS, P999_TARGET_MS = 1.0, 3.0  # at half of the peak, workload (a)
 WILDCARD_TARGET = 0.9
-
-
-@dataclass
-class Files:
-    registry: Path
-    queries: dict[str, Path]
-    baseline_data: Path
-    dnsmasq_hosts: Path
-    dnsmasq_records: Path
-    forward_hosts: Path
-
-
-def prepare(out: Path, size: Size) -> Files:
-    registry = write_registry(out / "registry", size)
-    snapshot = load_snapshot(registry)
-    a = workloads.app_questions(snapshot)
-    b = workloads.mixed_questions(snapshot)
-    c = workloads.forward_questions()
-    data = workloads.records(snapshot, a + b, ttl=5)
-    hosts, records = workloads.write_dnsmasq_data(out, data)
-    return Files(
-        registry=registry,
-        queries={
-            "a": workloads.write_queries(out / "queries-a.txt", a),
-            "b": workloads.write_queries(out / "queries-b.txt", b),
-            "c": workloads.write_queries(out / "queries-c.txt", c),
-        },
-        baseline_data=workloads.write_baseline_data(out / "baseline.json", data),
-        dnsmasq_hosts=hosts,
-        dnsmasq_records=records,
-        forward_hosts=workloads.write_forward_hosts(out / "upstream.hosts"),
-    )
 
 
 def measure(server: peers.Server, files: Files, which: list[str], seconds: float) -> dict[str, dnsperf.Result]:

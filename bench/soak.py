@@ -33,11 +33,11 @@ from typing import Any
 
 from bench import peers, workloads
 from bench.dnsperf import LOAD_CPU, taskset
+from bench.figures import OUT
 from bench.generate import Size, network_name, write_registry
 from internal_dns.authority.views import View
 from internal_dns.registry.files import load_snapshot
 
-OUT = Path(__file__).resolve().parent / "out"
 MIX = {"internal": 0.55, "nxdomain": 0.20, "forwarded": 0.15, "forwarded_random": 0.05, "garbage": 0.05}
 TIMED = ("internal", "nxdomain", "forwarded", "forwarded_random")
 RSS_EVERY = 5.0  # seconds between two samples of the server's resident memory

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+from bench.generate import Size, write_registry
 from internal_dns.authority.answer import Zones, answer
 from internal_dns.authority.views import View
 from internal_dns.records import AAAA, NOERROR, NXDOMAIN, TXT, A
+from internal_dns.registry.files import load_snapshot
 from internal_dns.registry.model import Snapshot
 
 VIEW_NETWORK = "net0000"
@@ -187,3 +189,36 @@ def write_forward_hosts(path: Path) -> Path:
     """The upstream's data for workload (c)."""
     path.write_text("".join(f"192.0.2.{i % 250 + 1} {q.name}\n" for i, q in enumerate(forward_questions())))
     return path
+
+
+@dataclass
+class Files:
+    registry: Path
+    queries: dict[str, Path]
+    baseline_data: Path
+    dnsmasq_hosts: Path
+    dnsmasq_records: Path
+    forward_hosts: Path
+
+
+def prepare(out: Path, size: Size) -> Files:
+    """The registry of this size and every workload's files, written under `out`."""
+    registry = write_registry(out / "registry", size)
+    snapshot = load_snapshot(registry)
+    a = app_questions(snapshot)
+    b = mixed_questions(snapshot)
+    c = forward_questions()
+    data = records(snapshot, a + b, ttl=5)
+    hosts, dnsmasq_records = write_dnsmasq_data(out, data)
+    return Files(
+        registry=registry,
+        queries={
+            "a": write_queries(out / "queries-a.txt", a),
+            "b": write_queries(out / "queries-b.txt", b),
+            "c": write_queries(out / "queries-c.txt", c),
+        },
+        baseline_data=write_baseline_data(out / "baseline.json", data),
+        dnsmasq_hosts=hosts,
+        dnsmasq_records=dnsmasq_records,
+        forward_hosts=write_forward_hosts(out / "upstream.hosts"),
+    )

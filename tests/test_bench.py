@@ -15,7 +15,7 @@ import pytest
 
 from bench import churn, cost, dnsperf, health_flips, peers, registry_size, soak, workloads
 from bench.generate import Size
-from bench.run import Files, prepare
+from bench.workloads import Files, prepare
 
 SMALL = Size(apps=40, machines_per_app=3, networks=4)
 
