@@ -15,14 +15,17 @@ from bench.peers import free_port
 
 
 @contextmanager
-def etcd(folder: Path, quota_gb: int = 8) -> Iterator[str]:
-    """Run etcd with its data in `folder` (emptied); yields its client URL."""
+def etcd(folder: Path, quota_gb: int = 8, idle: bool = False) -> Iterator[str]:
+    """Run etcd with its data in `folder` (emptied); yields its client URL. `idle`: at the idle
+    scheduling class (`chrt --idle`, every thread), so that it runs only on cores nothing else
+    wants: as an etcd on other hosts, which takes no CPU from the server's."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     client, peer = free_port(), free_port()
     url = f"http://127.0.0.1:{client}"
     command = [
+        *(["chrt", "--idle", "0"] if idle else []),
         "etcd",
         "--name",
         "bench",

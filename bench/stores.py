@@ -27,11 +27,11 @@ CHUNK = 20_000  # entities per Store.write: bounded memory and progress to print
 
 
 @contextmanager
-def store_options(out: Path, backend: str) -> Iterator[dict[str, Any]]:
-    """The `registry:` config of an empty store of this kind."""
+def store_options(out: Path, backend: str, idle: bool = False) -> Iterator[dict[str, Any]]:
+    """The `registry:` config of an empty store of this kind (an etcd at idle priority: `etcd`)."""
     folder = out / f"store-{backend}"
     if backend == "etcd":
-        with etcd(folder) as url:
+        with etcd(folder, idle=idle) as url:
             yield {"backend": "etcd", "endpoints": [url], "prefix": PREFIX}
     else:
         if folder.exists():

@@ -168,6 +168,48 @@ def test_the_churn_figure_writes_changes_while_dnsperf_asks(files: Files, tmp_pa
     assert "Throughput and latency while" in churn.table(report)
 
 
+def test_the_idle_store_and_writer_run_at_the_idle_scheduling_class(tmp_path: Path) -> None:
+    # `etcd-idle`: etcd (every thread it starts) and the writer's thread only run on time the
+    # cores have left over, standing in for a store and a control plane on other hosts.
+    import os
+    import threading
+
+    from bench.etcd import etcd
+    from bench.stores import open_store
+
+    with etcd(tmp_path / "store", idle=True) as url:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and str(tmp_path) in _cmdline(int(p))]
+        assert pids, "etcd's process not found"
+        for pid in pids:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getscheduler(int(tid)) == os.SCHED_IDLE
+        options = {"backend": "etcd", "endpoints": [url], "prefix": "/bench-idle/"}
+        machine = {"id": "0a", "app": "web", "network": "n", "region": "iad", "ip6": "fdaa::2"}
+        stop, written = threading.Event(), list[float]()
+        thread = threading.Thread(target=churn._changing, args=(options, [machine], 20.0, stop, written, True))
+        thread.start()
+        while len(written) < 2 and thread.is_alive():
+            thread.join(0.05)
+        assert len(written) >= 2, "the writer stopped"
+        tid = thread.native_id
+        assert tid is not None and os.sched_getscheduler(tid) == os.SCHED_IDLE
+        stop.set()
+        thread.join()
+        store = open_store(options)
+        try:
+            assert store.read()  # the writer's puts are there
+        finally:
+            store.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_dnsmasq_on_a_hosts_file_is_timed_or_stopped_unanswered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The registry-size bench's peer: answered within the wait, its load time and memory; one
     # still reading its hosts file when the wait is up (here: every answer taken as not yet
