@@ -4,6 +4,8 @@ no test here times anything."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import dns.rcode
 import pytest
 
 from bench import churn, cost, dnsperf, health_flips, peers, registry_size, soak, workloads
+from bench.etcd import etcd
 from bench.generate import Size
+from bench.stores import open_store
 from bench.workloads import Files, prepare
 
 SMALL = Size(apps=40, machines_per_app=3, networks=4)
@@ -171,12 +175,6 @@ def test_the_churn_figure_writes_changes_while_dnsperf_asks(files: Files, tmp_pa
 def test_the_idle_store_and_writer_run_at_the_idle_scheduling_class(tmp_path: Path) -> None:
     # `etcd-idle`: etcd (every thread it starts) and the writer's thread only run on time the
     # cores have left over, standing in for a store and a control plane on other hosts.
-    import os
-    import threading
-
-    from bench.etcd import etcd
-    from bench.stores import open_store
-
     with etcd(tmp_path / "store", idle=True) as url:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and str(tmp_path) in _cmdline(int(p))]
         assert pids, "etcd's process not found"

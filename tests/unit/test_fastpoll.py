@@ -33,6 +33,15 @@ class Reader:
         self.lost = reason
 
 
+def close(reactor: EPollReactor, pairs: list[tuple[socket.socket, socket.socket]], *readers: Reader) -> None:
+    for reader in readers:
+        reactor.removeReader(reader)
+    for a, b in pairs:
+        a.close()
+        b.close()
+    reactor._poller.close()
+
+
 def test_fast_and_usual_readers_are_read_and_a_failing_fast_one_is_logged() -> None:
     reactor = EPollReactor()
     assert fastpoll.install(reactor) and not fastpoll.install(reactor)  # once
@@ -54,12 +63,7 @@ def test_fast_and_usual_readers_are_read_and_a_failing_fast_one_is_logged() -> N
         assert fast.read == [b"one", b"again"]
     finally:
         globalLogPublisher.removeObserver(events.append)
-        for reader in (fast, usual, failing):
-            reactor.removeReader(reader)
-        for a, b in pairs:
-            a.close()
-            b.close()
-        reactor._poller.close()
+        close(reactor, pairs, fast, usual, failing)
 
 
 def test_another_reactor_is_left_as_it_is() -> None:
@@ -85,15 +89,6 @@ def polling_reactor(seconds: Stepping) -> tuple[EPollReactor, list[tuple[socket.
     reactor.seconds = seconds  # type: ignore[method-assign]
     reactor.running = True  # a main loop turning (never started here)
     return reactor, [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
-
-
-def close(reactor: EPollReactor, pairs: list[tuple[socket.socket, socket.socket]], *readers: Reader) -> None:
-    for reader in readers:
-        reactor.removeReader(reader)
-    for a, b in pairs:
-        a.close()
-        b.close()
-    reactor._poller.close()
 
 
 def test_a_poll_that_only_read_udp_listeners_goes_on_polling_for_the_time_it_was_given() -> None:
