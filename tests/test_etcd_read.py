@@ -20,7 +20,7 @@ import pytest
 from internal_dns.registry.catalog import INVALID
 from internal_dns.registry.etcd import EtcdBackend, Settings
 from internal_dns.registry.etcd.client import Cluster, Compacted, EtcdError, load_ranges, read_kinds, read_prefix
-from internal_dns.registry.etcd.codec import _loads, entity, key_bytes, key_of, range_end
+from internal_dns.registry.etcd.codec import _loads, catalog_key, entities_by_id, entity, key_bytes, key_of, range_end
 from internal_dns.registry.kinds import SECTIONS
 from internal_dns.registry.live import Resync, Unavailable
 from tests.etcd_server import EtcdServer, shared_etcd
@@ -144,6 +144,9 @@ def test_a_load_behind_a_compaction_is_read_again(etcd: EtcdServer, prefix: str)
         b'{"a": "\xed\xa0\x80"}',  # a surrogate, which json.loads lets through
         b'"\x00"',
         b'{"a": "\\ud800"}',
+        b'{"a": 123456789012345678901234567890}',  # past 64 bits
+        b'{"a": 1, "a": 2}',  # a name twice: the last counts
+        b'{"a": -0.0, "b": 1.7976931348623157e308, "c": 0.1}',
     ],
 )
 def test_values_decode_as_json_loads_decodes_them(value: bytes) -> None:
@@ -158,6 +161,33 @@ def test_values_decode_as_json_loads_decodes_them(value: bytes) -> None:
         assert type(got) is type(expected) and (got == expected or (got != got and expected != expected))  # NaN
         whole = entity("/p/", b"/p/machines/ab", value)
         assert whole.kind == ("machines" if isinstance(expected, dict) else INVALID)
+
+
+def test_a_load_reads_machines_by_id_as_entity_reads_them() -> None:
+    """entities_by_id's own way for the usual machine, and entity()'s for the rest, give what
+    entity() gives with the catalog's key: the usual machine and whatever else lies beside it."""
+    kvs = [
+        (b"/p/machines/ab", b'{"id":"ab","app":"x"}'),
+        (b"/p/machines/cd", b'{"app":"x"}'),  # no id: the key's
+        (b"/p/machines/ef", b'{"id":7}'),  # an id that is no text: the parser says so
+        (b"/p/machines/01", b'{"id":"02"}'),  # the key and the value disagree
+        (b"/p/machines/02", b"[1]"),  # not an object
+        (b"/p/machines/03", b"{not json"),
+        (b"/p/machines/04", b'\xef\xbb\xbf{"id":"04"}'),  # a byte order mark: json.loads takes it
+        (b"/p/machines/\xff", b"{}"),  # not UTF-8
+        (b"/p/machines/", b"{}"),  # no id
+        (b"/p/machines/a/b", b"{}"),  # a key of no kind
+        (b"/p/apps/net/app", b'{"name":"App","network":"net"}'),
+        (b"/p/machinesx/ab", b"{}"),
+    ]
+    got = list(entities_by_id("/p/", kvs))
+    expected = []
+    for key, value in kvs:
+        e = entity("/p/", key, value)
+        e.key = catalog_key("/p/machines/", e.key)  # type: ignore[arg-type]
+        expected.append(e)
+    assert got == expected
+    assert [e.key for e in got[:3]] == ["ab", "cd", "ef"] and got[3].kind == INVALID
 
 
 # --- ranges over gRPC, and through the gateway where gRPC is not spoken ----------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.etcd.client import Cluster, Compacted, read_kinds
-from internal_dns.registry.etcd.codec import entity
+from internal_dns.registry.etcd.codec import catalog_key, entity
 from internal_dns.registry.etcd.options import Settings
 from internal_dns.registry.etcd.watch import Watch
 from internal_dns.registry.live import LiveBackend, Resync, Unavailable
@@ -52,25 +52,21 @@ class EtcdBackend(LiveBackend):
         try:
             # Not compacted (codec.Compact): the catalog keeps what it parses, not the mappings
             # as read, so sharing their texts would cost a third of the decoding for nothing.
-            entities, revision = read_kinds(self.cluster, self.prefix)
+            entities, revision = read_kinds(self.cluster, self.prefix, by_id=self.source_of is not None)
         except Compacted as exc:
             raise Resync(str(exc)) from None
         return self.taken_whole(self._loading(entities)), revision
 
     def _key(self, key: str) -> str:
         """The catalog's key of the entity under this etcd key."""
-        if self.source_of is not None and key.startswith(self._machines) and "/" not in key[len(self._machines) :]:
-            return key[len(self._machines) :] or key
-        return key
+        return catalog_key(self._machines, key) if self.source_of is not None else key
 
     def _source_of(self, kind: str, key: Hashable) -> str:
         return key if isinstance(key, str) and "/" in key else f"{self._machines}{key}"
 
     def _loading(self, entities: Iterator[RawEntity]) -> Iterator[RawEntity]:
         try:
-            for e in entities:
-                e.key = self._key(e.key)  # type: ignore[arg-type]
-                yield e
+            yield from entities
         except Compacted as exc:  # compacted between two pages: start again at a newer revision
             raise Resync(str(exc)) from None
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from internal_dns.registry.catalog import RawEntity
 from internal_dns.registry.etcd import kvpb
-from internal_dns.registry.etcd.codec import Compact, entity, key_bytes, range_end
+from internal_dns.registry.etcd.codec import Compact, entities_by_id, entity, key_bytes, range_end
 from internal_dns.registry.etcd.kvpb import RangePage
 from internal_dns.registry.kinds import KINDS, MACHINES
 from internal_dns.registry.live import Unavailable
@@ -335,12 +335,18 @@ def _pages(
         stop.set()
 
 
-def decode_pages(prefix: str, pages: Iterator[list[tuple[bytes, bytes]]], compact: Compact | None = None) -> Iterator[RawEntity]:
-    """The entities of pages of key-values, one by one as they are taken."""
+def decode_pages(
+    prefix: str, pages: Iterator[list[tuple[bytes, bytes]]], compact: Compact | None = None, by_id: bool = False
+) -> Iterator[RawEntity]:
+    """The entities of pages of key-values, one by one as they are taken; with `by_id`, each
+    machine keyed by its id (codec.entities_by_id; its mappings not compacted)."""
     try:
         for kvs in pages:
-            for key, value in kvs:
-                yield entity(prefix, key, value, compact)
+            if by_id:
+                yield from entities_by_id(prefix, kvs)
+            else:
+                for key, value in kvs:
+                    yield entity(prefix, key, value, compact)
     finally:
         close = getattr(pages, "close", None)
         if close is not None:
@@ -348,14 +354,19 @@ def decode_pages(prefix: str, pages: Iterator[list[tuple[bytes, bytes]]], compac
 
 
 def read_kinds(
-    cluster: Cluster, prefix: str, compact: Compact | None = None, page: int = PAGE, readers: int = READERS
+    cluster: Cluster,
+    prefix: str,
+    compact: Compact | None = None,
+    page: int = PAGE,
+    readers: int = READERS,
+    by_id: bool = False,
 ) -> tuple[Iterator[RawEntity], int]:
     """Every entity under the prefix as of one revision, streamed in the order of KINDS (regions,
     networks, apps, machines, peers; then keys of no kind, as INVALID entries), and that revision:
     the first page is asked at once, the rest as the entities are taken (a load's read, which
-    never holds more than a few pages)."""
+    never holds more than a few pages). `by_id`: as decode_pages."""
     pages, revision = read_ranges(cluster, prefix, load_ranges(prefix), page, readers)
-    return decode_pages(prefix, pages, compact), revision
+    return decode_pages(prefix, pages, compact, by_id), revision
 
 
 def read_prefix(cluster: Cluster, prefix: str, compact: Compact | None = None, page: int = PAGE) -> tuple[list[RawEntity], int]:

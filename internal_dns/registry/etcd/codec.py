@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from json.scanner import make_scanner
 from typing import Any, cast
 
@@ -152,6 +152,44 @@ def entity(prefix: str, raw_key: bytes, value: bytes, compact: Compact | None = 
             )
             return RawEntity(key, key, INVALID, line)
     return RawEntity(key, key, kind, compact(data) if compact is not None else data)
+
+
+def entities_by_id(prefix: str, kvs: Iterable[tuple[bytes, bytes]]) -> Iterator[RawEntity]:
+    """entity() of each key and value, but a machine's key is its id (`catalog_key`): the
+    catalog then finds the machine by its id and keeps no key beside it. The usual machine (a
+    key `<prefix>machines/<id>`, a JSON object whose id, if a text, is the key's) is read here in
+    one step, without entity()'s look at every key's shape: a third of the time a million take;
+    anything else goes through entity(), for the same entity or INVALID entry it gives."""
+    machines = f"{prefix}machines/"
+    start = key_bytes(machines)
+    n = len(start)
+    for raw_key, value in kvs:
+        if raw_key.startswith(start):
+            mid = raw_key[n:]
+            if mid and b"/" not in mid:
+                try:
+                    text = mid.decode()
+                    data = _loads(value)
+                except ValueError:  # not UTF-8, not JSON: entity() words it
+                    data = None
+                if data.__class__ is dict:
+                    given = data.get("id")
+                    if given.__class__ is not str or given == text:
+                        yield RawEntity(text, machines + text, "machines", data)
+                        continue
+        e = entity(prefix, raw_key, value)
+        e.key = catalog_key(machines, e.key)  # type: ignore[arg-type]
+        yield e
+
+
+def catalog_key(machines: str, key: str) -> str:
+    """The catalog's key of the entity under this etcd key, where `machines` is
+    `<prefix>machines/`: a machine's id, any other key itself (an id never holds a '/')."""
+    if key.startswith(machines):
+        rest = key[len(machines) :]
+        if rest and "/" not in rest:
+            return rest
+    return key
 
 
 def _json_type(value: Any) -> str:
