@@ -621,13 +621,12 @@ class Catalog:
         return True
 
     def _place_machine(self, machine: Machine, affected: set[str]) -> bool:
-        known = self.machines.get(machine.id)
-        if known is not None:
+        known = self.machines.setdefault(machine.id, machine)  # one lookup: a load makes a million
+        if known is not machine:
             first, source = self.source("machines", known), self.source("machines", machine)
             line = f"{source}: machine {machine.id}: duplicate machine id (first in {first})"
             self.problems[machine.key] = [line]
             return False
-        self.machines[machine.id] = machine
         self.members[machine.network].machines[machine.id] = machine
         affected.add(machine.network)
         return True

@@ -778,9 +778,9 @@ def parse_machine(
     ip4 = _packed4(item, "ip4") if get("ip4") is not None else None
     metadata_raw = get("metadata") or _NO_METADATA
     # Read only, so one mapping serves every equal one. A reader that gives one object for equal
-    # values (SQLite's) has it looked at once (`seen` keeps what it looked at, by identity); one
-    # that gives each its own (etcd's JSON, YAML) has it found by its items and their types
-    # (`equal`: true, 1 and 1.0 are equal in Python, and read as "true", "1" and "1.0").
+    # values (SQLite's) has it looked at once (`seen` keeps, by identity, each one a mapping was
+    # made for); one that gives each its own (etcd's JSON, YAML) has it found by its items and
+    # their types (`equal`: true, 1 and 1.0 are equal in Python, and read as "true", "1" and "1.0").
     seen = shared.get(_SEEN)
     if seen is None:
         seen = shared[_SEEN] = {}
@@ -803,9 +803,11 @@ def parse_machine(
             if len(equal) >= 4096:  # a registry of many shapes: keep few
                 equal.clear()
             equal[items] = metadata
-        if len(seen) >= 1024:
-            seen.clear()
-        seen[id(metadata_raw)] = (metadata_raw, metadata)
+            # Not when found by its items: a reader that shares objects gives a new one once per
+            # shape, and one that gives each its own would fill `seen` for nothing.
+            if len(seen) >= 1024:
+                seen.clear()
+            seen[id(metadata_raw)] = (metadata_raw, metadata)
     dns = get("dns", True)
     if dns is not True and dns is not False:
         raise ValueError("dns must be true or false")
@@ -816,7 +818,7 @@ def parse_machine(
     return Machine(
         mid,
         app.name,
-        refs.networks[app.network].name,
+        app.network,  # the network's own name: both interned
         code.code,
         ip6,
         state,
