@@ -158,7 +158,7 @@ def entities_by_id(prefix: str, kvs: Iterable[tuple[bytes, bytes]]) -> Iterator[
     """entity() of each key and value, but a machine's key is its id (`catalog_key`): the
     catalog then finds the machine by its id and keeps no key beside it. The usual machine (a
     key `<prefix>machines/<id>`, a JSON object whose id, if a text, is the key's) is read here in
-    one step, without entity()'s look at every key's shape: a third of the time a million take;
+    one step, without entity()'s look at every key's shape (a million: 2.5 s where 3.3 s);
     anything else goes through entity(), for the same entity or INVALID entry it gives."""
     machines = f"{prefix}machines/"
     start = key_bytes(machines)
