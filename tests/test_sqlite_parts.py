@@ -187,7 +187,7 @@ def test_a_server_serves_a_load_in_parts_then_follows_the_database(
 ) -> None:
     db = with_rows(tmp_path / "registry.db", LEFT_OUT)
     server = parts_server(start_sqlite, db, load_processes=2)
-    assert any("loaded by 2 processes" in line for line in log_lines)
+    assert any("loaded by 2 processes" in line for line in log_lines), "\n".join(log_lines)
     assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP.values())
     assert server.ask("cron.internal", "AAAA").addresses() == ["fdaa:0:18::9"]  # its other machine is stopped
     assert server.ask("web.internal", "AAAA", source="127.0.0.4").addresses() == ["fd12:3456:7900:1::a"]

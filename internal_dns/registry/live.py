@@ -211,8 +211,9 @@ class LiveBackend:
         if merged is None:
             return None
         saved = Saved({"position": merged.position, "saved_at": time.time()}, merged.head, merged.chunks)
-        self._to_reactor(self._publish, saved.snapshot(), None, [])
+        snapshot = saved.snapshot()
         seconds = time.monotonic() - started
+        # Said before it is served, in the reactor's order: whoever sees the parts' answers finds the line.
         self._to_reactor(
             lambda: log.info(
                 "registry {store}: loaded by {parts} processes in {seconds:.2f} s; making the catalog from it",
@@ -221,6 +222,7 @@ class LiveBackend:
                 seconds=seconds,
             )
         )
+        self._to_reactor(self._publish, snapshot, None, [])
         try:
             self.catalog = build_frozen(lambda: saved.catalog(self.source_of))
         except Refused as exc:  # the parts' work does not fit together after all: served until loaded anew
