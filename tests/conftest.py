@@ -157,11 +157,19 @@ class RunningServer:
 
 def stop_service(reactor: Any, service: DnsService, clock: task.Clock) -> None:
     """Stop a server as SIGTERM does, moving its clock on while it drains (the grace its UDP
-    sockets are read for after stepping aside, the deadlines of forwarded queries)."""
+    sockets are read for after stepping aside, the deadlines of forwarded queries). Between two
+    steps it waits a little for the stop itself: what a stop waits for on real threads (a
+    snapshot file being written and synced) takes real time, which steps alone do not give."""
     stopped: list[object] = []  # not Deferred.called: that is set while the chain still waits
-    on_reactor(reactor, lambda: [service.stop().addBoth(stopped.append)])  # a list: not waited for
+    done = threading.Event()
+
+    def record(result: object) -> None:
+        stopped.append(result)
+        done.set()
+
+    on_reactor(reactor, lambda: [service.stop().addBoth(record)])  # a list: not waited for
     for _ in range(400):
-        if on_reactor(reactor, lambda: bool(stopped)):
+        if done.wait(0.01):
             if isinstance(stopped[0], Failure):
                 stopped[0].raiseException()
             return
