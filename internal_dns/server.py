@@ -250,13 +250,13 @@ class DnsService(service.Service):
             self._notify.send(f"READY=1\nSTATUS=serving {snapshot.counts()['machines']} machines")
 
     def _listen(self, listener: ListenConfig) -> None:
-        # A port of 0 lets UDP pick one and TCP takes the same number; that number can already be
-        # in use on the TCP side (another socket's ephemeral port), so pick again a few times.
+        # A port of 0 has a free UDP port picked and TCP takes the same number; that number can
+        # already be in use on the TCP side (another socket's ephemeral port), so pick again a few times.
         attempts = _EPHEMERAL_ATTEMPTS if listener.port == 0 else 1
         packets = self.dispatcher.packets
         for attempt in range(attempts):
-            sock = bound_socket(listener.address, listener.port, socket.SOCK_DGRAM, self.config.reuse_port)
-            port = sock.getsockname()[1]
+            port = listener.port or free_udp_port(listener.address)
+            sock = bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.reuse_port)
             factory = DnsStreamFactory(
                 self.dispatcher.respond,
                 lambda local: packets.for_listener(listener, True, local),
@@ -367,6 +367,16 @@ class DnsService(service.Service):
         self.tcp.abort_all()  # none should be left; a client that never reads is
         if self.forwarder is not None:
             self.forwarder.stop()
+
+
+def free_udp_port(address: str) -> int:
+    """A UDP port no socket holds on `address`, for a listener on port 0. Not the port Linux
+    gives a socket with SO_REUSEPORT bound to port 0: that may be one another SO_REUSEPORT socket
+    of the same user already holds (the kernel counts a port it could share as free), and the
+    listener would then get a share of that socket's queries and it a share of the listener's."""
+    with bound_socket(address, 0, socket.SOCK_DGRAM, reuse_port=False) as probe:
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def bound_socket(address: str, port: int, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
