@@ -251,12 +251,18 @@ class DnsService(service.Service):
 
     def _listen(self, listener: ListenConfig) -> None:
         # A port of 0 has a free UDP port picked and TCP takes the same number; that number can
-        # already be in use on the TCP side (another socket's ephemeral port), so pick again a few times.
+        # already be in use on the TCP side (another socket's ephemeral port), or taken on the UDP
+        # side since it was found free, so pick again a few times.
         attempts = _EPHEMERAL_ATTEMPTS if listener.port == 0 else 1
         packets = self.dispatcher.packets
         for attempt in range(attempts):
             port = listener.port or free_udp_port(listener.address)
-            sock = bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.reuse_port)
+            try:
+                sock = bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.reuse_port)
+            except CannotListenError:
+                if attempt + 1 == attempts:
+                    raise
+                continue
             factory = DnsStreamFactory(
                 self.dispatcher.respond,
                 lambda local: packets.for_listener(listener, True, local),
