@@ -375,3 +375,39 @@ def test_a_region_moved_or_a_network_added_leaves_every_other_index_as_it_was() 
     gone = catalog.apply(deletes=["regions/ams"])
     assert "machines/00000000000001: machine 00000000000001: unknown region 'ams'" in catalog.problem_lines()
     assert gone.networks["beta"] is before.networks["beta"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(change, min_size=1, max_size=25))
+def test_a_first_load_served_before_its_indexes_serves_what_they_then_hold(changes: list[tuple[str, Any]]) -> None:
+    """load_first's snapshot makes each network's index when first asked for; index_rest's are
+    the ones `load` makes, and the ones made when asked are equal to them, clashes and all."""
+    entities = base()
+    for op, arg in changes:
+        if op == "put":
+            entities[arg.key] = arg
+        else:
+            entities.pop(arg, None)
+    fresh = Catalog()
+    expected = fresh.load(entities.values())
+    catalog = Catalog()
+    early, lazy = catalog.load_first(entities.values(), index_later_from=0)
+    assert lazy
+    asked = {name: early.networks[name] for name in reversed(NETWORKS)}  # in any order
+    whole = catalog.index_rest()
+    assert whole.counts() == expected.counts()
+    assert catalog.problem_lines() == fresh.problem_lines()  # the networks' own problems too, once indexed
+    for name in NETWORKS:
+        assert asked[name] == whole.networks[name] == expected.networks[name], name
+        assert asked[name].owner_map() == expected.networks[name].owner_map(), name
+    if not any(word in line for word in ("already used", "outside network", "no prefix4") for line in fresh.problem_lines()):
+        assert early.counts() == expected.counts()  # counted from the members: the same unless an address is refused
+
+
+def test_a_small_first_load_or_a_reload_is_indexed_at_once() -> None:
+    catalog = Catalog()
+    snapshot, lazy = catalog.load_first(base().values(), index_later_from=1)  # no machine: fewer than one
+    assert not lazy and dict(snapshot.networks) == dict(catalog.snapshot().networks)
+    machines = [machine_entity(1, "alpha", "web", "started", "iad", 1, True, False)]
+    again, lazy = catalog.load_first([*base().values(), *machines], index_later_from=0)  # not empty: a reload
+    assert not lazy and [m.id for m in again.networks["alpha"].machines] == ["00000000000001"]

@@ -24,6 +24,7 @@ from internal_dns.config import ConfigError, parse_config
 from internal_dns.ops.workers import worker_config
 from internal_dns.registry import plugins
 from internal_dns.registry.catalog import Catalog
+from internal_dns.registry.live import LiveBackend
 from internal_dns.registry.parts import NotMerged, ResultWriter, Runner, read_result
 from internal_dns.registry.sqlite import SqliteBackend
 from internal_dns.registry.sqlite import backend as sqlite_backend
@@ -198,6 +199,40 @@ def test_a_server_serves_a_load_in_parts_then_follows_the_database(
     assert scrape(server).value("internal_dns_registry_left_out") == len(left_out) == 9
     assert any("left out" in line and "aa04" in line and "ghost" in line for line in log_lines)
     # and then follows the database from where the parts read it
+    conn = writer(db)
+    conn.execute("INSERT INTO machines (id, app, region, ip6) VALUES ('aa10', 'cron', 'iad', 'fdaa:0:18::10')")
+    until(server, lambda snapshot: "aa10" in machine_ids(snapshot))
+    assert "fdaa:0:18::10" in server.ask("cron.internal", "AAAA").addresses()
+
+
+def test_a_big_first_load_in_one_process_is_served_before_its_networks_are_indexed(
+    start_sqlite: StartSqlite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first load of `index_later_from` machines or more is served at once, each network's
+    index made when first asked for; the whole snapshot, with what the indexes leave out,
+    follows; changes are followed after it."""
+    monkeypatch.setattr(LiveBackend, "index_later_from", 1)
+    indexing, release = threading.Event(), threading.Event()
+    index_rest = Catalog.index_rest
+
+    def held_index_rest(self: Catalog) -> Any:
+        indexing.set()
+        release.wait(30)  # the networks still being indexed behind the first answers
+        return index_rest(self)
+
+    monkeypatch.setattr(Catalog, "index_rest", held_index_rest)
+    db = with_rows(tmp_path / "registry.db", LEFT_OUT)
+    server = parts_server(start_sqlite, db, load_processes=1)
+    assert indexing.wait(10) and server.service.store.generation == 1
+    assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP.values())
+    assert server.ask("cron.internal", "AAAA").addresses() == ["fdaa:0:18::9"]
+    # aa02 claims an address web holds: left out by the index made when asked, as by the catalog's
+    assert server.ask("web.internal", "AAAA", source="127.0.0.4").addresses() == ["fd12:3456:7900:1::a"]
+    assert server.ask("aa02.vm.web.internal", "AAAA", source="127.0.0.4").rcode_text == "NXDOMAIN"
+    release.set()
+    until(server, lambda snapshot: server.service.store.generation >= 2)
+    assert server.service.store.left_out == one_process_problems(db)
+    assert sorted(server.ask("my-app.internal", "AAAA").addresses()) == sorted(MY_APP.values())
     conn = writer(db)
     conn.execute("INSERT INTO machines (id, app, region, ip6) VALUES ('aa10', 'cron', 'iad', 'fdaa:0:18::10')")
     until(server, lambda snapshot: "aa10" in machine_ids(snapshot))

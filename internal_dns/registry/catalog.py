@@ -218,6 +218,7 @@ class Catalog:
         self._parsed: dict[Key, tuple[RawEntity, Region | Network | str]] = {}  # regions and networks
         # (kind, name) -> members left out for lacking it: tried again when it comes
         self._waiting: dict[tuple[str, str], set[Key]] = {}
+        self._unindexed: list[str] = []  # networks load_first left for index_rest
 
     # --- what parsers may refer to (model.References) ----------------------------------------
     def apps_named(self, lname: str) -> Sequence[App]:
@@ -284,11 +285,31 @@ class Catalog:
         """Everything anew from these entities: what is held and not among them goes."""
         return self._change(entities, (), everything=True)
 
+    def load_first(self, entities: Iterable[RawEntity], index_later_from: int) -> tuple[Snapshot, bool]:
+        """As `load`; and when it fills an empty catalog with at least `index_later_from`
+        machines, its networks are not indexed yet (a second or two at a million machines): the
+        snapshot makes each network's index when first asked for, from its members, and True
+        says so. `index_rest()` then indexes them here; nothing may change the catalog until the
+        snapshot it returns has replaced this one where this one is read."""
+        lazy = not any(self.keys())
+        snapshot = self._change(entities, (), everything=True, index_later_from=index_later_from if lazy else None)
+        return snapshot, bool(self._unindexed)
+
+    def index_rest(self) -> Snapshot:
+        """The networks `load_first` left unindexed, indexed; the whole snapshot."""
+        names, self._unindexed = self._unindexed, []
+        for name in names:
+            if name in self.networks:
+                self._index_network(name)
+        return self.snapshot()
+
     def apply(self, upserts: Iterable[RawEntity] = (), deletes: Iterable[Key] = ()) -> Snapshot:
         """A change: entities added or replaced, and keys removed. Rebuilds only what it touches."""
         return self._change(upserts, deletes, everything=False)
 
-    def _change(self, upserts: Iterable[RawEntity], deletes: Iterable[Key], everything: bool) -> Snapshot:
+    def _change(
+        self, upserts: Iterable[RawEntity], deletes: Iterable[Key], everything: bool, index_later_from: int | None = None
+    ) -> Snapshot:
         affected: set[str] = set()
         queue: dict[Key, None] = {}  # members to admit once everything has been read
         replaced: dict[str, dict[int, Machine]] = {}  # network -> id() of a machine -> its successor
@@ -343,6 +364,9 @@ class Catalog:
         if unsettled:
             self._settle(affected, queue)
         self._retry(queue, affected)
+        if index_later_from is not None and not replaced and len(self.machines) >= index_later_from:
+            self._unindexed = [name for name in self.networks if name in affected or name not in self.index]
+            return self._unindexed_snapshot()
         for name in affected:
             if name in self.networks:
                 self._index_network(name)
@@ -716,7 +740,22 @@ class Catalog:
             self.network_problems.pop(name, None)
 
     def snapshot(self) -> Snapshot:
-        networks = {name: self.index[name] for name in self.networks}
+        return self._snapshot({name: self.index[name] for name in self.networks})
+
+    def _unindexed_snapshot(self) -> Snapshot:
+        """The snapshot while `_unindexed` networks wait for their index: each made when first
+        asked for (on the reactor), from the members themselves, which nothing may change until
+        the reactor has taken `index_rest`'s snapshot instead (copies would cost a million
+        machines 30–40 MiB more resident, for good)."""
+        waiting = set(self._unindexed)
+        members = {name: m for name, m in self.members.items() if name in waiting}
+        indexed = {name: self.index[name] for name in self.networks if name not in waiting}
+        counts = [(len(m.machines), len(m.peers), len(m.apps)) for m in members.values()]
+        counts += [(i.machine_count, i.peer_count, len(i.apps)) for i in indexed.values()]
+        networks = IndexedWhenAsked(self.networks, indexed, members, self.source)
+        return self._snapshot(networks, tuple(sum(c) for c in zip(*counts, strict=True)) if counts else (0, 0, 0))
+
+    def _snapshot(self, networks: Mapping[str, NetworkIndex], counts: tuple[int, ...] | None = None) -> Snapshot:
         # The networks' and regions' definitions stay the very same objects from one snapshot to
         # the next while they are equal (most changes are to machines): what is built from them
         # alone on the reactor (views, private reverse blocks) is then built once, not per change.
@@ -726,13 +765,15 @@ class Catalog:
         if regions != self.regions:
             regions = dict(self.regions)
         self._handed = defined, regions
+        if counts is None:
+            counts = (
+                sum(i.machine_count for i in networks.values()),
+                sum(i.peer_count for i in networks.values()),
+                sum(len(i.apps) for i in networks.values()),
+            )
+        machines, peers, apps = counts
         return Snapshot(
-            networks=networks,
-            defined=defined,
-            regions=regions,
-            machine_count=sum(i.machine_count for i in networks.values()),
-            peer_count=sum(i.peer_count for i in networks.values()),
-            app_count=sum(len(i.apps) for i in networks.values()),
+            networks=networks, defined=defined, regions=regions, machine_count=machines, peer_count=peers, app_count=apps
         )
 
     # --- saved and restored (savefile.py writes the chunks to a file) --------------------------
@@ -858,6 +899,39 @@ class CatalogCopy:
             peers = [(p.name, p.ip6.packed, p.region, p.source, p.key, id(p) in held) for p in peers_held]
             flycast = {lname: tuple(ip.packed for ip in ips) for lname, ips in index.flycast.items()}
             yield (name, apps, machines, peers, flycast, problems)
+
+
+class IndexedWhenAsked(Mapping[str, NetworkIndex]):
+    """A first load's networks while the catalog indexes them: each index made when first asked
+    for (a millisecond or two for a thousand machines), from the network's members, as
+    `index_network` makes it in the catalog; the networks already indexed as they are."""
+
+    def __init__(
+        self,
+        networks: Mapping[str, Network],
+        indexed: Mapping[str, NetworkIndex],
+        members: Mapping[str, _Members],
+        source_of: Callable[[str, Member], str],
+    ):
+        self._networks = dict(networks)
+        self._made = dict(indexed)
+        self._members = members
+        self._source_of = source_of
+
+    def __getitem__(self, name: str) -> NetworkIndex:
+        index = self._made.get(name)
+        if index is None:
+            index = self._made[name] = index_network(self._networks[name], self._members[name], self._source_of)[0]
+        return index
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._networks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._networks)
+
+    def __len__(self) -> int:
+        return len(self._networks)
 
 
 def _by_target(flycast: tuple[Flycast, ...]) -> dict[str, tuple[Flycast, ...]]:

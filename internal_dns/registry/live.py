@@ -64,6 +64,9 @@ class LiveBackend:
     retry_first = 0.25  # seconds before trying an unreachable store again, doubled each time...
     retry_max = 10.0  # ...up to this
     wait = 1.0  # the longest one `changes` call waits; each quiet one confirms the snapshot
+    # machines from which a first load in one process is served before its networks are indexed
+    # (as `load_processes: auto` loads in parts from this size): 1.5–2 s sooner at a million
+    index_later_from = 200_000
 
     def __init__(self, reactor: Any, source_of: SourceOf | None = None, saves: SnapshotFile | None = None):
         self.reactor = reactor
@@ -165,7 +168,7 @@ class LiveBackend:
                         if self._stopping.is_set():  # the parts were stopped: no load in one process now
                             break
                         entities, position = self.load_all()
-                        self._deliver(build_frozen(partial(self.catalog.load, entities)))
+                        self._load(entities)
                     self._save(position, now=True)
                 upserts, deletes, position = self.changes(position, self.wait)
                 if self._stopping.is_set():
@@ -191,6 +194,24 @@ class LiveBackend:
         if position is not None:
             self._save(position, now=True, last=True)
         self.close()
+
+    def _load(self, entities: Iterable[RawEntity]) -> None:
+        """Everything, from `load_all`'s entities. A first load of `index_later_from` machines or
+        more is served before its networks are indexed (each index made when first asked for,
+        as from a snapshot file); the whole snapshot, with what the indexes leave out, follows
+        (`problems` None until then, as for a load in parts)."""
+        snapshot, lazy = build_frozen(partial(self.catalog.load_first, entities, self.index_later_from))
+        if not lazy:
+            self._deliver(snapshot)
+            return
+        self._to_reactor(self._publish, snapshot, None, [])
+        self._deliver(build_frozen(self.catalog.index_rest))
+        # The first snapshot's indexes are made from the catalog's members: no change to them
+        # until the reactor has taken the whole snapshot (its calls run in order).
+        taken = threading.Event()
+        self._to_reactor(taken.set)
+        while not taken.wait(0.1) and not self._stopping.is_set():
+            pass
 
     # --- a cold load in parts (parts.py; on the backend's thread) -------------------------------
     def _first_load_in_parts(self) -> Any:
