@@ -411,3 +411,16 @@ def test_a_small_first_load_or_a_reload_is_indexed_at_once() -> None:
     machines = [machine_entity(1, "alpha", "web", "started", "iad", 1, True, False)]
     again, lazy = catalog.load_first([*base().values(), *machines], index_later_from=0)  # not empty: a reload
     assert not lazy and [m.id for m in again.networks["alpha"].machines] == ["00000000000001"]
+
+
+def test_a_change_before_index_rest_indexes_what_the_first_load_left() -> None:
+    machine = machine_entity(1, "alpha", "web", "started", "iad", 1, True, False)
+    catalog = Catalog()
+    _, lazy = catalog.load_first([*base().values(), machine], index_later_from=0)
+    assert lazy
+    other = machine_entity(2, "beta", "db", "started", "iad", 2, True, False)
+    after = catalog.apply(upserts=[other])
+    expected = Catalog().load([*base().values(), machine, other])
+    for name in NETWORKS:
+        assert after.networks[name] == expected.networks[name], name
+    assert catalog.index_rest().counts() == expected.counts()  # nothing left to index

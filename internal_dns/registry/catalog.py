@@ -364,6 +364,9 @@ class Catalog:
         if unsettled:
             self._settle(affected, queue)
         self._retry(queue, affected)
+        if self._unindexed:  # a first load's networks whose indexing was not done (index_rest)
+            affected.update(self._unindexed)
+            self._unindexed = []
         if index_later_from is not None and not replaced and len(self.machines) >= index_later_from:
             self._unindexed = [name for name in self.networks if name in affected or name not in self.index]
             return self._unindexed_snapshot()
