@@ -291,8 +291,7 @@ class Catalog:
         snapshot makes each network's index when first asked for, from its members, and True
         says so. `index_rest()` then indexes them here; nothing may change the catalog until the
         snapshot it returns has replaced this one where this one is read."""
-        lazy = not any(self.keys())
-        snapshot = self._change(entities, (), everything=True, index_later_from=index_later_from if lazy else None)
+        snapshot = self._change(entities, (), everything=True, index_later_from=index_later_from)
         return snapshot, bool(self._unindexed)
 
     def index_rest(self) -> Snapshot:
@@ -367,7 +366,7 @@ class Catalog:
         if self._unindexed:  # a first load's networks whose indexing was not done (index_rest)
             affected.update(self._unindexed)
             self._unindexed = []
-        if index_later_from is not None and not replaced and len(self.machines) >= index_later_from:
+        if index_later_from is not None and empty and len(self.machines) >= index_later_from:
             self._unindexed = [name for name in self.networks if name in affected or name not in self.index]
             return self._unindexed_snapshot()
         for name in affected:
@@ -750,13 +749,19 @@ class Catalog:
         asked for (on the reactor), from the members themselves, which nothing may change until
         the reactor has taken `index_rest`'s snapshot instead (copies would cost a million
         machines 30–40 MiB more resident, for good)."""
-        waiting = set(self._unindexed)
-        members = {name: m for name, m in self.members.items() if name in waiting}
-        indexed = {name: self.index[name] for name in self.networks if name not in waiting}
-        counts = [(len(m.machines), len(m.peers), len(m.apps)) for m in members.values()]
-        counts += [(i.machine_count, i.peer_count, len(i.apps)) for i in indexed.values()]
-        networks = IndexedWhenAsked(self.networks, indexed, members, self.source)
-        return self._snapshot(networks, tuple(sum(c) for c in zip(*counts, strict=True)) if counts else (0, 0, 0))
+        waiting = [self.members[name] for name in self._unindexed]
+        indexed = {name: self.index[name] for name in self.networks if name not in self._unindexed}
+        counts = (
+            sum(len(m.machines) for m in waiting) + sum(i.machine_count for i in indexed.values()),
+            sum(len(m.peers) for m in waiting) + sum(i.peer_count for i in indexed.values()),
+            sum(len(m.apps) for m in waiting) + sum(len(i.apps) for i in indexed.values()),
+        )
+        networks, members, source = dict(self.networks), self.members, self.source
+
+        def make(name: str) -> NetworkIndex:
+            return index_network(networks[name], members[name], source)[0]
+
+        return self._snapshot(IndexedWhenAsked(networks, make, indexed), counts)
 
     def _snapshot(self, networks: Mapping[str, NetworkIndex], counts: tuple[int, ...] | None = None) -> Snapshot:
         # The networks' and regions' definitions stay the very same objects from one snapshot to
@@ -905,26 +910,22 @@ class CatalogCopy:
 
 
 class IndexedWhenAsked(Mapping[str, NetworkIndex]):
-    """A first load's networks while the catalog indexes them: each index made when first asked
-    for (a millisecond or two for a thousand machines), from the network's members, as
-    `index_network` makes it in the catalog; the networks already indexed as they are."""
+    """A snapshot's networks whose indexes are made when first asked for, by `make(name)` (a
+    millisecond or two for a thousand machines), so that the first answers need not wait for
+    all: a first load's, from the members (`Catalog.load_first`), and a restored file's, from
+    its chunks (savefile.py). Those given in `made` are as they are."""
 
     def __init__(
-        self,
-        networks: Mapping[str, Network],
-        indexed: Mapping[str, NetworkIndex],
-        members: Mapping[str, _Members],
-        source_of: Callable[[str, Member], str],
+        self, networks: Mapping[str, Network], make: Callable[[str], NetworkIndex], made: Mapping[str, NetworkIndex] | None = None
     ):
-        self._networks = dict(networks)
-        self._made = dict(indexed)
-        self._members = members
-        self._source_of = source_of
+        self._networks = networks
+        self._make = make
+        self._made = dict(made or {})
 
     def __getitem__(self, name: str) -> NetworkIndex:
         index = self._made.get(name)
         if index is None:
-            index = self._made[name] = index_network(self._networks[name], self._members[name], self._source_of)[0]
+            index = self._made[name] = self._make(name)
         return index
 
     def __contains__(self, name: object) -> bool:

@@ -27,11 +27,19 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from internal_dns.registry.catalog import Catalog, CatalogCopy, Shared, SourceOf, restore_members, saved_entries
+from internal_dns.registry.catalog import (
+    Catalog,
+    CatalogCopy,
+    IndexedWhenAsked,
+    Shared,
+    SourceOf,
+    restore_members,
+    saved_entries,
+)
 from internal_dns.registry.model import Network, NetworkIndex, Snapshot
 from internal_dns.registry.settings import RegistryConfig
 
@@ -64,7 +72,7 @@ class Saved:
         if counts.keys() != scratch.networks.keys() or counts.keys() != self.chunks.keys():
             raise Refused("its networks do not fit together")
         return Snapshot(
-            networks=LazyIndexes(scratch.networks, self.chunks),
+            networks=lazy_indexes(scratch.networks, self.chunks),
             defined=dict(scratch.networks),
             regions=dict(scratch.regions),
             machine_count=sum(c[0] for c in counts.values()),
@@ -79,32 +87,14 @@ class Saved:
             raise Refused(f"its content does not fit together ({type(exc).__name__}: {exc})") from None
 
 
-class LazyIndexes(Mapping[str, NetworkIndex]):
-    """A restored snapshot's networks: each index made from its chunk when first asked for (a
-    few milliseconds for a thousand machines), so that the first answers need not wait for all."""
+def lazy_indexes(networks: Mapping[str, Network], chunks: Mapping[str, bytes | memoryview]) -> IndexedWhenAsked:
+    """A restored snapshot's networks: each index made from its chunk when first asked for."""
+    shared = Shared({})
 
-    def __init__(self, networks: Mapping[str, Network], chunks: Mapping[str, bytes | memoryview]):
-        self._networks = networks
-        self._chunks = chunks
-        self._made: dict[str, NetworkIndex] = {}
-        self._shared = Shared({})
+    def make(name: str) -> NetworkIndex:
+        return restore_members(networks[name], marshal.loads(chunks[name]), shared).index
 
-    def __getitem__(self, name: str) -> NetworkIndex:
-        index = self._made.get(name)
-        if index is None:
-            chunk = marshal.loads(self._chunks[name])
-            index = restore_members(self._networks[name], chunk, self._shared).index
-            self._made[name] = index
-        return index
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._networks
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._networks)
-
-    def __len__(self) -> int:
-        return len(self._networks)
+    return IndexedWhenAsked(networks, make)
 
 
 STATE_FOLDER = Path("/var/lib/internal-dns")
