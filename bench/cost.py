@@ -213,7 +213,7 @@ def main() -> None:
         "seconds": args.seconds,
     }
     if not args.no_cost:
-        print("CPU per query at fixed rates:", flush=True)
+        print(f"CPU per query at fixed rates (the Python servers on {report['machine']['interpreter']}):", flush=True)
         report["cost"] = cost_figures(args.out, files, args.seconds, tuple(int(r) for r in args.rates.split(",")), args.rounds)
     if not args.no_fairness:
         print("one source flooding:", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,23 @@ def run_header() -> dict[str, Any]:
     """When the figures were taken, and on what."""
     return {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "interpreter": interpreter(),
+            "platform": platform.platform(),
+        },
     }
+
+
+def interpreter() -> str:
+    """The Python servers run on (the venv's) and how it is linked: a libpython loaded as a shared
+    library is a from-source build's usual shape, and costs the server CPU a query (docs/speed.md)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return f"{os.path.realpath(sys.executable)} (linkage unknown)"
+    linked = "libpython shared" if "libpython" in maps.read_text() else "libpython static"
+    return f"{os.path.realpath(sys.executable)} ({linked})"
 
 
 def save(path: Path, report: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@ no test here times anything."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import churn, cost, dnsperf, health_flips, peers, registry_size, soak, workloads
+from bench import churn, cost, dnsperf, figures, health_flips, peers, registry_size, soak, workloads
 from bench.etcd import etcd
 from bench.generate import Size
 from bench.stores import open_store
@@ -230,3 +232,11 @@ def test_a_cost_figure_is_its_median_round_with_every_round_kept() -> None:
     runs = [{"us_per_query": us, "qps": n} for n, us in enumerate((45.0, 41.0, 52.0))]
     assert cost._median_round(runs) == {"us_per_query": 45.0, "qps": 0, "us_per_query_rounds": [45.0, 41.0, 52.0]}
     assert cost._median_round(runs[:2])["us_per_query"] == 41.0  # of two, the lower
+
+
+def test_the_header_names_the_interpreter_and_how_libpython_is_linked() -> None:
+    # ldd reads the executable's dynamic section: another way to tell than the header's own
+    # (the libraries mapped into the running process).
+    needed = subprocess.run(["ldd", sys.executable], capture_output=True, text=True, check=True).stdout
+    expected = "libpython shared" if "libpython" in needed else "libpython static"
+    assert figures.run_header()["machine"]["interpreter"] == f"{os.path.realpath(sys.executable)} ({expected})"
