@@ -31,10 +31,11 @@ def run_header() -> dict[str, Any]:
 def interpreter() -> str:
     """The Python servers run on (the venv's) and how it is linked: a libpython loaded as a shared
     library is a from-source build's usual shape, and costs the server CPU a query (docs/speed.md)."""
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
-        return f"{os.path.realpath(sys.executable)} (linkage unknown)"
-    linked = "libpython shared" if "libpython" in maps.read_text() else "libpython static"
+    maps = Path("/proc/self/maps")  # the libraries this process has mapped
+    if maps.exists():
+        linked = "libpython shared" if "libpython" in maps.read_text() else "libpython static"
+    else:
+        linked = "linkage unknown"
     return f"{os.path.realpath(sys.executable)} ({linked})"
 
 
