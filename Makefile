@@ -8,7 +8,7 @@
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 # The venv's interpreter: the distribution's python3 where it is 3.11 or newer and can make a venv, else the
 # first python3 on PATH. Debian's is built with PGO and LTO and linked statically; here it answered a
-# query for 8% less CPU and loaded a million machines 10% sooner than a from-source build without them
+# query for 8% less CPU and loaded a million machines 10–20% sooner than a from-source build without them
 # (docs/deployment.md, The interpreter). PYTHON=... picks another; a venv made before keeps its interpreter until removed.
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
