@@ -6,21 +6,25 @@
 # speed while the registry changes (bench/churn.py);
 # `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
-# The venv's interpreter: the distribution's python3 where it is 3.11 or newer and can make a venv, else the
-# first python3 on PATH. Debian's is built with PGO and LTO and linked statically; here it answered a
-# query for 8% less CPU and loaded a million machines 10–20% sooner than a from-source build without them
-# (docs/deployment.md, The interpreter). PYTHON=... picks another; a venv made before keeps its interpreter until removed.
-PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
+# The venv's interpreter: PYTHON=... if given; else the distribution's python3 where it is 3.11 or newer
+# and can make a venv (on Debian with python3-venv, which making the venv installs), else the first
+# python3 on PATH. Debian's is built with PGO and LTO and linked statically; here it answered a query
+# for 8% less CPU and loaded a million machines 10–20% sooner than a from-source build without them
+# (docs/deployment.md, The interpreter). A venv made before keeps its interpreter until removed.
+PYTHON ?=
+DISTRO_PYTHON := /usr/bin/python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
-DEBIAN_PACKAGES := python3-venv bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
+DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv run check lint test bench bench-size bench-flips bench-cost bench-churn soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(if $(PYTHON),,$(if $(shell command -v dpkg),$(call apt_install,python3-venv)))
+	$(or $(PYTHON),$$($(DISTRO_PYTHON) -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
+	  && echo $(DISTRO_PYTHON) || echo python3)) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
@@ -33,15 +37,19 @@ run: venv
 check: venv
 	$(BIN)/internal-dns check -c $(CONFIG)
 
-# The Debian tools the tests start for real (and python3-venv, so that the venv is the distribution's
-# interpreter's): dig, dnsmasq, dnsperf, etcd, the sqlite3 shell; ip (network
-# namespaces), gcc and musl-gcc (glibc's and musl's resolvers as clients), systemd-analyze (the unit).
-system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# The Debian packages of $(1) that are not installed yet, installed.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, etcd, the sqlite3 shell; ip (network
+# namespaces), gcc and musl-gcc (glibc's and musl's resolvers as clients), systemd-analyze (the unit).
+system-deps:
+	$(call apt_install,$(DEBIAN_PACKAGES))
 
 # ruff (lint and format) and mypy, configured in pyproject.toml; `make test` runs them first.
 lint: venv
