@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import churn, cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
-from bench.figures import OUT, interpreter, run_header
+from bench.figures import OUT, run_header
 from bench.generate import Size
 from bench.workloads import Files, prepare
 
@@ -239,7 +239,8 @@ def main() -> None:
         report["scale"] = scale.figures(out, args.seconds, by_workload["a"][INTERNAL].qps)
 
     if not args.no_cost:
-        print(f"CPU per query at fixed rates (server pinned to one core, dnsperf on the other; {interpreter()}):", flush=True)
+        on = report["machine"]["interpreter"]
+        print(f"CPU per query at fixed rates (server pinned to one core, dnsperf on the other; {on}):", flush=True)
         report["cost"] = cost.cost_figures(out, files, args.seconds)
         print("one source flooding, another asking at a moderate rate:", flush=True)
         report["fairness"] = cost.fairness_figures(out, files, size, args.seconds)

@@ -255,33 +255,21 @@ class DnsService(service.Service):
         # side since it was found free, so pick again a few times.
         attempts = _EPHEMERAL_ATTEMPTS if listener.port == 0 else 1
         packets = self.dispatcher.packets
+        factory = DnsStreamFactory(
+            self.dispatcher.respond,
+            lambda local: packets.for_listener(listener, True, local),
+            listener,
+            self.tcp,
+            self.clock,
+        )
         for attempt in range(attempts):
             port = listener.port or free_udp_port(listener.address)
             try:
-                sock = bound_socket(listener.address, port, socket.SOCK_DGRAM, self.config.reuse_port)
+                sock, tcp = self._bind(listener.address, port, factory)
             except CannotListenError:
                 if attempt + 1 == attempts:
                     raise
                 continue
-            factory = DnsStreamFactory(
-                self.dispatcher.respond,
-                lambda local: packets.for_listener(listener, True, local),
-                listener,
-                self.tcp,
-                self.clock,
-            )
-            try:
-                with bound_socket(listener.address, port, socket.SOCK_STREAM, self.config.reuse_port) as stream:
-                    stream.listen(_BACKLOG)
-                    tcp = self.reactor.adoptStreamPort(stream.fileno(), stream.family, factory)
-            except CannotListenError:
-                sock.close()
-                if attempt + 1 == attempts:
-                    raise
-                continue
-            except Exception:
-                sock.close()
-                raise
             break
         udp = UdpListener(
             self.reactor,
@@ -296,6 +284,18 @@ class DnsService(service.Service):
         self.udp.append(udp)
         self.tcp_ports.append(tcp)
         log.info("listening on {address} port {port} (UDP and TCP)", address=listener.address, port=port)
+
+    def _bind(self, address: str, port: int, factory: DnsStreamFactory) -> tuple[socket.socket, Any]:
+        """UDP and TCP on one port: the UDP socket, and the TCP port the reactor serves; the UDP
+        socket closed again when TCP cannot have the port."""
+        sock = bound_socket(address, port, socket.SOCK_DGRAM, self.config.reuse_port)
+        try:
+            with bound_socket(address, port, socket.SOCK_STREAM, self.config.reuse_port) as stream:
+                stream.listen(_BACKLOG)
+                return sock, self.reactor.adoptStreamPort(stream.fileno(), stream.family, factory)
+        except BaseException:
+            sock.close()
+            raise
 
     def collect(self) -> Iterator[Metric]:
         """Every part's metric families, for the operator's /metrics."""
