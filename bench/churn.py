@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import dnsperf, peers
+from bench import dnsperf, interference, peers
 from bench.figures import OUT, RESULTS, run_header, save
 from bench.generate import Size, network_document, region_codes
 from bench.stores import fill_generated, open_store, store_options
@@ -75,13 +75,15 @@ def backend_figures(out: Path, files: Any, backend: str, seconds: float, rate: f
                 dnsperf.run(server.port, queries, seconds=2)  # warm: every question rendered once
                 quiet = dnsperf.run(server.port, queries, seconds=seconds)
                 half = int(quiet.qps / 2)
-                quiet_half = dnsperf.run(server.port, queries, seconds=seconds, max_qps=half, verbose=True)
+                with interference.watching(server.pid) as quiet_machine:
+                    quiet_half = dnsperf.run(server.port, queries, seconds=seconds, max_qps=half, verbose=True)
                 stop, written = threading.Event(), list[float]()
                 writer = threading.Thread(target=_changing, args=(options, machines, rate, stop, written, idle), daemon=True)
                 writer.start()
                 try:
                     churn = dnsperf.run(server.port, queries, seconds=seconds)
-                    churn_half = dnsperf.run(server.port, queries, seconds=seconds, max_qps=half, verbose=True)
+                    with interference.watching(server.pid) as churn_machine:
+                        churn_half = dnsperf.run(server.port, queries, seconds=seconds, max_qps=half, verbose=True)
                 finally:
                     stop.set()
                     writer.join()
@@ -95,13 +97,16 @@ def backend_figures(out: Path, files: Any, backend: str, seconds: float, rate: f
         "half_load_qps": half,
         "quiet_half_ms": quiet_half.percentiles_ms,
         "churn_half_ms": churn_half.percentiles_ms,
+        "quiet_half_interference": quiet_machine.as_dict(),
+        "churn_half_interference": churn_machine.as_dict(),
         "changes_written": len(written),
         "changes_per_second": round((len(written) - 1) / span, 1) if span else None,
     }
     print(
         f"  {backend}: quiet {quiet.qps:,.0f} qps, with {report['changes_per_second']} changes/s {churn.qps:,.0f} qps "
         f"({report['ratio']:.0%}); at {half:,} qps p99 {quiet_half.percentiles_ms['p99']:.3f} ms quiet, "
-        f"{churn_half.percentiles_ms['p99']:.3f} ms churning",
+        f"{churn_half.percentiles_ms['p99']:.3f} ms churning\n"
+        f"    quiet: {quiet_machine.describe()}\n    churning: {churn_machine.describe()}",
         flush=True,
     )
     return report

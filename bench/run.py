@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import churn, cost, dnsperf, health_flips, peers, registry_size, scale, stores, workloads
+from bench import churn, cost, dnsperf, health_flips, interference, peers, registry_size, scale, stores, workloads
 from bench.figures import OUT, run_header
 from bench.generate import Size
 from bench.workloads import Files, prepare
@@ -75,22 +75,27 @@ def peak_figures(out: Path, files: Files, seconds: float) -> dict[str, dict[str,
     return by_workload
 
 
-def latency_figures(out: Path, files: Files, qps: int, seconds: float) -> dict[str, dnsperf.Result]:
-    """Workload (a) at a fixed rate on every server: p50, p99, p99.9."""
-    results = {}
+def latency_figures(
+    out: Path, files: Files, qps: int, seconds: float
+) -> tuple[dict[str, dnsperf.Result], dict[str, interference.Interference]]:
+    """Workload (a) at a fixed rate on every server: p50, p99, p99.9, and what else had the
+    server's core meanwhile."""
+    results, machine = {}, {}
     for start in (
         lambda: peers.internal_dns(out, files.registry),
         lambda: peers.twisted_names(out, files.baseline_data),
         lambda: peers.dnsmasq_authoritative(out, files.dnsmasq_hosts, files.dnsmasq_records),
     ):
         with peers.running(start()) as server:
-            results[server.name] = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=qps, verbose=True)
+            with interference.watching(server.pid) as machine[server.name]:
+                results[server.name] = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=qps, verbose=True)
             p = results[server.name].percentiles_ms
             print(
-                f"  {server.name:<16} at {qps:,} qps: p50 {p['p50']:.3f} ms, p99 {p['p99']:.3f} ms, p99.9 {p['p99.9']:.3f} ms",
+                f"  {server.name:<16} at {qps:,} qps: p50 {p['p50']:.3f} ms, p99 {p['p99']:.3f} ms, p99.9 {p['p99.9']:.3f} ms\n"
+                f"  {'':<16} {machine[server.name].describe()}",
                 flush=True,
             )
-    return results
+    return results, machine
 
 
 def wildcard_figures(out: Path, files: Files, seconds: float) -> dict[str, dnsperf.Result]:
@@ -218,7 +223,7 @@ def main() -> None:
     by_workload = peak_figures(out, files, args.seconds)
     half = int(by_workload["a"][INTERNAL].qps / 2)
     print(f"latency at half of internal-dns's peak on (a): {half:,} qps", flush=True)
-    latency = latency_figures(out, files, half, args.seconds)
+    latency, machine = latency_figures(out, files, half, args.seconds)
     print("a wildcard listener against one bound to the address asked, workload (a):", flush=True)
     wildcard = wildcard_figures(out, files, args.seconds)
 
@@ -227,7 +232,10 @@ def main() -> None:
         "size": size.describe(),
         "seconds": args.seconds,
         "workloads": {w: {name: r.as_dict() for name, r in results.items()} for w, results in by_workload.items()},
-        "latency_at_half_load": {"qps": half, **{name: r.as_dict() for name, r in latency.items()}},
+        "latency_at_half_load": {
+            "qps": half,
+            **{name: {**r.as_dict(), "interference": machine[name].as_dict()} for name, r in latency.items()},
+        },
         "wildcard": {address: r.as_dict() for address, r in wildcard.items()},
         "targets": targets(by_workload, latency, wildcard),
     }

@@ -17,7 +17,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import churn, cost, dnsperf, figures, health_flips, peers, registry_size, soak, workloads
+from bench import churn, cost, dnsperf, figures, health_flips, interference, peers, registry_size, soak, workloads
 from bench.etcd import etcd
 from bench.generate import Size
 from bench.stores import open_store
@@ -171,6 +171,7 @@ def test_the_churn_figure_writes_changes_while_dnsperf_asks(files: Files, tmp_pa
     sqlite = report["backends"]["sqlite"]
     assert sqlite["quiet_qps"] > 0 and sqlite["churn_qps"] > 0 and sqlite["changes_written"] >= 5
     assert set(sqlite["churn_half_ms"]) == {"p50", "p99", "p99.9"}
+    assert sqlite["churn_half_interference"]["server_core_busy"] > 0  # the server answered on its core
     assert "Throughput and latency while" in churn.table(report)
 
 
@@ -240,3 +241,31 @@ def test_the_header_names_the_interpreter_and_how_libpython_is_linked() -> None:
     needed = subprocess.run(["ldd", sys.executable], capture_output=True, text=True, check=True).stdout
     expected = "libpython shared" if "libpython" in needed else "libpython static"
     assert figures.run_header()["machine"]["interpreter"] == f"{os.path.realpath(sys.executable)} ({expected})"
+
+
+def test_interference_reads_schedstat_and_proc_stat() -> None:
+    assert interference.run_queue_wait_ns(["1200 3400 5\n", "10 6 1\n", ""]) == 3406
+    stat = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 0 1 10 0 0 0 0 0 0\ncpu1 5 0 3 2 0 0 0 4 0 0\n"
+    assert interference.cpu_ticks(stat, 1) == [5, 0, 3, 2, 0, 0, 0, 4]
+    with pytest.raises(ValueError):
+        interference.cpu_ticks(stat, 2)
+    # 10 ticks went by: 4 idle, 1 iowait, 1 stolen
+    assert interference.busy_percent([0] * 8, [2, 0, 1, 4, 1, 0, 1, 1]) == 50.0
+
+
+def test_interference_counts_the_time_another_task_held_the_servers_core() -> None:
+    # Two processes that each burn CPU on core 0, then wait to be let go: while one runs, the
+    # other is ready and waits. The first stands in for the server.
+    burn = "n = 0\nwhile n < 5_000_000: n += 1\nprint('done', flush=True)\nimport sys; sys.stdin.read()"
+    spin = [*dnsperf.taskset("0"), sys.executable, "-c", burn]
+    both = [subprocess.Popen(spin, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        with interference.watching(both[0].pid, server_cpu=0, load_cpu=0) as seen:
+            for process in both:
+                assert process.stdout is not None and process.stdout.readline() == "done\n"
+        assert seen.waited_ms > 0 and seen.server_core_busy > 0 and seen.load_core_busy == seen.server_core_busy
+        assert "the server ready and not running" in seen.describe()
+    finally:
+        for process in both:
+            process.kill()
+            process.wait()
