@@ -3,7 +3,8 @@
 # `make bench`: the benchmark against the peers (bench/run.py); `make bench-size`: its registry size figures
 # alone (bench/registry_size.py); `make bench-flips`: its health check flips alone (bench/health_flips.py);
 # `make bench-cost`: CPU per query at fixed rates and a flooding source (bench/cost.py); `make bench-churn`:
-# speed while the registry changes (bench/churn.py);
+# speed while the registry changes (bench/churn.py); `make bench-tap`: a half load's latency split between
+# the server and dnsperf, from a loopback capture (bench/tap.py);
 # `make soak`: the soak (bench/soak.py).
 # `make etcd`: a local etcd to try the etcd backend on (127.0.0.1:2379, data in .etcd/); Ctrl-C stops it.
 # The venv's interpreter: PYTHON=... if given; else the distribution's python3 where it is 3.11 or newer
@@ -16,10 +17,10 @@ DISTRO_PYTHON := /usr/bin/python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
-DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
+DEBIAN_PACKAGES := bind9-dnsutils dnsmasq-base dnsperf tcpdump etcd-server etcd-client sqlite3 iproute2 gcc libc6-dev musl-tools systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run check lint test bench bench-size bench-flips bench-cost bench-churn soak etcd system-deps clean
+.PHONY: venv run check lint test bench bench-size bench-flips bench-cost bench-churn bench-tap soak etcd system-deps clean
 
 $(BIN)/internal-dns: setup.cfg pyproject.toml
 	$(if $(PYTHON),,$(if $(shell command -v dpkg),$(call apt_install,python3-venv)))
@@ -46,7 +47,7 @@ define apt_install
 	fi
 endef
 
-# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, etcd, the sqlite3 shell; ip (network
+# The Debian tools the tests start for real: dig, dnsmasq, dnsperf, tcpdump, etcd, the sqlite3 shell; ip (network
 # namespaces), gcc and musl-gcc (glibc's and musl's resolvers as clients), systemd-analyze (the unit).
 system-deps:
 	$(call apt_install,$(DEBIAN_PACKAGES))
@@ -87,6 +88,11 @@ bench-cost: system-deps venv
 # SQLite and etcd (bench/churn.py); writes bench/results/churn.json.
 bench-churn: system-deps venv
 	$(BIN)/python -m bench.churn $(BENCH_ARGS)
+
+# Workload (a) at 60,000 qps on internal-dns and dnsmasq, alternately, timed by dnsperf and by a capture on
+# the loopback device (bench/tap.py; needs root); writes bench/results/tap.json.
+bench-tap: system-deps venv
+	$(BIN)/python -m bench.tap $(BENCH_ARGS)
 
 # A busy host's mixed load held for 10 minutes on internal-dns and dnsmasq (bench/soak.py);
 # BENCH_ARGS="--minutes 2 --keep-awake" and the like change the run.

@@ -17,7 +17,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench import churn, cost, dnsperf, figures, health_flips, interference, peers, registry_size, soak, workloads
+from bench import churn, cost, dnsperf, figures, health_flips, interference, peers, registry_size, soak, tap, workloads
 from bench.etcd import etcd
 from bench.generate import Size
 from bench.stores import open_store
@@ -269,3 +269,57 @@ def test_interference_counts_the_time_another_task_held_the_servers_core() -> No
         for process in both:
             process.kill()
             process.wait()
+
+
+def _pcap(records: list[tuple[float, int, int, bytes]]) -> bytes:
+    """A nanosecond pcap of UDP/IPv4 packets on Linux's loopback: (time, source port, destination
+    port, DNS ID)."""
+    import struct
+
+    out = struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)
+    for at, source, destination, ident in records:
+        udp = struct.pack("!HHHH", source, destination, 20, 0) + ident + bytes(10)
+        ip = bytes([0x45, 0]) + struct.pack("!H", 20 + len(udp)) + bytes(5) + bytes([17]) + bytes(10)
+        packet = bytes(12) + b"\x08\x00" + ip + udp
+        seconds = int(at)
+        out += struct.pack("<IIII", seconds, round((at - seconds) * 1e9), len(packet), len(packet)) + packet
+    return out
+
+
+def test_the_tap_pairs_queries_with_replies_and_finds_the_pauses() -> None:
+    port = 5300
+    capture = tap.read_pcap(
+        _pcap(
+            [
+                (10.0000, 4000, port, b"\x00\x01"),
+                (10.0001, 4001, port, b"\x00\x01"),  # the same ID from another client port
+                (10.0002, port, 4001, b"\x00\x01"),
+                (10.0004, port, 4000, b"\x00\x01"),
+                (10.0010, 4000, port, b"\x00\x02"),
+                (10.0030, port, 4000, b"\x00\x02"),  # 2 ms in which a query waited and no reply went
+                (10.0100, 4000, port, b"\x00\x03"),  # 6.7 ms without replies, but none waiting
+                (10.0102, port, 4000, b"\x00\x03"),
+                (10.0200, 4002, port, b"\x00\x09"),  # never answered
+                (13.0000, 4000, port, b"\x00\x04"),
+                (13.0050, port, 4000, b"\x00\x04"),  # the one given up on no longer counts as waiting
+            ]
+        ),
+        port,
+    )
+    assert [round(x * 1e6) for x in capture.latencies] == [100, 400, 2000, 200, 5000]
+    assert [round(x * 1e6) for x in capture.pauses] == [2000, 5000]
+    assert capture.unanswered == 1
+    summary = capture.summary()
+    assert summary["answered"] == 5 and summary["pauses"] == 2 and summary["longest_pause_ms"] == 5.0
+    with pytest.raises(ValueError):
+        tap.read_pcap(bytes(24), port)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="capturing on the loopback device needs root")
+def test_the_tap_sees_every_query_dnsperf_had_answered(files: Files, servers: dict[str, peers.Server]) -> None:
+    server = servers["internal-dns"]
+    with tap.capturing(server.port, cpus=None) as capture:
+        seen = dnsperf.run(server.port, files.queries["a"], seconds=1, max_qps=500, verbose=True, cpus=None)
+    assert len(capture.latencies) == seen.completed > 0 and capture.unanswered == 0
+    # Each query's time at the server is within the time dnsperf saw it take.
+    assert 0 < capture.summary()["percentiles_ms"]["p50"] <= seen.percentiles_ms["p50"]
