@@ -5,6 +5,7 @@ no test here times anything."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -274,8 +275,6 @@ def test_interference_counts_the_time_another_task_held_the_servers_core() -> No
 def _pcap(records: list[tuple[float, int, int, bytes]]) -> bytes:
     """A nanosecond pcap of UDP/IPv4 packets on Linux's loopback: (time, source port, destination
     port, DNS ID)."""
-    import struct
-
     out = struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)
     for at, source, destination, ident in records:
         udp = struct.pack("!HHHH", source, destination, 20, 0) + ident + bytes(10)
