@@ -80,11 +80,11 @@ def watching(pid: int, server_cpu: int = int(peers.SERVER_CPU), load_cpu: int = 
     """Filled in when the block is done: what the server's core went through meanwhile."""
     found = Interference(0.0, 0.0, 0.0, 0.0)
     stat = Path("/proc/stat")
-    first, waited = stat.read_text(), run_queue_wait_ns(_schedstats(pid))
+    first, waited_before = stat.read_text(), run_queue_wait_ns(_schedstats(pid))
     yield found
-    last, waited = stat.read_text(), run_queue_wait_ns(_schedstats(pid)) - waited
+    last, waited_after = stat.read_text(), run_queue_wait_ns(_schedstats(pid))
     server_before, server_after = cpu_ticks(first, server_cpu), cpu_ticks(last, server_cpu)
-    found.waited_ms = round(waited / 1e6, 1)
+    found.waited_ms = round((waited_after - waited_before) / 1e6, 1)
     found.stolen_ms = round((server_after[_STEAL] - server_before[_STEAL]) * TICK * 1000, 1)
     found.server_core_busy = round(busy_percent(server_before, server_after), 1)
     found.load_core_busy = round(busy_percent(cpu_ticks(first, load_cpu), cpu_ticks(last, load_cpu)), 1)

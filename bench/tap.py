@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -173,20 +173,18 @@ def server_share(out: Path, files: Files, qps: int, seconds: float, rounds: int)
                 with capturing(server.port) as captured, interference.watching(server.pid) as machine:
                     seen = dnsperf.run(server.port, files.queries["a"], seconds=seconds, max_qps=qps, verbose=True)
                 tap = captured.summary()
-            run = {"dnsperf": asdict(seen), "tap": tap, "interference": machine.as_dict()}
-            runs[name].append(run)
-            print(f"  {name:<13}{describe(run)}", flush=True)
+            print(f"  {name:<13}{describe(seen, tap, machine)}", flush=True)
+            runs[name].append({"dnsperf": seen.as_dict(), "tap": tap, "interference": machine.as_dict()})
     return runs
 
 
-def describe(run: dict[str, Any]) -> str:
-    mine, tap = run["dnsperf"]["percentiles_ms"], run["tap"]
-    theirs = tap["percentiles_ms"]
+def describe(seen: dnsperf.Result, tap: dict[str, Any], machine: interference.Interference) -> str:
+    mine, theirs = seen.percentiles_ms, tap["percentiles_ms"]
     return (
         f"dnsperf p99 {mine['p99']:.3f} / p99.9 {mine['p99.9']:.3f} ms; at the server p99 {theirs['p99']:.3f} / "
         f"p99.9 {theirs['p99.9']:.3f} ms; {tap['pauses']} pauses of {PAUSE * 1000:g} ms or more "
         f"({tap['paused_ms']:.0f} ms, longest {tap['longest_pause_ms']:.1f})\n"
-        f"  {'':<13}{interference.Interference(**run['interference']).describe()}"
+        f"  {'':<13}{machine.describe()}"
     )
 
 
